@@ -114,11 +114,6 @@ impl PooledBuffer {
     pub fn buffer(&self) -> &wgpu::Buffer {
         self.buffer.as_ref().expect("buffer present until drop")
     }
-
-    /// The allocated size (the size class, ≥ the requested size).
-    pub fn capacity(&self) -> u64 {
-        self.class
-    }
 }
 
 impl Drop for PooledBuffer {

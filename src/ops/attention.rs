@@ -1,1 +1,523 @@
-//! (being written)
+//! Dense multi-head attention, fused into one dispatch: per batch item and head,
+//! `out = softmax(scale·q·kᵀ + bias + mask)·v` with the softmax over keys (max-subtracted).
+//! Covers Swin window attention (49×49 per window, relative-position bias, shifted-window mask)
+//! and the neck's encoder self-attention and decoder cross-attention.
+//! Shader: `shaders/attention.wgsl`.
+
+use crate::gpu::{DType, Encoder, Shader, ShaderNeeds, Tensor, Variant};
+use crate::ops::HeadsView;
+use crate::{Error, Result};
+
+const SOURCE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/attention.wgsl"));
+const SUBGROUP_MARKER: &str = "// ---- subgroup kernels";
+
+/// The part of `attention.wgsl` above the subgroup marker: a module that validates on devices
+/// without the subgroup feature.
+const fn before_marker(src: &'static str, marker: &str) -> &'static str {
+    let (s, m) = (src.as_bytes(), marker.as_bytes());
+    let mut i = 0;
+    while i + m.len() <= s.len() {
+        let mut j = 0;
+        while j < m.len() && s[i + j] == m[j] {
+            j += 1;
+        }
+        if j == m.len() {
+            let (head, _) = s.split_at(i);
+            return match std::str::from_utf8(head) {
+                Ok(h) => h,
+                Err(_) => panic!("attention.wgsl: marker splits a character"),
+            };
+        }
+        i += 1;
+    }
+    panic!("attention.wgsl: subgroup marker not found")
+}
+
+static ATTENTION: Shader = Shader {
+    name: "attention.wgsl",
+    source: before_marker(SOURCE, SUBGROUP_MARKER),
+    needs: ShaderNeeds { f16: false, subgroups: false },
+};
+static ATTENTION_SUBGROUP: Shader = Shader {
+    name: "attention.wgsl+subgroups",
+    source: SOURCE,
+    needs: ShaderNeeds { f16: false, subgroups: true },
+};
+
+const OP: &str = "attention";
+/// Widest head the tiled kernel's private arrays hold (`MAXD`).
+pub const MAX_HEAD_DIM: usize = 64;
+/// Widest head of the register kernels (a row is two 4×4 matrices).
+pub const MAX_REGISTER_HEAD_DIM: usize = 32;
+/// Query rows per workgroup of the tiled kernel (`TQ`).
+const TILED_ROWS: usize = 64;
+/// Lanes per workgroup of the register kernels (`LANES`); each lane owns up to 8 query rows.
+const REGISTER_LANES: usize = 8;
+const MAX_ROWS_PER_LANE: usize = 8;
+
+/// The shader entry point that runs. [`attention_with`] picks it from the variant, the device and
+/// the shapes; [`attention_kernel`] forces one (tests use it to cover every kernel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// Workgroup-memory key/value tiles with barriers; any head width up to 64, any alignment.
+    Tiled,
+    /// Barrier-free, 8 query rows per lane, key/value rows loaded by every lane.
+    Register,
+    /// Barrier-free, key/value rows loaded once per subgroup and shared with subgroupBroadcast.
+    RegisterSubgroup,
+}
+
+impl Kernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Tiled => "tiled",
+            Kernel::Register => "register",
+            Kernel::RegisterSubgroup => "register-subgroup",
+        }
+    }
+}
+
+/// Options of [`attention`].
+#[derive(Clone, Copy, Debug)]
+pub struct AttnOpts<'a> {
+    pub heads: usize,
+    /// Multiplies q·kᵀ (usually `1/√head_dim`).
+    pub scale: f32,
+    /// `[heads, Lq, Lk]`, added to the logits of every batch item (Swin's relative-position bias).
+    pub bias: Option<&'a Tensor>,
+    /// `[nW, Lq, Lk]`; batch item `b` adds `mask[b % nW]` (Swin's shifted-window mask: the batch
+    /// is `B·nW` windows in window order, so the batch must be a multiple of `nW`).
+    pub mask: Option<&'a Tensor>,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    lq: u32,
+    lk: u32,
+    heads: u32,
+    nw: u32,
+    q_stride: u32,
+    q_off: u32,
+    k_stride: u32,
+    k_off: u32,
+    v_stride: u32,
+    v_off: u32,
+    row_tiles: u32,
+    groups: u32,
+    scale: f32,
+    _pad: [u32; 3],
+}
+
+/// The width shared by q, k and v: views carry no width, so it is the narrowest
+/// `stride − offset` of the three (the column block that ends its row; in every packed layout at
+/// least one of q, k, v is the last block of its tensor).
+pub fn view_width(q: &HeadsView, k: &HeadsView, v: &HeadsView) -> Result<usize> {
+    let mut w = usize::MAX;
+    for (name, x) in [("q", q), ("k", k), ("v", v)] {
+        if x.offset >= x.stride {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "{name} view offset {} is not inside its rows of stride {} ({:?})",
+                    x.offset,
+                    x.stride,
+                    x.t.shape()
+                ),
+            ));
+        }
+        w = w.min(x.stride - x.offset);
+    }
+    Ok(w)
+}
+
+/// `[B, Lq, heads·D]`: per batch item b and head h,
+/// `out[b, i, h·D + d] = Σ_j softmax_j(scale·q_bh[i]·k_bh[j] + bias[h, i, j] + mask[b mod nW, i, j])·v_bh[j, d]`,
+/// with the variant the device prefers. q is `[B, Lq, ·]`, k and v `[B, Lk, ·]` views of width
+/// `heads·D` (see [`view_width`]).
+pub fn attention(
+    enc: &mut Encoder,
+    q: HeadsView,
+    k: HeadsView,
+    v: HeadsView,
+    opts: &AttnOpts,
+) -> Result<Tensor> {
+    let variant = enc.gpu().variant();
+    attention_with(enc, q, k, v, opts, variant)
+}
+
+/// [`attention`] with an explicit kernel variant. `Variant::Register` runs the subgroup kernel
+/// where the device has subgroups of at least 8 lanes, else the plain register kernel; shapes the
+/// register kernels cannot take (head width over 32 or not a multiple of 4, views not 16-byte
+/// aligned) run the tiled kernel.
+pub fn attention_with(
+    enc: &mut Encoder,
+    q: HeadsView,
+    k: HeadsView,
+    v: HeadsView,
+    opts: &AttnOpts,
+    variant: Variant,
+) -> Result<Tensor> {
+    let kernel = kernel_for(enc.gpu(), variant, &q, &k, &v, opts.heads)?;
+    attention_kernel(enc, q, k, v, opts, kernel)
+}
+
+/// The kernel [`attention_with`] runs for these views on this device.
+pub fn kernel_for(
+    gpu: &crate::gpu::Gpu,
+    variant: Variant,
+    q: &HeadsView,
+    k: &HeadsView,
+    v: &HeadsView,
+    heads: usize,
+) -> Result<Kernel> {
+    let width = view_width(q, k, v)?;
+    let hd = if heads > 0 { width / heads } else { 0 };
+    Ok(match variant {
+        Variant::Tiled => Kernel::Tiled,
+        Variant::Register if !register_fits(hd, &[q, k, v]) => Kernel::Tiled,
+        Variant::Register if subgroup_kernel_available(gpu) => Kernel::RegisterSubgroup,
+        Variant::Register => Kernel::Register,
+    })
+}
+
+/// Whether the device can run [`Kernel::RegisterSubgroup`] (subgroups of at least 8 lanes).
+pub fn subgroup_kernel_available(gpu: &crate::gpu::Gpu) -> bool {
+    gpu.has_subgroups() && gpu.info.subgroup_min_size >= REGISTER_LANES as u32
+}
+
+fn register_fits(hd: usize, views: &[&HeadsView]) -> bool {
+    hd > 0
+        && hd % 4 == 0
+        && hd <= MAX_REGISTER_HEAD_DIM
+        && views.iter().all(|x| x.stride % 4 == 0 && x.offset % 4 == 0)
+}
+
+/// [`attention`] with a forced kernel; fails (naming the op) where that kernel cannot run the
+/// shapes or the device lacks what it needs.
+pub fn attention_kernel(
+    enc: &mut Encoder,
+    q: HeadsView,
+    k: HeadsView,
+    v: HeadsView,
+    opts: &AttnOpts,
+    kernel: Kernel,
+) -> Result<Tensor> {
+    let heads = opts.heads;
+    for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+        if x.t.dtype() != DType::F32 {
+            return Err(Error::shape(OP, format!("{name} must be f32, got {:?}", x.t)));
+        }
+    }
+    let width = view_width(&q, &k, &v)?;
+    if heads == 0 || width % heads != 0 {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "width {width} (q {:?}, k {:?}, v {:?}) is not divisible by {heads} heads",
+                q.t.shape(),
+                k.t.shape(),
+                v.t.shape()
+            ),
+        ));
+    }
+    let hd = width / heads;
+    if hd > MAX_HEAD_DIM {
+        return Err(Error::shape(
+            OP,
+            format!("head width {hd} ({width} / {heads} heads) exceeds the supported {MAX_HEAD_DIM}"),
+        ));
+    }
+    for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+        x.check(OP, width).map_err(|e| match e {
+            Error::Shape { op, msg } => Error::shape(op, format!("{name}: {msg}")),
+            e => e,
+        })?;
+    }
+    let (batch, lq, lk) = (q.batch, q.len, k.len);
+    if k.batch != batch || v.batch != batch || v.len != lk {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "q (batch {batch}, len {lq}), k (batch {}, len {lk}) and v (batch {}, len {}) must \
+                 share the batch, and k and v the length",
+                k.batch, v.batch, v.len
+            ),
+        ));
+    }
+    if lk == 0 && batch * lq > 0 {
+        return Err(Error::shape(OP, "softmax over zero keys (k and v have length 0)"));
+    }
+    if let Some(b) = opts.bias {
+        if b.shape() != [heads, lq, lk] || b.dtype() != DType::F32 {
+            return Err(Error::shape(
+                OP,
+                format!("bias must be f32 [heads, Lq, Lk] = [{heads}, {lq}, {lk}], got {b:?}"),
+            ));
+        }
+    }
+    let mut nw = 1;
+    if let Some(m) = opts.mask {
+        let s = m.shape();
+        if s.len() != 3 || s[1..] != [lq, lk] || s[0] == 0 || batch % s[0] != 0 || m.dtype() != DType::F32
+        {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "mask must be f32 [nW, Lq, Lk] = [nW, {lq}, {lk}] with nW dividing the batch \
+                     {batch}, got {m:?}"
+                ),
+            ));
+        }
+        nw = s[0];
+    }
+
+    let gpu = enc.gpu();
+    if kernel != Kernel::Tiled && !register_fits(hd, &[&q, &k, &v]) {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "the {} kernel needs a head width that is a multiple of 4 and at most \
+                 {MAX_REGISTER_HEAD_DIM} (got {hd}) and view strides and offsets that are \
+                 multiples of 4 (q {}/{}, k {}/{}, v {}/{})",
+                kernel.name(),
+                q.stride,
+                q.offset,
+                k.stride,
+                k.offset,
+                v.stride,
+                v.offset
+            ),
+        ));
+    }
+    if kernel == Kernel::RegisterSubgroup && !subgroup_kernel_available(gpu) {
+        return Err(Error::Other(format!(
+            "{OP}: the {} kernel needs subgroups of at least {REGISTER_LANES} lanes; '{}' has \
+             {}",
+            kernel.name(),
+            gpu.info.name,
+            if gpu.has_subgroups() {
+                format!("subgroups of {} lanes", gpu.info.subgroup_min_size)
+            } else {
+                "no subgroups".to_string()
+            }
+        )));
+    }
+    let out = gpu.empty(OP, &[batch, lq, width], DType::F32)?;
+    if batch * lq == 0 {
+        return Ok(out);
+    }
+    // Register kernels: a workgroup is 8 lanes with `rows_per_lane` query rows each, as many as
+    // fill Lq (up to 8), so short sequences (Swin's 49 tokens: 7 per lane) waste few lanes.
+    let rows_per_lane = lq.div_ceil(REGISTER_LANES).min(MAX_ROWS_PER_LANE);
+    let rows_per_group = match kernel {
+        Kernel::Tiled => TILED_ROWS,
+        _ => REGISTER_LANES * rows_per_lane,
+    };
+    let row_tiles = lq.div_ceil(rows_per_group);
+    let groups = batch * heads * row_tiles;
+    let to_u32 = |what: &str, n: usize| {
+        u32::try_from(n).map_err(|_| Error::shape(OP, format!("{what} {n} exceeds u32 indexing")))
+    };
+    let p = Params {
+        lq: lq as u32,
+        lk: lk as u32,
+        heads: heads as u32,
+        nw: nw as u32,
+        q_stride: q.stride as u32,
+        q_off: q.offset as u32,
+        k_stride: k.stride as u32,
+        k_off: k.offset as u32,
+        v_stride: v.stride as u32,
+        v_off: v.offset as u32,
+        row_tiles: row_tiles as u32,
+        groups: to_u32("workgroup count", groups)?,
+        scale: opts.scale,
+        _pad: [0; 3],
+    };
+    let (shader, entry) = match kernel {
+        Kernel::Tiled => (&ATTENTION, "attn_tiled"),
+        Kernel::Register => (&ATTENTION, "attn_register"),
+        Kernel::RegisterSubgroup => (&ATTENTION_SUBGROUP, "attn_register_sg"),
+    };
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    let mut constants = vec![
+        ("D", hd as f64),
+        ("HAS_BIAS", flag(opts.bias.is_some())),
+        ("HAS_MASK", flag(opts.mask.is_some())),
+    ];
+    if kernel != Kernel::Tiled {
+        constants.push(("R", rows_per_lane as f64));
+    }
+    // Absent bias/mask bindings still exist in the layout: bind q there (read-only, never read).
+    let bias = opts.bias.unwrap_or(q.t);
+    let mask = opts.mask.unwrap_or(q.t);
+    enc.dispatch(
+        shader,
+        entry,
+        &constants,
+        bytemuck::bytes_of(&p),
+        &[q.t, k.t, v.t, bias, mask, &out],
+        gpu.grid(groups as u64),
+    )?;
+    Ok(out)
+}
+
+/// Plain-loop reference.
+pub mod cpu {
+    /// A view into a host slice with the semantics of [`crate::ops::HeadsView`]: element
+    /// (b, i, c) of the logical `[batch, len, width]` block is `data[(b·len + i)·stride + offset + c]`.
+    #[derive(Clone, Copy, Debug)]
+    pub struct View<'a> {
+        pub data: &'a [f32],
+        pub batch: usize,
+        pub len: usize,
+        pub stride: usize,
+        pub offset: usize,
+    }
+
+    impl<'a> View<'a> {
+        /// A contiguous `[batch, len, width]` slice.
+        pub fn dense(data: &'a [f32], batch: usize, len: usize, width: usize) -> Self {
+            View {
+                data,
+                batch,
+                len,
+                stride: width,
+                offset: 0,
+            }
+        }
+
+        fn at(&self, b: usize, i: usize, c: usize) -> f64 {
+            self.data[(b * self.len + i) * self.stride + self.offset + c] as f64
+        }
+    }
+
+    /// `[batch, Lq, width]` with `width = heads·D`; logits, softmax and the weighted sum in f64.
+    /// `bias` is `[heads, Lq, Lk]`, `mask` `[nW, Lq, Lk]` (batch item b uses `mask[b % nW]`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        q: View,
+        k: View,
+        v: View,
+        width: usize,
+        heads: usize,
+        scale: f32,
+        bias: Option<&[f32]>,
+        mask: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let (batch, lq, lk) = (q.batch, q.len, k.len);
+        let hd = width / heads;
+        let nw = mask.map_or(1, |m| m.len() / (lq * lk));
+        let mut out = vec![0f32; batch * lq * width];
+        let mut logits = vec![0f64; lk];
+        for b in 0..batch {
+            for h in 0..heads {
+                for i in 0..lq {
+                    for (j, s) in logits.iter_mut().enumerate() {
+                        let dot: f64 = (0..hd)
+                            .map(|d| q.at(b, i, h * hd + d) * k.at(b, j, h * hd + d))
+                            .sum();
+                        *s = scale as f64 * dot;
+                        if let Some(bias) = bias {
+                            *s += bias[(h * lq + i) * lk + j] as f64;
+                        }
+                        if let Some(mask) = mask {
+                            *s += mask[((b % nw) * lq + i) * lk + j] as f64;
+                        }
+                    }
+                    let mx = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let mut sum = 0.0;
+                    for s in logits.iter_mut() {
+                        *s = (*s - mx).exp();
+                        sum += *s;
+                    }
+                    for d in 0..hd {
+                        let acc: f64 = (0..lk).map(|j| logits[j] * v.at(b, j, h * hd + d)).sum();
+                        out[(b * lq + i) * width + h * hd + d] = (acc / sum) as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Model-shaped benchmarks (GFLOP/s counts 4·Lq·Lk·D·heads·batch: two multiply-adds per
+/// (query, key, channel)).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn bench(gpu: &crate::gpu::Gpu, rows: &mut Vec<crate::bench::Row>) -> Result<()> {
+    use crate::prng::SplitMix64;
+
+    struct Case {
+        name: &'static str,
+        batch: usize,
+        lq: usize,
+        lk: usize,
+        heads: usize,
+        hd: usize,
+        swin: bool,
+    }
+    let cases = [
+        Case { name: "swin window (bias+mask)", batch: 121, lq: 49, lk: 49, heads: 3, hd: 32, swin: true },
+        Case { name: "neck encoder self", batch: 1, lq: 64, lk: 64, heads: 8, hd: 32, swin: false },
+        Case { name: "neck decoder cross", batch: 1, lq: 361, lk: 64, heads: 8, hd: 32, swin: false },
+        Case { name: "dense 361x361", batch: 1, lq: 361, lk: 361, heads: 8, hd: 32, swin: false },
+    ];
+    let mut rng = SplitMix64::new(7);
+    for c in cases {
+        let width = c.heads * c.hd;
+        // Swin and self-attention read q, k, v from one packed projection; cross-attention
+        // takes q from the decoder and k, v from a packed [B, Lk, 2d] projection of the memory.
+        let qkv = gpu.upload(
+            &[c.batch, c.lk, 3 * width],
+            &rng.vec_f32(c.batch * c.lk * 3 * width, -1.0, 1.0),
+        )?;
+        let qt = gpu.upload(&[c.batch, c.lq, width], &rng.vec_f32(c.batch * c.lq * width, -1.0, 1.0))?;
+        let bias = if c.swin {
+            Some(gpu.upload(&[c.heads, c.lq, c.lk], &rng.vec_f32(c.heads * c.lq * c.lk, -2.0, 2.0))?)
+        } else {
+            None
+        };
+        let mask = if c.swin {
+            let nw = 11 * 11;
+            let m: Vec<f32> = (0..nw * c.lq * c.lk)
+                .map(|x| if (x * 7) % 5 == 0 { -100.0 } else { 0.0 })
+                .collect();
+            Some(gpu.upload(&[nw, c.lq, c.lk], &m)?)
+        } else {
+            None
+        };
+        let opts = AttnOpts {
+            heads: c.heads,
+            scale: 1.0 / (c.hd as f32).sqrt(),
+            bias: bias.as_ref(),
+            mask: mask.as_ref(),
+        };
+        let qv = if c.lq == c.lk {
+            HeadsView::packed(&qkv, 3, 0)?
+        } else {
+            HeadsView::dense(&qt)?
+        };
+        let kv = HeadsView::packed(&qkv, 3, 1)?;
+        let vv = HeadsView::packed(&qkv, 3, 2)?;
+        let flops = 4.0 * (c.lq * c.lk * c.hd * c.heads * c.batch) as f64;
+        for kernel in [Kernel::RegisterSubgroup, Kernel::Register, Kernel::Tiled] {
+            if kernel == Kernel::RegisterSubgroup && !subgroup_kernel_available(gpu) {
+                continue;
+            }
+            let ms = crate::bench::median_ms(gpu, 2, 10, |enc| {
+                attention_kernel(enc, qv, kv, vv, &opts, kernel)?;
+                Ok(())
+            })?;
+            rows.push(crate::bench::Row {
+                kernel: format!("attention {} [{}]", c.name, kernel.name()),
+                shape: format!("{}x{}x{}x{}h{}", c.batch, c.lq, c.lk, c.heads, c.hd),
+                median_ms: ms,
+                flops: Some(flops),
+                bytes: None,
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,1 +1,552 @@
-//! (being written)
+//! 2-D convolution (groups = 1) with a fused bias / residual / ReLU epilogue, inference batch
+//! norm, and the host-side folding of batch norm into the preceding convolution.
+//! Shader: `shaders/conv.wgsl`.
+//!
+//! The convolution is a GEMM with M = Co, N = batch·Ho·Wo, K = Ci·kh·kw:
+//! `Variant::Register` materialises the zero-padded K × N matrix (im2col) so that a barrier-free
+//! 8 × 8 register-blocked GEMM can read it as aligned vec4s; `Variant::Tiled` gathers the same
+//! matrix tile by tile into workgroup memory (implicit GEMM, no temporary).
+
+use crate::gpu::{DType, Encoder, Tensor, Variant};
+use crate::{shader, Error, Result};
+
+shader!(CONV, "conv.wgsl");
+
+/// Options of [`conv2d`]. `Conv2dOpts::default()` is stride 1, no padding, no bias, no
+/// residual, no ReLU.
+#[derive(Clone, Copy, Debug)]
+pub struct Conv2dOpts<'a> {
+    /// (vertical, horizontal) stride; both must be ≥ 1.
+    pub stride: (usize, usize),
+    /// Zero padding [top, left, bottom, right]. Bottom/right-only padding is how Swin's
+    /// PatchEmbed pads 127 → 128.
+    pub pad: [usize; 4],
+    /// `[Co]`, added to every output pixel of its channel.
+    pub bias: Option<&'a Tensor>,
+    /// Apply `max(·, 0)` last.
+    pub relu: bool,
+    /// Same shape as the output, added before the ReLU (the identity path of a ResNet block).
+    pub residual: Option<&'a Tensor>,
+}
+
+impl Default for Conv2dOpts<'_> {
+    fn default() -> Self {
+        Conv2dOpts {
+            stride: (1, 1),
+            pad: [0; 4],
+            bias: None,
+            relu: false,
+            residual: None,
+        }
+    }
+}
+
+/// Inference batch-norm parameters, each `[C]`.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchNorm<'a> {
+    pub weight: &'a Tensor,
+    pub bias: &'a Tensor,
+    pub mean: &'a Tensor,
+    pub var: &'a Tensor,
+    pub eps: f32,
+}
+
+/// Uniform block shared by every conv entry point (mirrors `struct Conv` in the shader).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    ci: u32,
+    h: u32,
+    w: u32,
+    co: u32,
+    ho: u32,
+    wo: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    pt: u32,
+    pl: u32,
+    k: u32,
+    kq: u32,
+    ncols: u32,
+    nq: u32,
+    pix: u32,
+    col_blocks: u32,
+    co_blocks: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct BnParams {
+    total: u32,
+    c: u32,
+    hw: u32,
+    eps: f32,
+}
+
+/// Output channels × columns computed by one invocation of `gemm_register`.
+const REG_BLOCK: usize = 8;
+/// Output tile edge of `conv_tiled`.
+const TILE: usize = 64;
+
+fn check_f32(op: &'static str, what: &str, t: &Tensor) -> Result<()> {
+    if t.dtype() != DType::F32 {
+        return Err(Error::shape(op, format!("{what} must be f32, got {t:?}")));
+    }
+    Ok(())
+}
+
+fn to_u32(op: &'static str, what: &str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::shape(op, format!("{what} = {v} exceeds u32 indexing")))
+}
+
+/// Output size along one axis, or `None` if the kernel does not fit the padded input.
+fn out_len(input: usize, k: usize, stride: usize, pad0: usize, pad1: usize) -> Option<usize> {
+    let padded = input + pad0 + pad1;
+    (k >= 1 && k <= padded).then(|| (padded - k) / stride + 1)
+}
+
+/// Checks all operands and returns the uniform block with `kq`, `nq`, `col_blocks` and
+/// `co_blocks` left for the variant to fill.
+fn geometry(x: &Tensor, w: &Tensor, o: &Conv2dOpts) -> Result<Params> {
+    const OP: &str = "conv2d";
+    check_f32(OP, "input", x)?;
+    check_f32(OP, "weight", w)?;
+    let (xs, ws) = (x.shape(), w.shape());
+    if xs.len() != 4 || ws.len() != 4 {
+        return Err(Error::shape(
+            OP,
+            format!("expects input [N, Ci, H, W] and weight [Co, Ci, kh, kw], got {xs:?} and {ws:?}"),
+        ));
+    }
+    let (n, ci, h, wd) = (xs[0], xs[1], xs[2], xs[3]);
+    let (co, kh, kw) = (ws[0], ws[2], ws[3]);
+    if ws[1] != ci {
+        return Err(Error::shape(
+            OP,
+            format!("input {xs:?} has {ci} channels but weight {ws:?} expects {}", ws[1]),
+        ));
+    }
+    if ci == 0 || kh == 0 || kw == 0 {
+        return Err(Error::shape(OP, format!("weight {ws:?} has an empty kernel")));
+    }
+    let (sh, sw) = o.stride;
+    if sh == 0 || sw == 0 {
+        return Err(Error::shape(OP, format!("stride {:?} must be at least 1", o.stride)));
+    }
+    let [pt, pl, pb, pr] = o.pad;
+    let (Some(ho), Some(wo)) = (out_len(h, kh, sh, pt, pb), out_len(wd, kw, sw, pl, pr)) else {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "kernel {kh}×{kw} of weight {ws:?} is larger than input {xs:?} padded by \
+                 [top, left, bottom, right] = {:?}",
+                o.pad
+            ),
+        ));
+    };
+    let out_shape = [n, co, ho, wo];
+    if let Some(b) = o.bias {
+        check_f32(OP, "bias", b)?;
+        if b.shape() != [co] {
+            return Err(Error::shape(
+                OP,
+                format!("bias {:?} must be [{co}] for weight {ws:?}", b.shape()),
+            ));
+        }
+    }
+    if let Some(r) = o.residual {
+        check_f32(OP, "residual", r)?;
+        if r.shape() != out_shape {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "residual {:?} must match the output {out_shape:?} of input {xs:?} and weight {ws:?}",
+                    r.shape()
+                ),
+            ));
+        }
+    }
+    // Padding larger than the input is legal but its offsets must survive u32 wrap-around.
+    for (what, v) in [("padding", pt.max(pl)), ("input size", h.max(wd)), ("stride", sh.max(sw))] {
+        if v > 1 << 24 {
+            return Err(Error::shape(OP, format!("{what} {v} is over the supported 2^24")));
+        }
+    }
+    let k = ci * kh * kw;
+    let pix = ho * wo;
+    let u = |what, v| to_u32(OP, what, v);
+    Ok(Params {
+        n: u("batch", n)?,
+        ci: u("channels", ci)?,
+        h: u("height", h)?,
+        w: u("width", wd)?,
+        co: u("output channels", co)?,
+        ho: u("output height", ho)?,
+        wo: u("output width", wo)?,
+        kh: kh as u32,
+        kw: kw as u32,
+        sh: sh as u32,
+        sw: sw as u32,
+        pt: pt as u32,
+        pl: pl as u32,
+        k: u("K = Ci·kh·kw", k)?,
+        kq: 0,
+        ncols: u("N·Ho·Wo", n * pix)?,
+        nq: 0,
+        pix: u("Ho·Wo", pix)?,
+        col_blocks: 0,
+        co_blocks: 0,
+    })
+}
+
+/// `y = relu?(conv(x, w) + bias + residual)` with the default kernel variant of the device.
+///
+/// `x` is `[N, Ci, H, W]`, `w` is `[Co, Ci, kh, kw]`, the result `[N, Co, Ho, Wo]` with
+/// `Ho = (H + pad_top + pad_bottom − kh) / stride_h + 1` (likewise `Wo`) and
+/// `conv(x, w)[n, o, i, j] = Σ_{c, a, b} w[o, c, a, b] · x̂[n, c, i·sh + a − pad_top, j·sw + b − pad_left]`
+/// where `x̂` is zero outside `x`.
+pub fn conv2d(enc: &mut Encoder, x: &Tensor, w: &Tensor, opts: &Conv2dOpts) -> Result<Tensor> {
+    let v = enc.gpu().variant();
+    conv2d_with(enc, x, w, opts, v)
+}
+
+/// [`conv2d`] with an explicit kernel variant.
+pub fn conv2d_with(
+    enc: &mut Encoder,
+    x: &Tensor,
+    w: &Tensor,
+    opts: &Conv2dOpts,
+    variant: Variant,
+) -> Result<Tensor> {
+    let mut p = geometry(x, w, opts)?;
+    let gpu = enc.gpu();
+    let shape = [p.n as usize, p.co as usize, p.ho as usize, p.wo as usize];
+    let y = gpu.empty("conv2d", &shape, DType::F32)?;
+    if y.numel() == 0 {
+        return Ok(y);
+    }
+    // Absent operands are bound to a tensor the entry point reads elsewhere (read-only aliasing
+    // is allowed); the HAS_* constants keep the shader from touching them.
+    let bias = opts.bias.unwrap_or(w);
+    let res = opts.residual.unwrap_or(w);
+    let flags = [
+        ("HAS_BIAS", opts.bias.is_some() as u32 as f64),
+        ("HAS_RES", opts.residual.is_some() as u32 as f64),
+        ("RELU", opts.relu as u32 as f64),
+    ];
+    match variant {
+        Variant::Register => {
+            let k = p.k as usize;
+            let kpad = k.next_multiple_of(4);
+            let npad = (p.ncols as usize).next_multiple_of(REG_BLOCK);
+            p.kq = (kpad / 4) as u32;
+            p.nq = (npad / 4) as u32;
+            p.col_blocks = (npad / REG_BLOCK) as u32;
+            p.co_blocks = (p.co as usize).div_ceil(REG_BLOCK) as u32;
+            let b = gpu.empty("conv2d", &[kpad, npad], DType::F32)?;
+            let quads = (kpad * npad / 4) as u64;
+            enc.dispatch(
+                &CONV,
+                "im2col",
+                &[],
+                bytemuck::bytes_of(&p),
+                &[x, &b],
+                gpu.grid(quads.div_ceil(256)),
+            )?;
+            let packed;
+            let wm = if k == kpad {
+                w
+            } else {
+                packed = gpu.empty("conv2d", &[p.co as usize, kpad], DType::F32)?;
+                let quads = (p.co as usize * kpad / 4) as u64;
+                enc.dispatch(
+                    &CONV,
+                    "pack_weights",
+                    &[],
+                    bytemuck::bytes_of(&p),
+                    &[w, &packed],
+                    gpu.grid(quads.div_ceil(256)),
+                )?;
+                &packed
+            };
+            let wg = reg_workgroup(p.col_blocks as usize);
+            let mut consts = flags.to_vec();
+            consts.push(("WG", wg as f64));
+            let groups = p.co_blocks as u64 * (p.col_blocks as u64).div_ceil(wg as u64);
+            enc.dispatch(
+                &CONV,
+                "gemm_register",
+                &consts,
+                bytemuck::bytes_of(&p),
+                &[wm, &b, bias, res, &y],
+                gpu.grid(groups),
+            )?;
+        }
+        Variant::Tiled => {
+            p.co_blocks = (p.co as usize).div_ceil(TILE) as u32;
+            let groups = p.co_blocks as u64 * (p.ncols as u64).div_ceil(TILE as u64);
+            enc.dispatch(
+                &CONV,
+                "conv_tiled",
+                &flags,
+                bytemuck::bytes_of(&p),
+                &[x, w, bias, res, &y],
+                gpu.grid(groups),
+            )?;
+        }
+    }
+    Ok(y)
+}
+
+/// Invocations per `gemm_register` workgroup (all share one block of output channels): the
+/// largest power of two up to 64 that does not leave most of the last workgroup idle.
+fn reg_workgroup(col_blocks: usize) -> u32 {
+    let mut wg = 64;
+    while wg > 8 && col_blocks.next_multiple_of(wg) - col_blocks > wg / 4 {
+        wg /= 2;
+    }
+    wg as u32
+}
+
+/// Inference batch norm over dimension 1 of `x` (`[N, C, ...]`):
+/// `y = (x − mean[c]) / sqrt(var[c] + eps) · weight[c] + bias[c]`.
+pub fn batch_norm(enc: &mut Encoder, x: &Tensor, bn: &BatchNorm) -> Result<Tensor> {
+    const OP: &str = "batch_norm";
+    check_f32(OP, "input", x)?;
+    let s = x.shape();
+    if s.len() < 2 {
+        return Err(Error::shape(OP, format!("expects [N, C, ...], got {s:?}")));
+    }
+    let c = s[1];
+    for (what, t) in [
+        ("weight", bn.weight),
+        ("bias", bn.bias),
+        ("mean", bn.mean),
+        ("var", bn.var),
+    ] {
+        check_f32(OP, what, t)?;
+        if t.shape() != [c] {
+            return Err(Error::shape(
+                OP,
+                format!("{what} {:?} must be [{c}] for input {s:?}", t.shape()),
+            ));
+        }
+    }
+    if !(bn.eps >= 0.0 && bn.eps.is_finite()) {
+        return Err(Error::shape(OP, format!("eps {} must be finite and ≥ 0", bn.eps)));
+    }
+    let gpu = enc.gpu();
+    let y = gpu.empty(OP, s, DType::F32)?;
+    let total = to_u32(OP, "element count", x.numel())?;
+    if total == 0 {
+        return Ok(y);
+    }
+    let p = BnParams {
+        total,
+        c: c as u32,
+        hw: s[2..].iter().product::<usize>() as u32,
+        eps: bn.eps,
+    };
+    enc.dispatch(
+        &CONV,
+        "batch_norm",
+        &[],
+        bytemuck::bytes_of(&p),
+        &[x, bn.weight, bn.bias, bn.mean, bn.var, &y],
+        gpu.grid((total as u64).div_ceil(256)),
+    )?;
+    Ok(y)
+}
+
+/// Folds an inference batch norm that follows a convolution into the convolution:
+/// with `s = weight / sqrt(var + eps)` (computed in f64), returns `w' = w · s[co]` (same layout
+/// as `w`, `[co, ...]`) and `b' = (b − mean) · s + bias` (`b` = 0 when absent).
+///
+/// # Panics
+/// If `w.len()` is not a multiple of `co` or a per-channel slice is not `co` long: these come
+/// from checkpoint shapes, which the loader validates first.
+#[allow(clippy::too_many_arguments)]
+pub fn fold_batch_norm(
+    w: &[f32],
+    b: Option<&[f32]>,
+    co: usize,
+    weight: &[f32],
+    bias: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    assert!(
+        co > 0 && w.len() % co == 0,
+        "fold_batch_norm: weight of {} values is not [{co}, ...]",
+        w.len()
+    );
+    for (what, len) in [
+        ("bn weight", weight.len()),
+        ("bn bias", bias.len()),
+        ("bn mean", mean.len()),
+        ("bn var", var.len()),
+        ("conv bias", b.map_or(co, <[f32]>::len)),
+    ] {
+        assert!(len == co, "fold_batch_norm: {what} has {len} values, expected {co}");
+    }
+    let per = w.len() / co;
+    let mut wf = Vec::with_capacity(w.len());
+    let mut bf = Vec::with_capacity(co);
+    for o in 0..co {
+        let s = weight[o] as f64 / (var[o] as f64 + eps as f64).sqrt();
+        wf.extend(w[o * per..(o + 1) * per].iter().map(|&v| (v as f64 * s) as f32));
+        let b0 = b.map_or(0.0, |b| b[o] as f64);
+        bf.push(((b0 - mean[o] as f64) * s + bias[o] as f64) as f32);
+    }
+    (wf, bf)
+}
+
+/// Plain-loop references (f64 accumulation).
+pub mod cpu {
+    /// Host-side options of [`conv2d`], mirroring [`super::Conv2dOpts`].
+    #[derive(Clone, Copy, Debug)]
+    pub struct ConvArgs<'a> {
+        pub stride: (usize, usize),
+        pub pad: [usize; 4],
+        pub bias: Option<&'a [f32]>,
+        pub relu: bool,
+        pub residual: Option<&'a [f32]>,
+    }
+
+    impl Default for ConvArgs<'_> {
+        fn default() -> Self {
+            ConvArgs {
+                stride: (1, 1),
+                pad: [0; 4],
+                bias: None,
+                relu: false,
+                residual: None,
+            }
+        }
+    }
+
+    /// Output `[N, Co, Ho, Wo]` of a convolution of `[N, Ci, H, W]` by `[Co, Ci, kh, kw]`.
+    pub fn out_shape(xs: [usize; 4], ws: [usize; 4], a: &ConvArgs) -> [usize; 4] {
+        let ho = (xs[2] + a.pad[0] + a.pad[2] - ws[2]) / a.stride.0 + 1;
+        let wo = (xs[3] + a.pad[1] + a.pad[3] - ws[3]) / a.stride.1 + 1;
+        [xs[0], ws[0], ho, wo]
+    }
+
+    /// `y = relu?(conv(x, w) + bias + residual)`, shapes as in [`super::conv2d`].
+    pub fn conv2d(x: &[f32], xs: [usize; 4], w: &[f32], ws: [usize; 4], a: &ConvArgs) -> Vec<f32> {
+        let [n, ci, h, wd] = xs;
+        let [co, _, kh, kw] = ws;
+        let [_, _, ho, wo] = out_shape(xs, ws, a);
+        let mut y = vec![0f32; n * co * ho * wo];
+        for b in 0..n {
+            for o in 0..co {
+                for i in 0..ho {
+                    for j in 0..wo {
+                        let mut acc = a.bias.map_or(0.0, |bs| bs[o] as f64);
+                        for c in 0..ci {
+                            for u in 0..kh {
+                                let iy = (i * a.stride.0 + u) as isize - a.pad[0] as isize;
+                                if iy < 0 || iy >= h as isize {
+                                    continue;
+                                }
+                                for v in 0..kw {
+                                    let ix = (j * a.stride.1 + v) as isize - a.pad[1] as isize;
+                                    if ix < 0 || ix >= wd as isize {
+                                        continue;
+                                    }
+                                    let xv = x[((b * ci + c) * h + iy as usize) * wd + ix as usize];
+                                    let wv = w[((o * ci + c) * kh + u) * kw + v];
+                                    acc += xv as f64 * wv as f64;
+                                }
+                            }
+                        }
+                        let idx = ((b * co + o) * ho + i) * wo + j;
+                        if let Some(r) = a.residual {
+                            acc += r[idx] as f64;
+                        }
+                        if a.relu {
+                            acc = acc.max(0.0);
+                        }
+                        y[idx] = acc as f32;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    /// Inference batch norm over dimension 1 of `x` with shape `shape` (`[N, C, ...]`).
+    pub fn batch_norm(
+        x: &[f32],
+        shape: &[usize],
+        weight: &[f32],
+        bias: &[f32],
+        mean: &[f32],
+        var: &[f32],
+        eps: f32,
+    ) -> Vec<f32> {
+        let c = shape[1];
+        let hw: usize = shape[2..].iter().product();
+        x.iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let ch = (i / hw) % c;
+                let s = weight[ch] as f64 / (var[ch] as f64 + eps as f64).sqrt();
+                ((v as f64 - mean[ch] as f64) * s + bias[ch] as f64) as f32
+            })
+            .collect()
+    }
+}
+
+/// Kernel timings for `sparsett bench kernels`: the head's convolutions at 19×19 and the search
+/// branch's PatchEmbed, per variant.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn bench(gpu: &crate::gpu::Gpu, rows: &mut Vec<crate::bench::Row>) -> Result<()> {
+    use crate::prng::SplitMix64;
+    // (label, Ci, Co, k, stride, input edge, pad)
+    let cases: [(&str, usize, usize, usize, usize, usize, [usize; 4]); 6] = [
+        ("3x3", 512, 512, 3, 1, 19, [1; 4]),
+        ("1x1", 512, 1024, 1, 1, 19, [0; 4]),
+        ("1x1", 1024, 256, 1, 1, 19, [0; 4]),
+        ("3x3", 256, 256, 3, 1, 19, [1; 4]),
+        ("1x1", 256, 1024, 1, 1, 19, [0; 4]),
+        ("patch4x4/4", 3, 96, 4, 4, 289, [0, 0, 3, 3]),
+    ];
+    let mut rng = SplitMix64::new(7);
+    for (label, ci, co, k, s, e, pad) in cases {
+        let x = gpu.upload(&[1, ci, e, e], &rng.vec_f32(ci * e * e, -1.0, 1.0))?;
+        let w = gpu.upload(&[co, ci, k, k], &rng.vec_f32(co * ci * k * k, -0.05, 0.05))?;
+        let b = gpu.upload(&[co], &rng.vec_f32(co, -0.1, 0.1))?;
+        let opts = Conv2dOpts {
+            stride: (s, s),
+            pad,
+            bias: Some(&b),
+            relu: true,
+            residual: None,
+        };
+        let ho = (e + pad[0] + pad[2] - k) / s + 1;
+        let flops = 2.0 * (co * ci * k * k * ho * ho) as f64;
+        for v in Variant::ALL {
+            let (warmup, iters) = if v == Variant::Tiled && gpu.variant() == Variant::Register {
+                (1, 3)
+            } else {
+                (2, 7)
+            };
+            let ms = crate::bench::median_ms(gpu, warmup, iters, |enc| {
+                conv2d_with(enc, &x, &w, &opts, v).map(|_| ())
+            })?;
+            rows.push(crate::bench::Row {
+                kernel: format!("conv2d {label} {}", v.name()),
+                shape: format!("{ci}→{co} {e}×{e} s{s} pad{pad:?}"),
+                median_ms: ms,
+                flops: Some(flops),
+                bytes: None,
+            });
+        }
+    }
+    Ok(())
+}

@@ -191,3 +191,29 @@ pub mod cpu {
             .collect()
     }
 }
+
+/// Throughput of the element-wise kernels on a Swin-sized activation.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn bench(gpu: &crate::Gpu, rows: &mut Vec<crate::bench::Row>) -> Result<()> {
+    let n = 5329 * 384; // the stage-0 MLP hidden activation of a search frame
+    let x = gpu.upload(&[n], &vec![0.5; n])?;
+    for (name, f) in [("gelu", Unary::Gelu), ("sigmoid", Unary::Sigmoid)] {
+        let ms = crate::bench::median_ms(gpu, 2, 10, |enc| unary(enc, &x, f).map(|_| ()))?;
+        rows.push(crate::bench::Row {
+            kernel: format!("elementwise {name}"),
+            shape: format!("[{n}]"),
+            median_ms: ms,
+            flops: None,
+            bytes: Some((8 * n) as f64),
+        });
+    }
+    let ms = crate::bench::median_ms(gpu, 2, 10, |enc| binary(enc, &x, &x, Binary::Add).map(|_| ()))?;
+    rows.push(crate::bench::Row {
+        kernel: "elementwise add".into(),
+        shape: format!("[{n}] + [{n}]"),
+        median_ms: ms,
+        flops: None,
+        bytes: Some((12 * n) as f64),
+    });
+    Ok(())
+}

@@ -1,1 +1,518 @@
-//! (being written)
+//! Data movement: pad, slice (crop), concat, permute, and SparseTT's learned 2-D positional
+//! embedding. Each op is one dispatch (concat of more than 7 inputs: one per 7) and copies 4-byte
+//! elements bit for bit, so f32, u32 and i32 tensors all work. Shader: `shaders/layout.wgsl`.
+
+use crate::gpu::{DType, Encoder, Tensor};
+use crate::{shader, Error, Result};
+
+shader!(LAYOUT, "layout.wgsl");
+
+/// Threads per workgroup (`WG` in the shader).
+const WG: u64 = 256;
+/// Highest rank of `pad` and `permute`.
+const MAX_RANK: usize = 4;
+/// Inputs one concat dispatch can read (8 storage buffers per stage, one is the output).
+const CONCAT_INPUTS: usize = 7;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct PadParams {
+    out_shape: [u32; 4],
+    in_shape: [u32; 4],
+    before: [u32; 4],
+    n: u32,
+    value: u32,
+    _pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct PermuteParams {
+    out_shape: [u32; 4],
+    strides: [u32; 4],
+    n: u32,
+    _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct SliceParams {
+    n: u32,
+    dim: u32,
+    len: u32,
+    start: u32,
+    inner: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ConcatParams {
+    offs: [u32; 8],
+    n: u32,
+    inner: u32,
+    count: u32,
+    total: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct EmbedParams {
+    n: u32,
+    w: u32,
+    half: u32,
+}
+
+fn check_elem(op: &'static str, t: &Tensor) -> Result<()> {
+    if t.dtype() == DType::F16 {
+        return Err(Error::shape(
+            op,
+            format!("moves 4-byte elements; {t:?} is f16"),
+        ));
+    }
+    if u32::try_from(t.numel()).is_err() {
+        return Err(Error::shape(
+            op,
+            format!("{t:?} has more than u32::MAX elements"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_rank(op: &'static str, shape: &[usize]) -> Result<()> {
+    if shape.len() > MAX_RANK {
+        return Err(Error::shape(
+            op,
+            format!(
+                "supports up to {MAX_RANK}-D tensors, got {}-D {shape:?}",
+                shape.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The output of `op`, checked to be u32-indexable.
+fn output(enc: &Encoder, op: &'static str, shape: &[usize], dtype: DType) -> Result<Tensor> {
+    let t = enc.gpu().empty(op, shape, dtype)?;
+    if u32::try_from(t.numel()).is_err() {
+        return Err(Error::shape(
+            op,
+            format!("output {shape:?} has more than u32::MAX elements"),
+        ));
+    }
+    Ok(t)
+}
+
+/// `dims` right-aligned into 4 slots, the missing leading ones filled with `fill`.
+fn right_align(dims: &[usize], fill: u32) -> [u32; 4] {
+    let mut out = [fill; 4];
+    out[MAX_RANK - dims.len()..]
+        .iter_mut()
+        .zip(dims)
+        .for_each(|(o, &d)| *o = d as u32);
+    out
+}
+
+fn groups(enc: &Encoder, n: usize) -> [u32; 3] {
+    enc.gpu().grid((n as u64).div_ceil(WG))
+}
+
+/// Pads `x` (up to 4-D) with `pads[d] = (before, after)` elements of `value` on each side of
+/// dimension `d`: `y[i] = x[i − before]` inside, `value` outside. For u32/i32 tensors `value` is
+/// converted with `as` (truncating toward zero, saturating).
+pub fn pad(enc: &mut Encoder, x: &Tensor, pads: &[(usize, usize)], value: f32) -> Result<Tensor> {
+    check_elem("pad", x)?;
+    let shape = x.shape();
+    check_rank("pad", shape)?;
+    if pads.len() != shape.len() {
+        return Err(Error::shape(
+            "pad",
+            format!("needs one (before, after) pair per dimension of {shape:?}, got {pads:?}"),
+        ));
+    }
+    let out_shape = shape
+        .iter()
+        .zip(pads)
+        .map(|(&d, &(a, b))| d.checked_add(a)?.checked_add(b))
+        .collect::<Option<Vec<usize>>>()
+        .filter(|s| s.iter().all(|&d| u32::try_from(d).is_ok()))
+        .ok_or_else(|| Error::shape("pad", format!("padding {shape:?} by {pads:?} overflows")))?;
+    let y = output(enc, "pad", &out_shape, x.dtype())?;
+    let n = y.numel();
+    if n == 0 {
+        return Ok(y);
+    }
+    let value = match x.dtype() {
+        DType::U32 => value as u32,
+        DType::I32 => (value as i32) as u32,
+        _ => value.to_bits(),
+    };
+    let before: Vec<usize> = pads.iter().map(|p| p.0).collect();
+    let p = PadParams {
+        out_shape: right_align(&out_shape, 1),
+        in_shape: right_align(shape, 1),
+        before: right_align(&before, 0),
+        n: n as u32,
+        value,
+        _pad: [0; 2],
+    };
+    let g = groups(enc, n);
+    enc.dispatch(&LAYOUT, "pad", &[], bytemuck::bytes_of(&p), &[x, &y], g)?;
+    Ok(y)
+}
+
+/// `len` entries of dimension `axis` starting at `start`: `y[.., i, ..] = x[.., start + i, ..]`.
+pub fn slice(
+    enc: &mut Encoder,
+    x: &Tensor,
+    axis: usize,
+    start: usize,
+    len: usize,
+) -> Result<Tensor> {
+    check_elem("slice", x)?;
+    let shape = x.shape();
+    if axis >= shape.len() {
+        return Err(Error::shape(
+            "slice",
+            format!("axis {axis} is out of range for {shape:?}"),
+        ));
+    }
+    let dim = shape[axis];
+    if start.checked_add(len).is_none_or(|end| end > dim) {
+        return Err(Error::shape(
+            "slice",
+            format!(
+                "[{start}, {start} + {len}) runs past dimension {axis} (size {dim}) of {shape:?}"
+            ),
+        ));
+    }
+    let mut out_shape = shape.to_vec();
+    out_shape[axis] = len;
+    let y = output(enc, "slice", &out_shape, x.dtype())?;
+    let n = y.numel();
+    if n == 0 {
+        return Ok(y);
+    }
+    let p = SliceParams {
+        n: n as u32,
+        dim: dim as u32,
+        len: len as u32,
+        start: start as u32,
+        inner: shape[axis + 1..].iter().product::<usize>() as u32,
+    };
+    let g = groups(enc, n);
+    enc.dispatch(&LAYOUT, "slice", &[], bytemuck::bytes_of(&p), &[x, &y], g)?;
+    Ok(y)
+}
+
+/// Joins tensors along `axis`; all other dimensions and the element type must agree.
+pub fn concat(enc: &mut Encoder, xs: &[&Tensor], axis: usize) -> Result<Tensor> {
+    let Some(first) = xs.first() else {
+        return Err(Error::shape(
+            "concat",
+            "needs at least one tensor, got none",
+        ));
+    };
+    let shape = first.shape();
+    if axis >= shape.len() {
+        return Err(Error::shape(
+            "concat",
+            format!("axis {axis} is out of range for {shape:?}"),
+        ));
+    }
+    let mut total = 0usize;
+    for t in xs {
+        check_elem("concat", t)?;
+        let s = t.shape();
+        let same_rest = s.len() == shape.len()
+            && s.iter()
+                .zip(shape)
+                .enumerate()
+                .all(|(d, (a, b))| d == axis || a == b);
+        if !same_rest || t.dtype() != first.dtype() {
+            let all: Vec<String> = xs.iter().map(|t| format!("{t:?}")).collect();
+            return Err(Error::shape(
+                "concat",
+                format!(
+                    "inputs must share type and every dimension but {axis}: {}",
+                    all.join(", ")
+                ),
+            ));
+        }
+        total += s[axis];
+    }
+    let mut out_shape = shape.to_vec();
+    out_shape[axis] = total;
+    let y = output(enc, "concat", &out_shape, first.dtype())?;
+    if y.numel() == 0 {
+        return Ok(y);
+    }
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis + 1..].iter().product();
+    // Empty inputs contribute nothing; the rest go 7 to a dispatch.
+    let mut parts = Vec::with_capacity(xs.len());
+    let mut at = 0usize;
+    for t in xs {
+        let len = t.shape()[axis];
+        if len > 0 {
+            parts.push((*t, at));
+        }
+        at += len;
+    }
+    for chunk in parts.chunks(CONCAT_INPUTS) {
+        let mut offs = [0u32; 8];
+        for (j, (_, o)) in chunk.iter().enumerate() {
+            offs[j] = *o as u32;
+        }
+        let (last, last_at) = chunk[chunk.len() - 1];
+        let end = last_at + last.shape()[axis];
+        offs[chunk.len()] = end as u32;
+        let n = outer * (end - chunk[0].1) * inner;
+        let p = ConcatParams {
+            offs,
+            n: n as u32,
+            inner: inner as u32,
+            count: chunk.len() as u32,
+            total: total as u32,
+        };
+        let mut bind: Vec<&Tensor> = (0..CONCAT_INPUTS)
+            .map(|j| chunk.get(j).unwrap_or(&chunk[0]).0)
+            .collect();
+        bind.push(&y);
+        let g = groups(enc, n);
+        enc.dispatch(&LAYOUT, "concat", &[], bytemuck::bytes_of(&p), &bind, g)?;
+    }
+    Ok(y)
+}
+
+/// Reorders the dimensions of `x` (up to 4-D): output dimension `k` is input dimension `perm[k]`,
+/// as `torch.permute`.
+pub fn permute(enc: &mut Encoder, x: &Tensor, perm: &[usize]) -> Result<Tensor> {
+    check_elem("permute", x)?;
+    let shape = x.shape();
+    check_rank("permute", shape)?;
+    let mut seen = [false; MAX_RANK];
+    let valid = perm.len() == shape.len()
+        && perm
+            .iter()
+            .all(|&p| p < shape.len() && !std::mem::replace(&mut seen[p], true));
+    if !valid {
+        return Err(Error::shape(
+            "permute",
+            format!("{perm:?} is not a permutation of the dimensions of {shape:?}"),
+        ));
+    }
+    let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    let y = output(enc, "permute", &out_shape, x.dtype())?;
+    let n = y.numel();
+    if n == 0 {
+        return Ok(y);
+    }
+    let in_strides: Vec<usize> = (0..shape.len())
+        .map(|d| shape[d + 1..].iter().product())
+        .collect();
+    let strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
+    let p = PermuteParams {
+        out_shape: right_align(&out_shape, 1),
+        strides: right_align(&strides, 0),
+        n: n as u32,
+        _pad: [0; 3],
+    };
+    let g = groups(enc, n);
+    enc.dispatch(&LAYOUT, "permute", &[], bytemuck::bytes_of(&p), &[x, &y], g)?;
+    Ok(y)
+}
+
+/// SparseTT's learned positional encoding for an `h × w` map from `row: [Hmax, C/2]` and
+/// `col: [Wmax, C/2]`: `y[i·w + j, c] = col[j, c]` for `c < C/2`, `row[i, c − C/2]` otherwise;
+/// shape `[h·w, C]`.
+pub fn embed_2d(
+    enc: &mut Encoder,
+    row: &Tensor,
+    col: &Tensor,
+    h: usize,
+    w: usize,
+) -> Result<Tensor> {
+    check_elem("embed_2d", row)?;
+    check_elem("embed_2d", col)?;
+    let (rs, cs) = (row.shape(), col.shape());
+    if rs.len() != 2 || cs.len() != 2 || rs[1] != cs[1] || row.dtype() != col.dtype() {
+        return Err(Error::shape(
+            "embed_2d",
+            format!("row {row:?} and col {col:?} must be [Hmax, C/2] and [Wmax, C/2] of one type"),
+        ));
+    }
+    if h > rs[0] || w > cs[0] {
+        return Err(Error::shape(
+            "embed_2d",
+            format!(
+                "a {h}×{w} map needs h ≤ {} (rows of row {rs:?}) and w ≤ {} (rows of col {cs:?})",
+                rs[0], cs[0]
+            ),
+        ));
+    }
+    let half = rs[1];
+    let tokens = h.checked_mul(w);
+    let c = half.checked_mul(2);
+    let (Some(tokens), Some(c)) = (tokens, c) else {
+        return Err(Error::shape(
+            "embed_2d",
+            format!("{h}×{w} tokens of {rs:?} overflow"),
+        ));
+    };
+    let y = output(enc, "embed_2d", &[tokens, c], row.dtype())?;
+    let n = y.numel();
+    if n == 0 {
+        return Ok(y);
+    }
+    let p = EmbedParams {
+        n: n as u32,
+        w: w as u32,
+        half: half as u32,
+    };
+    let g = groups(enc, n);
+    enc.dispatch(
+        &LAYOUT,
+        "embed_2d",
+        &[],
+        bytemuck::bytes_of(&p),
+        &[row, col, &y],
+        g,
+    )?;
+    Ok(y)
+}
+
+/// Plain-loop references, generic over the element so tests can compare bit patterns.
+pub mod cpu {
+    /// Row-major strides of `shape`.
+    fn strides(shape: &[usize]) -> Vec<usize> {
+        (0..shape.len())
+            .map(|d| shape[d + 1..].iter().product())
+            .collect()
+    }
+
+    /// Row-major coordinates of linear index `i`.
+    fn coords(mut i: usize, shape: &[usize]) -> Vec<usize> {
+        let mut c = vec![0; shape.len()];
+        for d in (0..shape.len()).rev() {
+            c[d] = i % shape[d];
+            i /= shape[d];
+        }
+        c
+    }
+
+    pub fn pad<T: Copy>(x: &[T], shape: &[usize], pads: &[(usize, usize)], value: T) -> Vec<T> {
+        let out_shape: Vec<usize> = shape.iter().zip(pads).map(|(d, p)| d + p.0 + p.1).collect();
+        let st = strides(shape);
+        let n: usize = out_shape.iter().product();
+        (0..n)
+            .map(|o| {
+                let c = coords(o, &out_shape);
+                let mut idx = 0;
+                for d in 0..shape.len() {
+                    if c[d] < pads[d].0 || c[d] >= pads[d].0 + shape[d] {
+                        return value;
+                    }
+                    idx += (c[d] - pads[d].0) * st[d];
+                }
+                x[idx]
+            })
+            .collect()
+    }
+
+    pub fn slice<T: Copy>(
+        x: &[T],
+        shape: &[usize],
+        axis: usize,
+        start: usize,
+        len: usize,
+    ) -> Vec<T> {
+        let mut out_shape = shape.to_vec();
+        out_shape[axis] = len;
+        let st = strides(shape);
+        let n: usize = out_shape.iter().product();
+        (0..n)
+            .map(|o| {
+                let mut c = coords(o, &out_shape);
+                c[axis] += start;
+                x[c.iter().zip(&st).map(|(a, b)| a * b).sum::<usize>()]
+            })
+            .collect()
+    }
+
+    /// Concatenation of `(data, shape)` pairs along `axis`.
+    pub fn concat<T: Copy>(xs: &[(&[T], &[usize])], axis: usize) -> Vec<T> {
+        let shape = xs[0].1;
+        let outer: usize = shape[..axis].iter().product();
+        let inner: usize = shape[axis + 1..].iter().product();
+        let mut out = Vec::new();
+        for o in 0..outer {
+            for (data, s) in xs {
+                let block = s[axis] * inner;
+                out.extend_from_slice(&data[o * block..(o + 1) * block]);
+            }
+        }
+        out
+    }
+
+    pub fn permute<T: Copy>(x: &[T], shape: &[usize], perm: &[usize]) -> Vec<T> {
+        let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+        let st = strides(shape);
+        let n: usize = out_shape.iter().product();
+        (0..n)
+            .map(|o| {
+                let c = coords(o, &out_shape);
+                x[c.iter().zip(perm).map(|(ck, &p)| ck * st[p]).sum::<usize>()]
+            })
+            .collect()
+    }
+
+    /// `row` is `[Hmax, half]`, `col` is `[Wmax, half]`; returns `[h·w, 2·half]`.
+    pub fn embed_2d<T: Copy>(row: &[T], col: &[T], half: usize, h: usize, w: usize) -> Vec<T> {
+        let mut out = Vec::with_capacity(h * w * 2 * half);
+        for i in 0..h {
+            for j in 0..w {
+                out.extend_from_slice(&col[j * half..(j + 1) * half]);
+                out.extend_from_slice(&row[i * half..(i + 1) * half]);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub fn bench(gpu: &crate::Gpu, rows: &mut Vec<crate::bench::Row>) -> Result<()> {
+    let mut push = |kernel: &str, shape: String, ms: f64, elems: usize| {
+        rows.push(crate::bench::Row {
+            kernel: kernel.into(),
+            shape,
+            median_ms: ms,
+            flops: None,
+            bytes: Some((8 * elems) as f64),
+        })
+    };
+    // Stage-0 patch embedding output of a search frame, NCHW → tokens.
+    let s = [1usize, 96, 73, 73];
+    let n: usize = s.iter().product();
+    let x = gpu.upload(&s, &crate::prng::SplitMix64::new(3).vec_f32(n, -1.0, 1.0))?;
+    let ms = crate::bench::median_ms(gpu, 2, 20, |enc| {
+        permute(enc, &x, &[0, 2, 3, 1]).map(|_| ())
+    })?;
+    push("permute", format!("{s:?} → [0, 2, 3, 1]"), ms, n);
+    // Swin's pad of the 73×73 token map to 77×77 before windowing.
+    let t = x.reshape(&[1, 73, 73, 96])?;
+    let ms = crate::bench::median_ms(gpu, 2, 20, |enc| {
+        pad(enc, &t, &[(0, 0), (0, 4), (0, 4), (0, 0)], 0.0).map(|_| ())
+    })?;
+    push(
+        "pad",
+        "[1, 73, 73, 96] → [1, 77, 77, 96]".into(),
+        ms,
+        77 * 77 * 96,
+    );
+    // The neck's output: decoder tokens and adjusted search features on channels.
+    let a = gpu.upload(&[1, 256, 19, 19], &vec![1.0; 256 * 361])?;
+    let ms = crate::bench::median_ms(gpu, 2, 20, |enc| concat(enc, &[&a, &a], 1).map(|_| ()))?;
+    push("concat", "2 × [1, 256, 19, 19] on 1".into(), ms, 512 * 361);
+    Ok(())
+}

@@ -80,3 +80,4 @@ impl<'a> HeadsView<'a> {
         Ok(())
     }
 }
+pub mod decode;

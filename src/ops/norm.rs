@@ -1,1 +1,243 @@
-//! (being written)
+//! LayerNorm over the last dimension (PyTorch semantics: biased variance, `eps` inside the square
+//! root) and the transformer neck's fused post-norm residual `LN(x + y)`.
+//! Shader: `shaders/norm.wgsl`.
+
+use crate::gpu::{DType, Encoder, Tensor, Variant};
+use crate::{shader, Error, Result};
+
+shader!(NORM, "norm.wgsl");
+
+/// Rows per workgroup of the register entry point (`RW` in the shader).
+const REGISTER_ROWS: u64 = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    c: u32,
+    eps: f32,
+    _pad: u32,
+}
+
+/// Threads per row for the tiled entry point: about four elements each, a power of two in 32..=256.
+pub(crate) fn threads_per_row(n: usize) -> u32 {
+    n.div_ceil(4).next_power_of_two().clamp(32, 256) as u32
+}
+
+/// `y = (x − mean) / sqrt(var + eps) · weight + bias` over the last dimension of `x` (`[..., C]`),
+/// with `weight` and `bias` of shape `[C]`; mean and biased variance per row.
+pub fn layer_norm(
+    enc: &mut Encoder,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f32,
+) -> Result<Tensor> {
+    let v = enc.gpu().variant();
+    layer_norm_with(enc, x, weight, bias, eps, v)
+}
+
+/// [`layer_norm`] with an explicit kernel variant.
+pub fn layer_norm_with(
+    enc: &mut Encoder,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f32,
+    variant: Variant,
+) -> Result<Tensor> {
+    run(enc, "layer_norm", x, None, weight, bias, eps, variant)
+}
+
+/// `LayerNorm(x + y)` in one dispatch (post-norm residual): `x` and `y` of the same shape
+/// `[..., C]`, `weight` and `bias` of shape `[C]`.
+pub fn add_layer_norm(
+    enc: &mut Encoder,
+    x: &Tensor,
+    y: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f32,
+) -> Result<Tensor> {
+    let v = enc.gpu().variant();
+    add_layer_norm_with(enc, x, y, weight, bias, eps, v)
+}
+
+/// [`add_layer_norm`] with an explicit kernel variant.
+pub fn add_layer_norm_with(
+    enc: &mut Encoder,
+    x: &Tensor,
+    y: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f32,
+    variant: Variant,
+) -> Result<Tensor> {
+    run(
+        enc,
+        "add_layer_norm",
+        x,
+        Some(y),
+        weight,
+        bias,
+        eps,
+        variant,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    enc: &mut Encoder,
+    op: &'static str,
+    x: &Tensor,
+    y: Option<&Tensor>,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f32,
+    variant: Variant,
+) -> Result<Tensor> {
+    for (name, t) in [
+        ("x", Some(x)),
+        ("y", y),
+        ("weight", Some(weight)),
+        ("bias", Some(bias)),
+    ] {
+        if let Some(t) = t {
+            if t.dtype() != DType::F32 {
+                return Err(Error::shape(op, format!("{name} must be f32, got {t:?}")));
+            }
+        }
+    }
+    let shape = x.shape();
+    let Some(&c) = shape.last() else {
+        return Err(Error::shape(
+            op,
+            "x must have at least one dimension, got a scalar []",
+        ));
+    };
+    if let Some(y) = y {
+        if y.shape() != shape {
+            return Err(Error::shape(
+                op,
+                format!("x {shape:?} and y {:?} must have the same shape", y.shape()),
+            ));
+        }
+    }
+    for (name, t) in [("weight", weight), ("bias", bias)] {
+        if t.shape() != [c] {
+            return Err(Error::shape(
+                op,
+                format!("{name} {:?} must be [{c}] for x {shape:?}", t.shape()),
+            ));
+        }
+    }
+    if !(eps >= 0.0 && eps.is_finite()) {
+        return Err(Error::shape(
+            op,
+            format!("eps must be finite and ≥ 0, got {eps}"),
+        ));
+    }
+    let n = x.numel();
+    if u32::try_from(n).is_err() {
+        return Err(Error::shape(
+            op,
+            format!("x {shape:?} has {n} elements, over u32 indexing"),
+        ));
+    }
+    let gpu = enc.gpu();
+    let out = gpu.empty(op, shape, DType::F32)?;
+    if n == 0 {
+        return Ok(out);
+    }
+    let rows = n / c;
+    let p = Params {
+        rows: rows as u32,
+        c: c as u32,
+        eps,
+        _pad: 0,
+    };
+    let add = if y.is_some() { 1.0 } else { 0.0 };
+    let (entry, tw, groups) = match variant {
+        Variant::Register => (
+            "ln_register",
+            256,
+            gpu.grid((rows as u64).div_ceil(REGISTER_ROWS)),
+        ),
+        Variant::Tiled => ("ln_tiled", threads_per_row(c), gpu.grid(rows as u64)),
+    };
+    enc.dispatch(
+        &NORM,
+        entry,
+        &[("ADD", add), ("TW", tw as f64)],
+        bytemuck::bytes_of(&p),
+        &[x, y.unwrap_or(x), weight, bias, &out],
+        groups,
+    )?;
+    Ok(out)
+}
+
+/// Plain-loop references (statistics in f64).
+pub mod cpu {
+    /// LayerNorm of each `c`-long row of `x`.
+    pub fn layer_norm(x: &[f32], c: usize, weight: &[f32], bias: &[f32], eps: f32) -> Vec<f32> {
+        let mut out = Vec::with_capacity(x.len());
+        for row in x.chunks(c) {
+            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / c as f64;
+            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / c as f64;
+            let r = 1.0 / (var + eps as f64).sqrt();
+            for (i, &v) in row.iter().enumerate() {
+                out.push(((v as f64 - mean) * r * weight[i] as f64 + bias[i] as f64) as f32);
+            }
+        }
+        out
+    }
+
+    /// LayerNorm of `x + y` (the sum rounded to f32 first, as the GPU and PyTorch do).
+    pub fn add_layer_norm(
+        x: &[f32],
+        y: &[f32],
+        c: usize,
+        weight: &[f32],
+        bias: &[f32],
+        eps: f32,
+    ) -> Vec<f32> {
+        let s: Vec<f32> = x.iter().zip(y).map(|(a, b)| a + b).collect();
+        layer_norm(&s, c, weight, bias, eps)
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub fn bench(gpu: &crate::Gpu, rows: &mut Vec<crate::bench::Row>) -> Result<()> {
+    // Swin stage 0 on a search frame (73·73 tokens of 96) and the neck decoder (19·19 of 256).
+    for (r, c) in [(5329usize, 96usize), (361, 256)] {
+        let x = gpu.upload(
+            &[r, c],
+            &crate::prng::SplitMix64::new(1).vec_f32(r * c, -1.0, 1.0),
+        )?;
+        let w = gpu.upload(&[c], &vec![1.0; c])?;
+        let b = gpu.upload(&[c], &vec![0.0; c])?;
+        for v in Variant::ALL {
+            let ms = crate::bench::median_ms(gpu, 2, 20, |enc| {
+                layer_norm_with(enc, &x, &w, &b, 1e-5, v).map(|_| ())
+            })?;
+            rows.push(crate::bench::Row {
+                kernel: format!("layer_norm {}", v.name()),
+                shape: format!("[{r}, {c}]"),
+                median_ms: ms,
+                flops: Some((8 * r * c) as f64),
+                bytes: Some((8 * r * c) as f64),
+            });
+        }
+        let ms = crate::bench::median_ms(gpu, 2, 20, |enc| {
+            add_layer_norm_with(enc, &x, &x, &w, &b, 1e-5, gpu.variant()).map(|_| ())
+        })?;
+        rows.push(crate::bench::Row {
+            kernel: format!("add_layer_norm {}", gpu.variant().name()),
+            shape: format!("[{r}, {c}]"),
+            median_ms: ms,
+            flops: Some((9 * r * c) as f64),
+            bytes: Some((12 * r * c) as f64),
+        });
+    }
+    Ok(())
+}

@@ -1,1 +1,109 @@
-//! (being written)
+//! Row softmax over the last dimension, max-subtracted. Attention kernels fuse their own softmax;
+//! this one serves everything else. Shader: `shaders/softmax.wgsl`.
+
+use crate::gpu::{DType, Encoder, Tensor, Variant};
+use crate::ops::norm::threads_per_row;
+use crate::{shader, Error, Result};
+
+shader!(SOFTMAX, "softmax.wgsl");
+
+/// Rows per workgroup of the register entry point (`RW` in the shader).
+const REGISTER_ROWS: u64 = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    n: u32,
+}
+
+/// `y[.., i] = exp(x[.., i] − m) / Σⱼ exp(x[.., j] − m)` with `m` the row maximum, for `x` of
+/// shape `[..., n]`.
+pub fn softmax(enc: &mut Encoder, x: &Tensor) -> Result<Tensor> {
+    let v = enc.gpu().variant();
+    softmax_with(enc, x, v)
+}
+
+/// [`softmax`] with an explicit kernel variant.
+pub fn softmax_with(enc: &mut Encoder, x: &Tensor, variant: Variant) -> Result<Tensor> {
+    if x.dtype() != DType::F32 {
+        return Err(Error::shape("softmax", format!("x must be f32, got {x:?}")));
+    }
+    let shape = x.shape();
+    let Some(&n) = shape.last() else {
+        return Err(Error::shape(
+            "softmax",
+            "x must have at least one dimension, got a scalar []",
+        ));
+    };
+    let numel = x.numel();
+    if u32::try_from(numel).is_err() {
+        return Err(Error::shape(
+            "softmax",
+            format!("x {shape:?} has {numel} elements, over u32 indexing"),
+        ));
+    }
+    let gpu = enc.gpu();
+    let out = gpu.empty("softmax", shape, DType::F32)?;
+    if numel == 0 {
+        return Ok(out);
+    }
+    let rows = numel / n;
+    let p = Params {
+        rows: rows as u32,
+        n: n as u32,
+    };
+    let (entry, tw, groups) = match variant {
+        Variant::Register => (
+            "softmax_register",
+            256,
+            gpu.grid((rows as u64).div_ceil(REGISTER_ROWS)),
+        ),
+        Variant::Tiled => ("softmax_tiled", threads_per_row(n), gpu.grid(rows as u64)),
+    };
+    enc.dispatch(
+        &SOFTMAX,
+        entry,
+        &[("TW", tw as f64)],
+        bytemuck::bytes_of(&p),
+        &[x, &out],
+        groups,
+    )?;
+    Ok(out)
+}
+
+/// Plain-loop reference (f64 inside).
+pub mod cpu {
+    /// Softmax of each `n`-long row of `x`.
+    pub fn softmax(x: &[f32], n: usize) -> Vec<f32> {
+        let mut out = Vec::with_capacity(x.len());
+        for row in x.chunks(n) {
+            let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+            let e: Vec<f64> = row.iter().map(|&v| (v as f64 - m).exp()).collect();
+            let s: f64 = e.iter().sum();
+            out.extend(e.iter().map(|v| (v / s) as f32));
+        }
+        out
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub fn bench(gpu: &crate::Gpu, rows: &mut Vec<crate::bench::Row>) -> Result<()> {
+    // Full attention logits of the neck decoder: 8 heads × 361 queries × 361 keys.
+    let (r, n) = (8 * 361usize, 361usize);
+    let x = gpu.upload(
+        &[r, n],
+        &crate::prng::SplitMix64::new(2).vec_f32(r * n, -4.0, 4.0),
+    )?;
+    for v in Variant::ALL {
+        let ms = crate::bench::median_ms(gpu, 2, 20, |enc| softmax_with(enc, &x, v).map(|_| ()))?;
+        rows.push(crate::bench::Row {
+            kernel: format!("softmax {}", v.name()),
+            shape: format!("[{r}, {n}]"),
+            median_ms: ms,
+            flops: None,
+            bytes: Some((8 * r * n) as f64),
+        });
+    }
+    Ok(())
+}

@@ -1,1 +1,520 @@
-//! (being written)
+//! Fused multi-head attention against `ops::attention::cpu` (f64 logits, softmax and sums), both
+//! kernel variants.
+//!
+//! Tolerances. The GPU computes in f32: a logit is a D-term dot product (error ≤ D·eps·Σ|q||k|
+//! ≈ 32 · 6e-8 · 10 ≈ 2e-5 for the inputs below, |q| ≤ 1.5 pre-scaled by 1/√32, |k| ≤ 1) plus
+//! bias and mask (one rounding each; the −100 mask entries round by up to 4e-6 but their weights
+//! are e^−100 ≈ 0). A logit error δ perturbs a softmax weight by a factor e^±2δ, and WGSL's exp is
+//! allowed 3 + 2|x| ulp (≤ 6e-6 relative for the |x| ≲ 20 that carry weight); the output is a
+//! convex combination of |v| ≤ 1 summed over Lk terms (Lk·eps more). Worst case for Lk ≤ 64 is
+//! ≈ 5e-5 absolute; the observed error is ~10× lower. We use atol 5e-5 with rtol 1e-4 for
+//! Lk ≤ 64, and for Lk = 700 atol 1e-4 (the sums run 700 terms, Lk·eps ≈ 4e-5).
+//! The large-logit test uses small integers so every logit is exact in f32 (|logit| ≤ 512, so a
+//! missing max-subtraction overflows exp): only exp and summation rounding remain, atol 1e-5.
+
+use sparsett::ops::attention::{self, cpu, AttnOpts, Kernel};
+use sparsett::ops::HeadsView;
+use sparsett::{Tensor, Variant};
+
+use crate::common::{assert_close, gpu, rand_vec};
+
+const TOL: (f32, f32) = (5e-5, 1e-4);
+
+/// Which column block of which host array a view takes.
+#[derive(Clone, Copy)]
+struct Block {
+    batch: usize,
+    len: usize,
+    parts: usize,
+    index: usize,
+    /// Extra leading columns of every row (misaligns the views when not a multiple of 4).
+    pad: usize,
+}
+
+struct Case<'a> {
+    name: &'a str,
+    heads: usize,
+    hd: usize,
+    /// q from its own tensor (cross-attention) or from the k/v tensor (packed qkv).
+    q: Option<(usize, usize)>, // (batch, len) of a dense q tensor
+    kv: Block,                 // packed tensor holding k and v (and q when `q` is None)
+    scale: f32,
+    bias: bool,
+    mask: Option<Vec<f32>>, // [nW, Lq, Lk]
+    tol: (f32, f32),
+}
+
+fn host_view(data: &[f32], b: Block, width: usize) -> cpu::View<'_> {
+    cpu::View {
+        data,
+        batch: b.batch,
+        len: b.len,
+        stride: b.parts * width + b.pad,
+        offset: b.index * width + b.pad,
+    }
+}
+
+fn gpu_view(t: &Tensor, b: Block, width: usize) -> HeadsView<'_> {
+    HeadsView {
+        t,
+        batch: b.batch,
+        len: b.len,
+        stride: b.parts * width + b.pad,
+        offset: b.index * width + b.pad,
+    }
+}
+
+/// Every kernel that can run these views here: the register kernels need a head width that is
+/// a multiple of 4 up to 32 and aligned views (else `Variant::Register` falls back to tiled).
+fn kernels(hd: usize, aligned: bool) -> Vec<Kernel> {
+    let mut ks = vec![Kernel::Tiled];
+    if hd % 4 == 0 && hd <= 32 && aligned {
+        ks.push(Kernel::Register);
+        if attention::subgroup_kernel_available(gpu()) {
+            ks.push(Kernel::RegisterSubgroup);
+        }
+    }
+    ks
+}
+
+fn run_case(c: &Case, seed: u64) {
+    let g = gpu();
+    let width = c.heads * c.hd;
+    let kvb = c.kv;
+    let kv_cols = kvb.parts * width + kvb.pad;
+    let kv_data = rand_vec(seed, kvb.batch * kvb.len * kv_cols, -1.0, 1.0);
+    let kv_t = g.upload(&[kvb.batch, kvb.len, kv_cols], &kv_data).unwrap();
+    let q_data;
+    let q_t;
+    let (qv_cpu, q_view);
+    let (ki, vi) = if c.q.is_some() { (0, 1) } else { (1, 2) };
+    match c.q {
+        Some((batch, len)) => {
+            q_data = rand_vec(seed + 1, batch * len * width, -1.5, 1.5);
+            q_t = g.upload(&[batch, len, width], &q_data).unwrap();
+            qv_cpu = cpu::View::dense(&q_data, batch, len, width);
+            q_view = HeadsView::dense(&q_t).unwrap();
+        }
+        None => {
+            qv_cpu = host_view(&kv_data, Block { index: 0, ..kvb }, width);
+            q_view = gpu_view(&kv_t, Block { index: 0, ..kvb }, width);
+        }
+    }
+    let lq = q_view.len;
+    let lk = kvb.len;
+    let bias_data = c.bias.then(|| rand_vec(seed + 2, c.heads * lq * lk, -2.0, 2.0));
+    let bias_t: Option<Tensor> =
+        bias_data.as_ref().map(|b| g.upload(&[c.heads, lq, lk], b).unwrap());
+    let mask_t: Option<Tensor> = c
+        .mask
+        .as_ref()
+        .map(|m| g.upload(&[m.len() / (lq * lk), lq, lk], m).unwrap());
+    let want = cpu::attention(
+        qv_cpu,
+        host_view(&kv_data, Block { index: ki, ..kvb }, width),
+        host_view(&kv_data, Block { index: vi, ..kvb }, width),
+        width,
+        c.heads,
+        c.scale,
+        bias_data.as_deref(),
+        c.mask.as_deref(),
+    );
+    let opts = AttnOpts {
+        heads: c.heads,
+        scale: c.scale,
+        bias: bias_t.as_ref(),
+        mask: mask_t.as_ref(),
+    };
+    let kview = gpu_view(&kv_t, Block { index: ki, ..kvb }, width);
+    let vview = gpu_view(&kv_t, Block { index: vi, ..kvb }, width);
+    for kernel in kernels(c.hd, kvb.pad % 4 == 0) {
+        let mut enc = g.encoder();
+        let y = attention::attention_kernel(&mut enc, q_view, kview, vview, &opts, kernel).unwrap();
+        assert_eq!(enc.dispatch_count(), 1, "{}: one fused dispatch", c.name);
+        assert_eq!(y.shape(), [kvb.batch, lq, width]);
+        let got = enc.submit_read(&[&y]).unwrap().pop().unwrap();
+        assert_close(&format!("{} [{}]", c.name, kernel.name()), &got, &want, c.tol.0, c.tol.1);
+    }
+}
+
+/// mmdet's shifted-window mask for a `hp × wp` padded map: regions cut at −window and −shift on
+/// each axis, window-partitioned, −100 between tokens of different regions.
+fn swin_mask(hp: usize, wp: usize, win: usize, shift: usize) -> Vec<f32> {
+    let region = |x: usize, n: usize| {
+        if x < n - win {
+            0
+        } else if x < n - shift {
+            1
+        } else {
+            2
+        }
+    };
+    let (nh, nw) = (hp / win, wp / win);
+    let mut m = Vec::with_capacity(nh * nw * win.pow(4));
+    for wy in 0..nh {
+        for wx in 0..nw {
+            let id = |t: usize| {
+                let (y, x) = (wy * win + t / win, wx * win + t % win);
+                region(y, hp) * 3 + region(x, wp)
+            };
+            for i in 0..win * win {
+                for j in 0..win * win {
+                    m.push(if id(i) == id(j) { 0.0 } else { -100.0 });
+                }
+            }
+        }
+    }
+    m
+}
+
+#[test]
+fn swin_window_attention_with_bias_and_shift_mask() {
+    // A 21×21 padded map (the search map's last stage) has 3×3 windows; two images make the batch
+    // 18 = 2·nW, so the second image reuses the mask from b % nW.
+    let mask = swin_mask(21, 21, 7, 3);
+    assert!(mask.contains(&-100.0) && mask.contains(&0.0));
+    for (batch, mask) in [(9, None), (18, Some(mask))] {
+        run_case(
+            &Case {
+                name: &format!("swin {batch} windows, mask {}", mask.is_some()),
+                heads: 3,
+                hd: 32,
+                q: None,
+                kv: Block { batch, len: 49, parts: 3, index: 0, pad: 0 },
+                scale: 32f32.powf(-0.5),
+                bias: true,
+                mask,
+                tol: TOL,
+            },
+            batch as u64,
+        );
+    }
+}
+
+#[test]
+fn neck_shapes_reduced() {
+    let scale = 32f32.powf(-0.5);
+    // Cross-attention: 37 decoder queries over 23 memory tokens, k and v packed [B, Lk, 2d].
+    run_case(
+        &Case {
+            name: "cross 37x23x8x32",
+            heads: 8,
+            hd: 32,
+            q: Some((2, 37)),
+            kv: Block { batch: 2, len: 23, parts: 2, index: 0, pad: 0 },
+            scale,
+            bias: false,
+            mask: None,
+            tol: TOL,
+        },
+        30,
+    );
+    // Self-attention from PyTorch's packed in_proj output [B, L, 3d].
+    run_case(
+        &Case {
+            name: "self 23x23x8x32",
+            heads: 8,
+            hd: 32,
+            q: None,
+            kv: Block { batch: 1, len: 23, parts: 3, index: 0, pad: 0 },
+            scale,
+            bias: false,
+            mask: None,
+            tol: TOL,
+        },
+        31,
+    );
+}
+
+#[test]
+fn awkward_sizes() {
+    // (name, batch, lq, lk, heads, head width, bias, mask, pad): Lk = 1 (softmax of one key is
+    // 1: out = v); Lq = 1; Lq over several register tiles (8 lanes × 8 rows) and two tiled
+    // tiles (64 rows); head widths below 32 and not multiples of 4 (tiled fallback); views
+    // misaligned by 2 columns (tiled fallback); mask without bias.
+    type Awkward = (&'static str, usize, usize, usize, usize, usize, bool, bool, usize);
+    let cases: [Awkward; 8] = [
+        ("lk 1", 3, 5, 1, 2, 8, false, false, 0),
+        ("lq 1", 2, 1, 9, 3, 4, true, false, 0),
+        ("lq 130 over several tiles", 1, 130, 33, 2, 16, true, false, 0),
+        ("head width 12", 2, 17, 11, 3, 12, false, false, 0),
+        ("head width 5", 2, 13, 11, 2, 5, true, false, 0),
+        ("head width 3", 1, 7, 6, 1, 3, false, false, 0),
+        ("misaligned views", 2, 9, 10, 2, 8, false, false, 2),
+        ("mask only", 4, 6, 6, 2, 28, false, true, 0),
+    ];
+    for (ci, &(name, batch, lq, lk, heads, hd, bias, masked, pad)) in cases.iter().enumerate() {
+        let mask = masked.then(|| {
+            let m = rand_vec(40 + ci as u64, 2 * lq * lk, 0.0, 1.0);
+            m.into_iter().map(|x| if x < 0.3 { -100.0 } else { 0.0 }).collect()
+        });
+        run_case(
+            &Case {
+                name,
+                heads,
+                hd,
+                q: Some((batch, lq)),
+                kv: Block { batch, len: lk, parts: 2, index: 0, pad },
+                scale: 0.7,
+                bias,
+                mask,
+                tol: TOL,
+            },
+            50 + ci as u64,
+        );
+    }
+}
+
+#[test]
+fn register_variant_picks_a_kernel_that_fits() {
+    let g = gpu();
+    let aligned = g.zeros(&[1, 3, 64]).unwrap();
+    let odd = g.zeros(&[1, 3, 66]).unwrap();
+    let a = HeadsView::dense(&aligned).unwrap();
+    let pick = |v: HeadsView, heads, variant| attention::kernel_for(g, variant, &v, &v, &v, heads).unwrap();
+    let register = if attention::subgroup_kernel_available(g) {
+        Kernel::RegisterSubgroup
+    } else {
+        Kernel::Register
+    };
+    assert_eq!(pick(a, 2, Variant::Register), register);
+    assert_eq!(pick(a, 2, Variant::Tiled), Kernel::Tiled);
+    // Head width 64 and 6, and a view offset by 2 columns, need the tiled kernel.
+    assert_eq!(pick(a, 1, Variant::Register), Kernel::Tiled);
+    let o = HeadsView::dense(&odd).unwrap();
+    assert_eq!(pick(o, 11, Variant::Register), Kernel::Tiled);
+    let shifted = HeadsView { offset: 2, ..o };
+    assert_eq!(pick(shifted, 2, Variant::Register), Kernel::Tiled);
+    // Forcing a register kernel on such views is an error that says why.
+    let opts = AttnOpts { heads: 2, scale: 1.0, bias: None, mask: None };
+    let mut enc = g.encoder();
+    let e = attention::attention_kernel(&mut enc, shifted, shifted, shifted, &opts, Kernel::Register)
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("attention:") && e.contains("register") && e.contains("66/2"), "{e}");
+    // Both variants through the public entry point agree with each other on a model shape.
+    let qkv = g.upload(&[2, 49, 96], &rand_vec(90, 2 * 49 * 96, -1.0, 1.0)).unwrap();
+    let (q, k, v) = (
+        HeadsView::packed(&qkv, 3, 0).unwrap(),
+        HeadsView::packed(&qkv, 3, 1).unwrap(),
+        HeadsView::packed(&qkv, 3, 2).unwrap(),
+    );
+    let opts = AttnOpts { heads: 1, scale: 0.2, bias: None, mask: None };
+    let mut outs = Vec::new();
+    for variant in Variant::ALL {
+        let mut enc = g.encoder();
+        let y = attention::attention_with(&mut enc, q, k, v, &opts, variant).unwrap();
+        outs.push(enc.submit_read(&[&y]).unwrap().pop().unwrap());
+    }
+    assert_close("register vs tiled", &outs[0], &outs[1], 2e-6, 1e-5);
+}
+
+#[test]
+fn long_key_sets_stream_through_online_softmax() {
+    // 700 keys: 22 chunks of the online softmax, 70 queries over two row tiles.
+    run_case(
+        &Case {
+            name: "700 keys",
+            heads: 2,
+            hd: 32,
+            q: Some((1, 70)),
+            kv: Block { batch: 1, len: 700, parts: 2, index: 0, pad: 0 },
+            scale: 32f32.powf(-0.5),
+            bias: false,
+            mask: None,
+            tol: (1e-4, 1e-4),
+        },
+        60,
+    );
+}
+
+#[test]
+fn large_logits_are_max_subtracted() {
+    // Integers in [-4, 4]: every dot product is exact, logits reach ±512 (exp would overflow).
+    let g = gpu();
+    let (batch, lq, lk, heads, hd) = (2, 9, 40, 2, 32);
+    let width = heads * hd;
+    let ints = |seed, n| -> Vec<f32> {
+        rand_vec(seed, n, -4.0, 5.0).into_iter().map(f32::floor).collect()
+    };
+    let qd = ints(70, batch * lq * width);
+    let kvd = ints(71, batch * lk * 2 * width);
+    let qt = g.upload(&[batch, lq, width], &qd).unwrap();
+    let kvt = g.upload(&[batch, lk, 2 * width], &kvd).unwrap();
+    let want = cpu::attention(
+        cpu::View::dense(&qd, batch, lq, width),
+        cpu::View { data: &kvd, batch, len: lk, stride: 2 * width, offset: 0 },
+        cpu::View { data: &kvd, batch, len: lk, stride: 2 * width, offset: width },
+        width,
+        heads,
+        1.0,
+        None,
+        None,
+    );
+    assert!(want.iter().all(|x| x.is_finite()));
+    let opts = AttnOpts { heads, scale: 1.0, bias: None, mask: None };
+    for kernel in kernels(hd, true) {
+        let mut enc = g.encoder();
+        let y = attention::attention_kernel(
+            &mut enc,
+            HeadsView::dense(&qt).unwrap(),
+            HeadsView::packed(&kvt, 2, 0).unwrap(),
+            HeadsView::packed(&kvt, 2, 1).unwrap(),
+            &opts,
+            kernel,
+        )
+        .unwrap();
+        let got = enc.submit_read(&[&y]).unwrap().pop().unwrap();
+        assert_close(&format!("large logits [{}]", kernel.name()), &got, &want, 1e-5, 1e-5);
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors_naming_the_op() {
+    let g = gpu();
+    let q = g.zeros(&[2, 5, 64]).unwrap();
+    let kv = g.zeros(&[2, 7, 128]).unwrap();
+    let kv1 = g.zeros(&[1, 7, 128]).unwrap();
+    let kv_wide = g.zeros(&[2, 7, 256]).unwrap();
+    let qw = g.zeros(&[2, 5, 130]).unwrap();
+    let bias_bad = g.zeros(&[2, 5, 6]).unwrap();
+    let mask_bad = g.zeros(&[3, 5, 7]).unwrap();
+    let qv = HeadsView::dense(&q).unwrap();
+    let kv_k = HeadsView::packed(&kv, 2, 0).unwrap();
+    let kv_v = HeadsView::packed(&kv, 2, 1).unwrap();
+    let opts = |heads| AttnOpts { heads, scale: 1.0, bias: None, mask: None };
+    let mut enc = g.encoder();
+    let mut err = |q: HeadsView, k: HeadsView, v: HeadsView, o: AttnOpts, want: &[&str]| {
+        let e = attention::attention_with(&mut enc, q, k, v, &o, Variant::Register)
+            .expect_err("bad shapes must fail")
+            .to_string();
+        assert!(e.starts_with("attention:"), "{e}");
+        for w in want {
+            assert!(e.contains(w), "'{e}' should mention '{w}'");
+        }
+    };
+    // 64 columns over 3 heads.
+    err(qv, kv_k, kv_v, opts(3), &["64", "3 heads"]);
+    // Batch mismatch between q and k/v.
+    let k1 = HeadsView::packed(&kv1, 2, 0).unwrap();
+    let v1 = HeadsView::packed(&kv1, 2, 1).unwrap();
+    err(qv, k1, v1, opts(2), &["batch 2", "batch 1"]);
+    // k and v lengths differ.
+    let v_short = HeadsView { len: 6, ..kv_v };
+    err(qv, kv_k, v_short, opts(2), &["len 7", "len 6"]);
+    // Bias and mask shapes.
+    let b = AttnOpts { bias: Some(&bias_bad), ..opts(2) };
+    err(qv, kv_k, kv_v, b, &["bias", "[2, 5, 7]", "[2, 5, 6]"]);
+    let m = AttnOpts { mask: Some(&mask_bad), ..opts(2) };
+    err(qv, kv_k, kv_v, m, &["mask", "[3, 5, 7]", "batch 2"]);
+    // A view longer than its tensor.
+    let k_long = HeadsView { len: 9, ..kv_k };
+    let v_long = HeadsView { len: 9, ..kv_v };
+    err(qv, k_long, v_long, opts(2), &["len 9", "[2, 7, 128]"]);
+    // Offset outside the row.
+    let v_out = HeadsView { offset: 128, ..kv_v };
+    err(qv, kv_k, v_out, opts(2), &["offset 128", "stride 128"]);
+    // Head wider than the kernel's registers: 130 columns as 1 head.
+    let kvw = HeadsView::packed(&kv_wide, 2, 0).unwrap();
+    let kvw1 = HeadsView::packed(&kv_wide, 2, 1).unwrap();
+    err(HeadsView::dense(&qw).unwrap(), kvw, kvw1, opts(1), &["head width 128", "64"]);
+    // Zero keys.
+    let k0 = HeadsView { len: 0, ..kv_k };
+    let v0 = HeadsView { len: 0, ..kv_v };
+    err(qv, k0, v0, opts(2), &["zero keys"]);
+}
+
+#[test]
+fn view_width_is_the_block_that_ends_its_row() {
+    let g = gpu();
+    let qkv = g.zeros(&[1, 4, 96]).unwrap();
+    let q = HeadsView::packed(&qkv, 3, 0).unwrap();
+    let k = HeadsView::packed(&qkv, 3, 1).unwrap();
+    let v = HeadsView::packed(&qkv, 3, 2).unwrap();
+    assert_eq!(attention::view_width(&q, &k, &v).unwrap(), 32);
+    assert_eq!(attention::view_width(&v, &q, &k).unwrap(), 32);
+}
+
+/// `cargo test --test ops attention::bench -- --ignored --nocapture` prints the model-shaped timings.
+#[test]
+#[ignore]
+fn bench() {
+    let g = gpu();
+    let mut rows = Vec::new();
+    attention::bench(g, &mut rows).unwrap();
+    println!("{}\n{}", g.adapter_line(), sparsett::bench::table(&rows));
+}
+
+// TEMPORARY tuning harness: runs a WGSL file from disk (no rebuild) on the benchmark shapes.
+#[test]
+#[ignore]
+fn tune() {
+    use sparsett::gpu::{Shader, ShaderNeeds};
+    #[repr(C)]
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct P {
+        lq: u32, lk: u32, heads: u32, nw: u32, qs: u32, qo: u32, ks: u32, ko: u32, vs: u32, vo: u32,
+        rt: u32, groups: u32, scale: f32, pad: [u32; 3],
+    }
+    let path = std::env::var("TUNE_WGSL").unwrap();
+    let entry = std::env::var("TUNE_ENTRY").unwrap_or("attn_register".into());
+    let r: usize = std::env::var("TUNE_R").map(|s| s.parse().unwrap()).unwrap_or(1);
+    let wg: usize = std::env::var("TUNE_WG").map(|s| s.parse().unwrap()).unwrap_or(64);
+    let src: &'static str = Box::leak(std::fs::read_to_string(&path).unwrap().into_boxed_str());
+    let shader: &'static Shader = Box::leak(Box::new(Shader { name: "tune.wgsl", source: src, needs: ShaderNeeds::default() }));
+    let g = gpu();
+    let cases = [(121usize, 49usize, 49usize, 3usize, true), (1, 64, 64, 8, false), (1, 361, 64, 8, false), (1, 361, 361, 8, false)];
+    for (ci, (batch, lq, lk, heads, swin)) in cases.into_iter().enumerate() {
+        let hd = 32;
+        let width = heads * hd;
+        let qd = rand_vec(1, batch * lq * width, -1.5, 1.5);
+        let kvd = rand_vec(2, batch * lk * 2 * width, -1.0, 1.0);
+        let bd = rand_vec(3, heads * lq * lk, -2.0, 2.0);
+        let nw = if swin { 11 } else { 1 };
+        let md: Vec<f32> = rand_vec(4, nw * lq * lk, 0.0, 1.0).into_iter().map(|x| if x < 0.3 { -100.0 } else { 0.0 }).collect();
+        let qt = g.upload(&[batch, lq, width], &qd).unwrap();
+        let kvt = g.upload(&[batch, lk, 2 * width], &kvd).unwrap();
+        let bt = g.upload(&[heads, lq, lk], &bd).unwrap();
+        let mt = g.upload(&[nw, lq, lk], &md).unwrap();
+        let out = g.empty("tune", &[batch, lq, width], sparsett::DType::F32).unwrap();
+        let rpl: usize = std::env::var("TUNE_RPL").map(|s| s.parse().unwrap()).unwrap_or(0);
+        let cwg = if rpl > 0 { lq.div_ceil(rpl).next_multiple_of(8).min(64) } else { 64 };
+        let (r, wg) = if rpl > 0 { (cwg * rpl, 1) } else { (r, wg) };
+        let fin = std::env::var("TUNE_FINAL").is_ok();
+        let rr = lq.div_ceil(8).min(8);
+        let (r, wg) = if fin { (8 * rr, 1) } else { (r, wg) };
+        let rt = lq.div_ceil(r);
+        let groups = batch * heads * rt;
+        let only: usize = std::env::var("TUNE_ONLY").map(|s| s.parse().unwrap()).unwrap_or(99);
+        if only != 99 && only != ci { continue; }
+        let p = P { lq: lq as u32, lk: lk as u32, heads: heads as u32, nw: nw as u32, qs: width as u32, qo: 0, ks: 2 * width as u32, ko: 0, vs: 2 * width as u32, vo: width as u32, rt: rt as u32, groups: groups as u32, scale: 0.17678, pad: [0; 3] };
+        let fl = if swin { 1.0 } else { 0.0 };
+        let mut consts = vec![("D", 32.0), ("HAS_BIAS", fl), ("HAS_MASK", fl)];
+        if rpl > 0 { consts.push(("WG", cwg as f64)); }
+        if fin { consts.push(("R", rr as f64)); }
+        let run = |enc: &mut sparsett::Encoder| -> sparsett::Result<()> {
+            enc.dispatch(shader, &entry, &consts, bytemuck::bytes_of(&p), &[&qt, &kvt, &kvt, &bt, &mt, &out], g.grid(groups.div_ceil(wg) as u64))
+        };
+        let mut enc = g.encoder();
+        run(&mut enc).unwrap();
+        let got = enc.submit_read(&[&out]).unwrap().pop().unwrap();
+        let want = cpu::attention(
+            cpu::View::dense(&qd, batch, lq, width),
+            cpu::View { data: &kvd, batch, len: lk, stride: 2 * width, offset: 0 },
+            cpu::View { data: &kvd, batch, len: lk, stride: 2 * width, offset: width },
+            width, heads, 0.17678, swin.then_some(&bd[..]), swin.then_some(&md[..]));
+        let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let n: usize = std::env::var("TUNE_N").map(|s| s.parse().unwrap()).unwrap_or(7);
+        sparsett::bench::median_ms(g, 1, 1, run).unwrap();
+        #[repr(C)]
+        struct Ts { s: i64, ns: i64 }
+        extern "C" { fn clock_gettime(c: i32, t: *mut Ts) -> i32; }
+        let cpu_ms = || { let mut t = Ts { s: 0, ns: 0 }; unsafe { clock_gettime(2, &mut t) }; t.s as f64 * 1e3 + t.ns as f64 * 1e-6 };
+        let mut best_cpu = f64::MAX;
+        let ms = (0..n).map(|_| { let c0 = cpu_ms(); let w = sparsett::bench::median_ms(g, 0, 1, run).unwrap(); best_cpu = best_cpu.min(cpu_ms() - c0); w }).fold(f64::MAX, f64::min);
+        let gfc = 4.0 * (batch * lq * lk * hd * heads) as f64 / best_cpu / 1e6;
+        println!("   cpu {best_cpu:8.3} ms  {gfc:6.2} GFLOP/cpu-s");
+        let gf = 4.0 * (batch * lq * lk * hd * heads) as f64 / ms / 1e6;
+        println!("{batch}x{lq}x{lk}x{heads}: {ms:8.3} ms {gf:6.2} GFLOP/s  max err {err:.2e}");
+    }
+}

@@ -1,1 +1,431 @@
-//! (being written)
+//! Convolution and batch-norm kernels against `ops::conv::cpu` (f64 accumulation).
+//!
+//! Tolerances are per element, from the standard rounding-error bound rather than a fixed atol:
+//! - conv2d: a K-term f32 dot product plus the bias and residual additions (K + 2 roundings) and
+//!   the final rounding is within (K + 3)·u·Σ|terms| of the exact value, u = 2⁻²⁴; Σ|terms| is the
+//!   reference run on |x|, |w|, |bias|, |residual|. We allow 2·(K + 3)·u·Σ|terms| + 1e-30 (the
+//!   factor 2 covers the reference's own final rounding to f32). Any indexing bug moves an
+//!   element by O(1) terms and fails this.
+//! - batch_norm: the shader computes weight / sqrt(var + eps) (WGSL: sqrt and division within
+//!   2.5 ulp each, plus the add), then one subtraction, multiply and add: ≲ 8 roundings of the
+//!   magnitude |x − mean|·|scale| + |bias|; we allow 16·u times that magnitude.
+//! - folded conv vs conv then BN: folding rounds each weight once more (1 u relative), so the two
+//!   GPU results differ by at most the sum of both bounds; we allow 4·(K + 8)·u·Σ|terms| (on the
+//!   folded weights) + 16·u·(|mean·scale| + |conv bias·scale| + |bn bias|) for the unfolded BN.
+
+use sparsett::ops::conv::{self, cpu, BatchNorm, Conv2dOpts};
+use sparsett::{Tensor, Variant};
+
+use crate::common::{gpu, rand_vec};
+
+const U: f64 = 1.0 / 16_777_216.0; // 2⁻²⁴
+
+/// |got − want| ≤ bound element-wise; names the worst element.
+#[track_caller]
+fn assert_within(what: &str, got: &[f32], want: &[f32], bound: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: length {} vs {}", got.len(), want.len());
+    for (i, ((&g, &w), &b)) in got.iter().zip(want).zip(bound).enumerate() {
+        let d = (g as f64 - w as f64).abs();
+        assert!(d <= b, "{what}: element {i} is {g}, expected {w} (|diff| {d:e} > bound {b:e})");
+    }
+}
+
+fn abs(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|x| x.abs()).collect()
+}
+
+/// One convolution problem with its host data.
+struct Case {
+    xs: [usize; 4],
+    ws: [usize; 4],
+    stride: (usize, usize),
+    pad: [usize; 4],
+    bias: bool,
+    relu: bool,
+    residual: bool,
+}
+
+impl Case {
+    fn new(xs: [usize; 4], ws: [usize; 4]) -> Self {
+        Case {
+            xs,
+            ws,
+            stride: (1, 1),
+            pad: [0; 4],
+            bias: false,
+            relu: false,
+            residual: false,
+        }
+    }
+    fn stride(mut self, s: (usize, usize)) -> Self {
+        self.stride = s;
+        self
+    }
+    fn pad(mut self, p: [usize; 4]) -> Self {
+        self.pad = p;
+        self
+    }
+    fn bias(mut self) -> Self {
+        self.bias = true;
+        self
+    }
+    fn relu(mut self) -> Self {
+        self.relu = true;
+        self
+    }
+    fn residual(mut self) -> Self {
+        self.residual = true;
+        self
+    }
+}
+
+fn run_case(seed: u64, c: &Case) {
+    let g = gpu();
+    let nx: usize = c.xs.iter().product();
+    let nw: usize = c.ws.iter().product();
+    let x = rand_vec(seed, nx, -1.0, 1.0);
+    let w = rand_vec(seed + 1, nw, -1.0, 1.0);
+    let b = rand_vec(seed + 2, c.ws[0], -1.0, 1.0);
+    let mut args = cpu::ConvArgs {
+        stride: c.stride,
+        pad: c.pad,
+        ..Default::default()
+    };
+    let os = cpu::out_shape(c.xs, c.ws, &args);
+    let r = rand_vec(seed + 3, os.iter().product(), -1.0, 1.0);
+    args.bias = c.bias.then_some(&b[..]);
+    args.residual = c.residual.then_some(&r[..]);
+    args.relu = c.relu;
+    let want = cpu::conv2d(&x, c.xs, &w, c.ws, &args);
+
+    let (ab, ar) = (abs(&b), abs(&r));
+    let abs_args = cpu::ConvArgs {
+        bias: c.bias.then_some(&ab[..]),
+        residual: c.residual.then_some(&ar[..]),
+        relu: false,
+        ..args
+    };
+    let k = (c.ws[1] * c.ws[2] * c.ws[3]) as f64;
+    let bound: Vec<f64> = cpu::conv2d(&abs(&x), c.xs, &abs(&w), c.ws, &abs_args)
+        .iter()
+        .map(|&s| 2.0 * (k + 3.0) * U * s as f64 + 1e-30)
+        .collect();
+
+    let xt = g.upload(&c.xs, &x).unwrap();
+    let wt = g.upload(&c.ws, &w).unwrap();
+    let bt = g.upload(&[c.ws[0]], &b).unwrap();
+    let rt = g.upload(&os, &r).unwrap();
+    let opts = Conv2dOpts {
+        stride: c.stride,
+        pad: c.pad,
+        bias: c.bias.then_some(&bt),
+        relu: c.relu,
+        residual: c.residual.then_some(&rt),
+    };
+    for v in Variant::ALL {
+        let mut enc = g.encoder();
+        let y = conv::conv2d_with(&mut enc, &xt, &wt, &opts, v).unwrap();
+        assert_eq!(y.shape(), os, "output shape");
+        let got = enc.submit_read(&[&y]).unwrap().pop().unwrap();
+        let what = format!(
+            "conv2d {} x{:?} w{:?} stride {:?} pad {:?} bias {} relu {} res {}",
+            v.name(),
+            c.xs,
+            c.ws,
+            c.stride,
+            c.pad,
+            c.bias,
+            c.relu,
+            c.residual
+        );
+        assert_within(&what, &got, &want, &bound);
+    }
+}
+
+#[test]
+fn pointwise_1x1() {
+    // Co and K neither multiples of 8 nor 4 (weights get repacked), columns not a multiple of 8.
+    run_case(1, &Case::new([1, 5, 7, 9], [6, 5, 1, 1]).bias());
+    // Batch 2, many column blocks (1334 columns), bias + ReLU.
+    run_case(2, &Case::new([2, 8, 23, 29], [12, 8, 1, 1]).bias().relu());
+    // Every dimension 1, residual only.
+    run_case(3, &Case::new([1, 1, 1, 1], [1, 1, 1, 1]).residual());
+}
+
+#[test]
+fn three_by_three_pad_1() {
+    run_case(10, &Case::new([2, 4, 9, 11], [13, 4, 3, 3]).pad([1; 4]).bias().relu());
+    // The head's shape in miniature: 19×19, bias + residual + ReLU (a bottleneck's last step).
+    run_case(
+        11,
+        &Case::new([1, 16, 19, 19], [40, 16, 3, 3])
+            .pad([1; 4])
+            .bias()
+            .residual()
+            .relu(),
+    );
+    // Kernel larger than the unpadded input.
+    run_case(12, &Case::new([1, 2, 2, 2], [3, 2, 3, 3]).pad([1; 4]));
+}
+
+#[test]
+fn patch_embed_4x4_stride_4() {
+    // Bottom/right-only padding: 7 → 8 and Swin's own 127 → 128.
+    run_case(20, &Case::new([1, 3, 7, 7], [10, 3, 4, 4]).stride((4, 4)).pad([0, 0, 1, 1]).bias());
+    run_case(
+        21,
+        &Case::new([2, 3, 127, 127], [20, 3, 4, 4])
+            .stride((4, 4))
+            .pad([0, 0, 1, 1])
+            .bias(),
+    );
+}
+
+#[test]
+fn asymmetric_stride_and_padding() {
+    run_case(
+        30,
+        &Case::new([2, 3, 10, 8], [9, 3, 3, 2])
+            .stride((2, 1))
+            .pad([2, 0, 1, 3])
+            .bias()
+            .residual()
+            .relu(),
+    );
+    // Rows of width 1 with side padding, K = 6 (repacked), stride larger than the kernel.
+    run_case(31, &Case::new([3, 2, 1, 5], [4, 2, 1, 3]).pad([0, 1, 0, 1]).relu());
+    run_case(32, &Case::new([1, 3, 11, 13], [5, 3, 2, 2]).stride((3, 3)).pad([1, 0, 0, 2]));
+}
+
+#[test]
+fn default_variant_and_options() {
+    let g = gpu();
+    let (xs, ws) = ([1, 3, 5, 6], [4, 3, 3, 3]);
+    let x = rand_vec(40, 90, -1.0, 1.0);
+    let w = rand_vec(41, 108, -1.0, 1.0);
+    let want = cpu::conv2d(&x, xs, &w, ws, &cpu::ConvArgs::default());
+    let bound: Vec<f64> = cpu::conv2d(&abs(&x), xs, &abs(&w), ws, &cpu::ConvArgs::default())
+        .iter()
+        .map(|&s| 2.0 * 30.0 * U * s as f64)
+        .collect();
+    let (xt, wt) = (g.upload(&xs, &x).unwrap(), g.upload(&ws, &w).unwrap());
+    let mut enc = g.encoder();
+    let y = conv::conv2d(&mut enc, &xt, &wt, &Conv2dOpts::default()).unwrap();
+    assert_eq!(y.shape(), [1, 4, 3, 4]);
+    let got = enc.submit_read(&[&y]).unwrap().pop().unwrap();
+    assert_within("conv2d default", &got, &want, &bound);
+}
+
+struct BnHost {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    mean: Vec<f32>,
+    var: Vec<f32>,
+}
+
+fn bn_host(seed: u64, c: usize) -> BnHost {
+    BnHost {
+        weight: rand_vec(seed, c, -2.0, 2.0),
+        bias: rand_vec(seed + 1, c, -1.0, 1.0),
+        mean: rand_vec(seed + 2, c, -1.0, 1.0),
+        var: rand_vec(seed + 3, c, 0.05, 2.0),
+    }
+}
+
+fn bn_upload(h: &BnHost) -> [Tensor; 4] {
+    let g = gpu();
+    let c = h.weight.len();
+    [&h.weight, &h.bias, &h.mean, &h.var].map(|v| g.upload(&[c], v).unwrap())
+}
+
+fn bn_bound(x: &[f32], shape: &[usize], h: &BnHost, eps: f32) -> Vec<f64> {
+    let hw: usize = shape[2..].iter().product();
+    x.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let c = (i / hw) % shape[1];
+            let s = (h.weight[c] as f64 / (h.var[c] as f64 + eps as f64).sqrt()).abs();
+            16.0 * U * ((v as f64 - h.mean[c] as f64).abs() * s + h.bias[c].abs() as f64)
+        })
+        .collect()
+}
+
+#[test]
+fn batch_norm_matches_reference() {
+    let g = gpu();
+    for (i, (shape, eps)) in [
+        (vec![2usize, 5, 7, 3], 1e-5f32),
+        (vec![1, 1, 1, 1], 1e-3),
+        (vec![3, 17, 19, 19], 1e-5),
+        (vec![4, 6], 1e-3),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let n: usize = shape.iter().product();
+        let x = rand_vec(50 + i as u64, n, -3.0, 3.0);
+        let h = bn_host(60 + 10 * i as u64, shape[1]);
+        let want = cpu::batch_norm(&x, &shape, &h.weight, &h.bias, &h.mean, &h.var, eps);
+        let [wt, bt, mt, vt] = bn_upload(&h);
+        let bn = BatchNorm {
+            weight: &wt,
+            bias: &bt,
+            mean: &mt,
+            var: &vt,
+            eps,
+        };
+        let xt = g.upload(&shape, &x).unwrap();
+        let mut enc = g.encoder();
+        let y = conv::batch_norm(&mut enc, &xt, &bn).unwrap();
+        assert_eq!(y.shape(), &shape[..]);
+        let got = enc.submit_read(&[&y]).unwrap().pop().unwrap();
+        assert_within(
+            &format!("batch_norm {shape:?}"),
+            &got,
+            &want,
+            &bn_bound(&x, &shape, &h, eps),
+        );
+    }
+}
+
+#[test]
+fn cpu_batch_norm_values() {
+    // Hand-computed: (x − 1) / sqrt(3 + 1) · 4 + 0.5 = 2(x − 1) + 0.5.
+    let y = cpu::batch_norm(&[1.0, 3.0, -1.0], &[1, 1, 3], &[4.0], &[0.5], &[1.0], &[3.0], 1.0);
+    assert_eq!(y, vec![0.5, 4.5, -3.5]);
+}
+
+#[test]
+fn folded_conv_equals_conv_then_batch_norm() {
+    let g = gpu();
+    let eps = 1e-5;
+    for (seed, xs, ws, pad, with_bias) in [
+        (70u64, [2usize, 6, 9, 7], [11usize, 6, 3, 3], [1usize; 4], true),
+        (80, [1, 16, 19, 19], [24, 16, 1, 1], [0; 4], false),
+    ] {
+        let co = ws[0];
+        let x = rand_vec(seed, xs.iter().product(), -1.0, 1.0);
+        let w = rand_vec(seed + 1, ws.iter().product(), -1.0, 1.0);
+        let b = rand_vec(seed + 2, co, -1.0, 1.0);
+        let h = bn_host(seed + 3, co);
+        let bias = with_bias.then_some(&b[..]);
+        let (wf, bf) =
+            conv::fold_batch_norm(&w, bias, co, &h.weight, &h.bias, &h.mean, &h.var, eps);
+        assert_eq!((wf.len(), bf.len()), (w.len(), co));
+
+        let args = cpu::ConvArgs {
+            pad,
+            bias,
+            ..Default::default()
+        };
+        let os = cpu::out_shape(xs, ws, &args);
+        let conv_ref = cpu::conv2d(&x, xs, &w, ws, &args);
+        let want = cpu::batch_norm(&conv_ref, &os, &h.weight, &h.bias, &h.mean, &h.var, eps);
+        let k = (ws[1] * ws[2] * ws[3]) as f64;
+        let abs_b = abs(&bf);
+        let abs_args = cpu::ConvArgs {
+            pad,
+            bias: Some(&abs_b[..]),
+            ..Default::default()
+        };
+        let pix = os[2] * os[3];
+        let bound: Vec<f64> = cpu::conv2d(&abs(&x), xs, &abs(&wf), ws, &abs_args)
+            .iter()
+            .enumerate()
+            .map(|(i, &sum)| {
+                let c = (i / pix) % co;
+                let s = (h.weight[c] as f64 / (h.var[c] as f64 + eps as f64).sqrt()).abs();
+                let b0 = bias.map_or(0.0, |b| b[c].abs() as f64);
+                let bn_terms = (h.mean[c].abs() as f64 + b0) * s + h.bias[c].abs() as f64;
+                4.0 * (k + 8.0) * U * sum as f64 + 16.0 * U * bn_terms + 1e-30
+            })
+            .collect();
+
+        let xt = g.upload(&xs, &x).unwrap();
+        let wt = g.upload(&ws, &w).unwrap();
+        let bt = g.upload(&[co], &b).unwrap();
+        let wft = g.upload(&ws, &wf).unwrap();
+        let bft = g.upload(&[co], &bf).unwrap();
+        let [bw, bb, bm, bv] = bn_upload(&h);
+        let bn = BatchNorm {
+            weight: &bw,
+            bias: &bb,
+            mean: &bm,
+            var: &bv,
+            eps,
+        };
+        for v in Variant::ALL {
+            let mut enc = g.encoder();
+            let plain = Conv2dOpts {
+                pad,
+                bias: with_bias.then_some(&bt),
+                ..Default::default()
+            };
+            let c = conv::conv2d_with(&mut enc, &xt, &wt, &plain, v).unwrap();
+            let two_step = conv::batch_norm(&mut enc, &c, &bn).unwrap();
+            let folded = Conv2dOpts {
+                pad,
+                bias: Some(&bft),
+                ..Default::default()
+            };
+            let one_step = conv::conv2d_with(&mut enc, &xt, &wft, &folded, v).unwrap();
+            let out = enc.submit_read(&[&two_step, &one_step]).unwrap();
+            let what = format!("{} x{xs:?} w{ws:?}", v.name());
+            assert_within(&format!("folded {what}"), &out[1], &out[0], &bound);
+            assert_within(&format!("folded vs f64 {what}"), &out[1], &want, &bound);
+        }
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let g = gpu();
+    let x = g.zeros(&[1, 3, 5, 5]).unwrap();
+    let w = g.zeros(&[4, 3, 3, 3]).unwrap();
+    let expect = |r: sparsett::Result<Tensor>, op: &str, parts: &[&str]| {
+        let e = r.expect_err("expected a shape error").to_string();
+        assert!(e.starts_with(op), "{e}");
+        for p in parts {
+            assert!(e.contains(p), "'{e}' should mention {p}");
+        }
+    };
+    let run = |x: &Tensor, w: &Tensor, o: &Conv2dOpts| {
+        let mut enc = g.encoder();
+        conv::conv2d_with(&mut enc, x, w, o, Variant::Register)
+    };
+    let d = Conv2dOpts::default();
+    let w2 = g.zeros(&[4, 2, 3, 3]).unwrap();
+    expect(run(&x, &w2, &d), "conv2d", &["[1, 3, 5, 5]", "[4, 2, 3, 3]"]);
+    let big = g.zeros(&[4, 3, 7, 3]).unwrap();
+    expect(run(&x, &big, &d), "conv2d", &["larger", "[1, 3, 5, 5]", "[4, 3, 7, 3]"]);
+    let o = Conv2dOpts {
+        stride: (1, 0),
+        ..d
+    };
+    expect(run(&x, &w, &o), "conv2d", &["stride"]);
+    let b = g.zeros(&[5]).unwrap();
+    let o = Conv2dOpts {
+        bias: Some(&b),
+        ..d
+    };
+    expect(run(&x, &w, &o), "conv2d", &["bias", "[5]", "[4]"]);
+    let r = g.zeros(&[1, 4, 5, 5]).unwrap();
+    let o = Conv2dOpts {
+        residual: Some(&r),
+        ..d
+    };
+    expect(run(&x, &w, &o), "conv2d", &["residual", "[1, 4, 5, 5]", "[1, 4, 3, 3]"]);
+    let x3 = g.zeros(&[3, 5, 5]).unwrap();
+    expect(run(&x3, &w, &d), "conv2d", &["[3, 5, 5]"]);
+
+    let (c4, c3) = (g.zeros(&[4]).unwrap(), g.zeros(&[3]).unwrap());
+    let bn = BatchNorm {
+        weight: &c3,
+        bias: &c3,
+        mean: &c4,
+        var: &c3,
+        eps: 1e-5,
+    };
+    let mut enc = g.encoder();
+    expect(conv::batch_norm(&mut enc, &x, &bn), "batch_norm", &["mean", "[4]", "[1, 3, 5, 5]"]);
+}

@@ -12,3 +12,4 @@ mod layout;
 mod window;
 mod attention;
 mod topk;
+mod decode;

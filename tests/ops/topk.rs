@@ -1,1 +1,395 @@
-//! (being written)
+//! Top-K selection and top-K sparse attention against `ops::topk::cpu`, for both variants.
+//!
+//! Tolerances:
+//! - Selection (`topk_select`, and the indices of `topk_attention` against a selection made on the
+//!   very logits the GPU produced): exact. The order (value desc, index asc) is a strict total
+//!   order, values are copied, never computed: indices equal and values equal bit for bit.
+//! - Logits: the GPU sums D rounded products `(scale·q)·k` in f32, so
+//!   |gpu − exact| ≤ (D + 2)·2⁻²⁴·Σ_d |scale·q_d·k_d| (=: δ, computed per logit).
+//! - Against the exact (f64-logit) selection: f32 rounding may swap keys whose logits are within
+//!   2δ, so the check is |ℓ(gpu pick r) − ℓ(ref pick r)| ≤ 2δ for every rank r, with ℓ the f64
+//!   logits; rows whose pick sets differ are counted and must be rare (near-ties in random data).
+//! - Weights and `out` against the f64 softmax on the GPU's own logits and picks: the softmax adds
+//!   the GPU exp's error (WGSL: 3 + 2|x| ulp, x = logit − max ≥ −20 here, so ≤ 43 ulp ≈ 5e-6
+//!   relative) and K-term f32 sums (≤ K·2⁻²⁴ ≈ 4e-6 relative for K ≤ 64): weights within
+//!   1e-5 relative + 1e-7 absolute; out = Σ w·v with |v| ≤ 2 within 4e-5 absolute.
+//! - `out` against the exact reference on rows where the picks agree: the logit error δ ≤ 2e-6
+//!   (|q|, |k| ≤ 2, D = 32) moves each weight by ≤ 2δ relative, so 5e-5 absolute.
+
+use sparsett::ops::topk::{self, cpu};
+use sparsett::ops::HeadsView;
+use sparsett::{Gpu, Tensor, Variant};
+
+use crate::common::{assert_close, gpu, rand_vec};
+
+fn read_u32(g: &Gpu, t: &Tensor) -> Vec<u32> {
+    g.read_u32(t).unwrap()
+}
+
+fn select(x: &[f32], n: usize, k: usize, variant: Variant) -> (Vec<f32>, Vec<u32>) {
+    let g = gpu();
+    let t = g.upload(&[x.len() / n, n], x).unwrap();
+    let mut enc = g.encoder();
+    let (v, i) = topk::topk_select_with(&mut enc, &t, k, variant).unwrap();
+    assert_eq!(v.shape(), [x.len() / n, k]);
+    assert_eq!(i.shape(), [x.len() / n, k]);
+    let vals = enc.submit_read(&[&v]).unwrap().pop().unwrap();
+    (vals, read_u32(g, &i))
+}
+
+#[track_caller]
+fn assert_select_exact(what: &str, x: &[f32], n: usize, k: usize, variant: Variant) {
+    let (gv, gi) = select(x, n, k, variant);
+    let (wv, wi) = cpu::topk_select(x, n, k);
+    for (p, (a, b)) in gi.iter().zip(&wi).enumerate() {
+        assert_eq!(a, b, "{what} {variant:?} n {n} K {k}: index at row {} rank {}", p / k, p % k);
+    }
+    for (p, (a, b)) in gv.iter().zip(&wv).enumerate() {
+        assert_eq!(a.to_bits(), b.to_bits(), "{what} {variant:?} n {n} K {k}: value at {p}");
+    }
+}
+
+/// Rows that stress the order: random, few distinct integers (±0 included), all equal, −inf
+/// entries (more than n − K of them when possible), all −inf, descending, ascending.
+fn tricky_rows(seed: u64, n: usize) -> Vec<f32> {
+    let ninf = f32::NEG_INFINITY;
+    let mut x = rand_vec(seed, n, -3.0, 3.0);
+    let ints = rand_vec(seed + 1, n, 0.0, 5.0);
+    x.extend(ints.iter().map(|v| match v.floor() as i32 {
+        0 => -0.0,
+        2 => 0.0,
+        i => (i - 2) as f32,
+    }));
+    x.extend(std::iter::repeat_n(1.5, n));
+    let r = rand_vec(seed + 2, n, 0.0, 1.0);
+    x.extend(r.iter().map(|&u| if u < 0.9 { ninf } else { u }));
+    x.extend(std::iter::repeat_n(ninf, n));
+    x.extend((0..n).map(|i| (n - i) as f32));
+    x.extend((0..n).map(|i| i as f32 * 0.25));
+    x
+}
+
+#[test]
+fn select_matches_reference_exactly() {
+    for variant in Variant::ALL {
+        for (s, n) in [1usize, 2, 31, 32, 33, 361, 1000, 1024].into_iter().enumerate() {
+            let x = tricky_rows(100 + s as u64, n);
+            let mut ks: Vec<usize> = [1, 32, 64].into_iter().filter(|&k| k <= n).collect();
+            if n <= 64 && !ks.contains(&n) {
+                ks.push(n);
+            }
+            for k in ks {
+                assert_select_exact("tricky rows", &x, n, k, variant);
+            }
+        }
+    }
+}
+
+#[test]
+fn select_many_rows() {
+    // More rows than one workgroup holds in either variant (64 register rows, 1024/64 tiled).
+    for variant in Variant::ALL {
+        let n = 45;
+        let mut x = rand_vec(7, 131 * n, -1.0, 1.0);
+        for v in x.iter_mut().skip(3).step_by(4) {
+            *v = (*v * 4.0).round();
+        }
+        for k in [3, 17, 45] {
+            assert_select_exact("131 rows", &x, n, k, variant);
+        }
+    }
+}
+
+#[test]
+fn select_rejects_bad_shapes() {
+    let g = gpu();
+    let mut enc = g.encoder();
+    let t = g.zeros(&[3, 4]).unwrap();
+    for variant in Variant::ALL {
+        let e = topk::topk_select_with(&mut enc, &t, 5, variant).unwrap_err().to_string();
+        assert!(e.contains("topk_select") && e.contains("K = 5") && e.contains("n = 4"), "{e}");
+        let e = topk::topk_select_with(&mut enc, &t, 0, variant).unwrap_err().to_string();
+        assert!(e.contains("topk_select") && e.contains("K = 0"), "{e}");
+    }
+    let wide = g.zeros(&[2, 100]).unwrap();
+    let e = topk::topk_select(&mut enc, &wide, 65).unwrap_err().to_string();
+    assert!(e.contains("topk_select") && e.contains("K = 65") && e.contains("64"), "{e}");
+    let long = g.zeros(&[1, 1025]).unwrap();
+    let e = topk::topk_select(&mut enc, &long, 8).unwrap_err().to_string();
+    assert!(e.contains("topk_select") && e.contains("1025") && e.contains("1024"), "{e}");
+    let ints = g.upload_u32(&[2, 8], &[0; 16]).unwrap();
+    let e = topk::topk_select(&mut enc, &ints, 2).unwrap_err().to_string();
+    assert!(e.contains("topk_select") && e.contains("f32"), "{e}");
+}
+
+struct Case {
+    batch: usize,
+    lq: usize,
+    lk: usize,
+    heads: usize,
+    hd: usize,
+    keep: usize,
+    /// q, k, v as blocks of one packed [B, L, 3C] tensor (needs lq == lk).
+    packed: bool,
+    /// Key rows repeat with this period (exact logit ties), 0 for none.
+    tie_period: usize,
+    /// Rows whose exact and GPU picks may differ (near-ties under f32 rounding).
+    max_differing_rows: usize,
+}
+
+/// The exact logits' per-element rounding bound δ of the module comment.
+fn logit_bounds(q: &cpu::View, k: &cpu::View, heads: usize, hd: usize, scale: f32) -> Vec<f64> {
+    let qa: Vec<f32> = q.data.iter().map(|x| x.abs()).collect();
+    let ka: Vec<f32> = k.data.iter().map(|x| x.abs()).collect();
+    let (qv, kv) = (cpu::View { data: &qa, ..*q }, cpu::View { data: &ka, ..*k });
+    let u = (hd as f64 + 2.0) * 2f64.powi(-24);
+    cpu::topk_logits(qv, kv, heads, hd, scale).into_iter().map(|s| s * u).collect()
+}
+
+fn check_attention(name: &str, c: &Case, variant: Variant) {
+    let g = gpu();
+    let width = c.heads * c.hd;
+    let seed = (c.lq * 131 + c.lk * 7 + c.heads) as u64;
+    let (qd, kd, vd, qs, ks) = if c.packed {
+        assert_eq!(c.lq, c.lk);
+        let mut x = rand_vec(seed, c.batch * c.lq * 3 * width, -2.0, 2.0);
+        if c.tie_period > 0 {
+            for b in 0..c.batch {
+                for j in c.tie_period..c.lk {
+                    let src = ((b * c.lk + j % c.tie_period) * 3 + 1) * width;
+                    let dst = ((b * c.lk + j) * 3 + 1) * width;
+                    x.copy_within(src..src + width, dst);
+                }
+            }
+        }
+        (x.clone(), x.clone(), x, 3 * width, 3 * width)
+    } else {
+        let q = rand_vec(seed, c.batch * c.lq * width, -2.0, 2.0);
+        // k carries 5 extra leading columns to exercise an offset view.
+        let mut k = rand_vec(seed + 1, c.batch * c.lk * (width + 5), -2.0, 2.0);
+        if c.tie_period > 0 {
+            for b in 0..c.batch {
+                for j in c.tie_period..c.lk {
+                    let src = (b * c.lk + j % c.tie_period) * (width + 5);
+                    let dst = (b * c.lk + j) * (width + 5);
+                    k.copy_within(src..src + width + 5, dst);
+                }
+            }
+        }
+        let v = rand_vec(seed + 2, c.batch * c.lk * width, -2.0, 2.0);
+        (q, k, v, width, width + 5)
+    };
+    let (q_off, k_off, v_off) = if c.packed { (0, width, 2 * width) } else { (0, 5, 0) };
+    let v_stride = if c.packed { 3 * width } else { width };
+    let qt = g.upload(&[c.batch, c.lq, qs], &qd).unwrap();
+    let (kt, vt) = if c.packed {
+        (qt.clone(), qt.clone())
+    } else {
+        (
+            g.upload(&[c.batch, c.lk, ks], &kd).unwrap(),
+            g.upload(&[c.batch, c.lk, width], &vd).unwrap(),
+        )
+    };
+    let hv = |t, len, stride, offset| HeadsView {
+        t,
+        batch: c.batch,
+        len,
+        stride,
+        offset,
+    };
+    let (q, k, v) = (
+        hv(&qt, c.lq, qs, q_off),
+        hv(&kt, c.lk, ks, k_off),
+        hv(&vt, c.lk, v_stride, v_off),
+    );
+    let scale = 1.0 / (c.hd as f32).sqrt();
+
+    let mut enc = g.encoder();
+    let logits = topk::topk_logits_with(&mut enc, q, k, c.heads, c.hd, scale, variant).unwrap();
+    let r = topk::topk_attention_with(&mut enc, q, k, v, c.heads, c.keep, scale, variant).unwrap();
+    assert_eq!(r.out.shape(), [c.batch, c.lq, width]);
+    assert_eq!(r.indices.shape(), [c.batch, c.heads, c.lq, c.keep]);
+    assert_eq!(r.weights.shape(), [c.batch, c.heads, c.lq, c.keep]);
+    let mut got = enc.submit_read(&[&logits, &r.out, &r.weights]).unwrap();
+    let (gw, gout, glog) = (got.pop().unwrap(), got.pop().unwrap(), got.pop().unwrap());
+    let gidx = read_u32(g, &r.indices);
+    let what = format!("{name} {variant:?}");
+
+    let cv = |data, len, stride, offset| cpu::View {
+        data,
+        batch: c.batch,
+        len,
+        stride,
+        offset,
+    };
+    let (cq, ck, cvv) = (
+        cv(&qd, c.lq, qs, q_off),
+        cv(&kd, c.lk, ks, k_off),
+        cv(&vd, c.lk, v_stride, v_off),
+    );
+    let exact = cpu::topk_logits(cq, ck, c.heads, c.hd, scale);
+    let delta = logit_bounds(&cq, &ck, c.heads, c.hd, scale);
+    for (e, ((&gl, &x), &dl)) in glog.iter().zip(&exact).zip(&delta).enumerate() {
+        assert!(
+            (gl as f64 - x).abs() <= dl,
+            "{what}: logit {e} is {gl}, exact {x}, bound {dl}"
+        );
+    }
+
+    // 1. The picks are exactly the selection on the GPU's own logits.
+    let own: Vec<u32> = glog.chunks(c.lk).flat_map(|row| cpu::top_indices(row, c.keep)).collect();
+    assert_eq!(gidx, own, "{what}: indices differ from the selection on the GPU logits");
+
+    // 2. Softmax and w·v on those picks.
+    let glog64: Vec<f64> = glog.iter().map(|&x| x as f64).collect();
+    let want = cpu::topk_attend(&glog64, &gidx, cvv, c.heads, c.hd, c.lq, c.keep);
+    assert_close(&format!("{what} weights"), &gw, &want.weights, 1e-7, 1e-5);
+    assert_close(&format!("{what} out"), &gout, &want.out, 4e-5, 0.0);
+
+    // 3. Against the exact reference: picks within 2δ rank by rank, out equal where picks agree.
+    let reference = cpu::topk_attention(cq, ck, cvv, c.heads, c.hd, c.keep, scale);
+    let mut differing = 0;
+    for row in 0..c.batch * c.heads * c.lq {
+        let (a, b) = (
+            &gidx[row * c.keep..(row + 1) * c.keep],
+            &reference.indices[row * c.keep..(row + 1) * c.keep],
+        );
+        if a == b {
+            continue;
+        }
+        differing += 1;
+        let l = &exact[row * c.lk..(row + 1) * c.lk];
+        let d = &delta[row * c.lk..(row + 1) * c.lk];
+        for (&x, &y) in a.iter().zip(b) {
+            let (x, y) = (x as usize, y as usize);
+            assert!(
+                (l[x] - l[y]).abs() <= 2.0 * (d[x] + d[y]),
+                "{what}: row {row} picks key {x} (logit {}) where the exact order has {y} ({})",
+                l[x],
+                l[y]
+            );
+        }
+    }
+    assert!(
+        differing <= c.max_differing_rows,
+        "{what}: {differing} rows pick differently from the exact logits"
+    );
+    let (b, i, hd) = (c.batch, c.lq, c.hd);
+    let mut ok = vec![true; b * i * c.heads];
+    for row in 0..b * c.heads * i {
+        let same = gidx[row * c.keep..(row + 1) * c.keep]
+            == reference.indices[row * c.keep..(row + 1) * c.keep];
+        ok[row] = same;
+    }
+    let mask = |v: &[f32]| -> Vec<f32> {
+        // Zero the out entries of rows whose picks differ (compared separately above).
+        let mut v = v.to_vec();
+        for bi in 0..b {
+            for qi in 0..i {
+                for h in 0..c.heads {
+                    if !ok[(bi * c.heads + h) * i + qi] {
+                        let o = (bi * i + qi) * c.heads * hd + h * hd;
+                        v[o..o + hd].iter_mut().for_each(|x| *x = 0.0);
+                    }
+                }
+            }
+        }
+        v
+    };
+    assert_close(&format!("{what} out vs exact"), &mask(&gout), &mask(&reference.out), 5e-5, 0.0);
+}
+
+#[test]
+fn attention_reduced_model_shapes() {
+    let cases = [
+        // The decoder's self-attention, fewer rows and heads: packed qkv, D = 32, K = 32.
+        Case { batch: 2, lq: 45, lk: 45, heads: 2, hd: 32, keep: 32, packed: true, tie_period: 0, max_differing_rows: 1 },
+        // Exact logit ties everywhere (7 distinct key rows): ties resolve to the lower index.
+        Case { batch: 1, lq: 40, lk: 40, heads: 3, hd: 32, keep: 32, packed: true, tie_period: 7, max_differing_rows: 0 },
+        // Cross-attention: separate q / offset k / v, odd head width, Lq ≠ Lk.
+        Case { batch: 2, lq: 7, lk: 100, heads: 4, hd: 20, keep: 13, packed: false, tie_period: 0, max_differing_rows: 1 },
+        // K = Lk (plain softmax attention) and Lk = K = 1.
+        Case { batch: 1, lq: 9, lk: 33, heads: 1, hd: 8, keep: 33, packed: false, tie_period: 0, max_differing_rows: 0 },
+        Case { batch: 3, lq: 5, lk: 1, heads: 2, hd: 4, keep: 1, packed: false, tie_period: 0, max_differing_rows: 0 },
+        // K = 64 from rows longer than one power of two.
+        Case { batch: 1, lq: 6, lk: 700, heads: 2, hd: 16, keep: 64, packed: false, tie_period: 3, max_differing_rows: 0 },
+    ];
+    for variant in Variant::ALL {
+        for (ci, c) in cases.iter().enumerate() {
+            check_attention(&format!("case {ci}"), c, variant);
+        }
+    }
+}
+
+#[test]
+fn attention_full_decoder_shape() {
+    let c = Case {
+        batch: 1,
+        lq: 361,
+        lk: 361,
+        heads: 8,
+        hd: 32,
+        keep: 32,
+        packed: true,
+        tie_period: 0,
+        max_differing_rows: 8,
+    };
+    for variant in Variant::ALL {
+        check_attention("361x361 h8 d32", &c, variant);
+    }
+}
+
+#[test]
+fn attention_rejects_bad_inputs() {
+    let g = gpu();
+    let mut enc = g.encoder();
+    let qkv = g.zeros(&[2, 10, 3 * 64]).unwrap();
+    let q = HeadsView::packed(&qkv, 3, 0).unwrap();
+    let k = HeadsView::packed(&qkv, 3, 1).unwrap();
+    let v = HeadsView::packed(&qkv, 3, 2).unwrap();
+    let err = |r: sparsett::Result<topk::TopK>| r.unwrap_err().to_string();
+    for variant in Variant::ALL {
+        let e = err(topk::topk_attention_with(&mut enc, q, k, v, 2, 11, 1.0, variant));
+        assert!(e.contains("topk_attention") && e.contains("K = 11") && e.contains("n = 10"), "{e}");
+    }
+    let e = err(topk::topk_attention(&mut enc, q, k, v, 3, 4, 1.0));
+    assert!(e.contains("topk_attention") && e.contains("64") && e.contains("3 heads"), "{e}");
+    let e = err(topk::topk_attention(&mut enc, q, k, v, 2, 0, 1.0));
+    assert!(e.contains("topk_attention") && e.contains("K = 0"), "{e}");
+    let long = g.zeros(&[1, 1100, 3 * 64]).unwrap();
+    let (lq, lk, lv) = (
+        HeadsView::packed(&long, 3, 0).unwrap(),
+        HeadsView::packed(&long, 3, 1).unwrap(),
+        HeadsView::packed(&long, 3, 2).unwrap(),
+    );
+    let e = err(topk::topk_attention(&mut enc, lq, lk, lv, 2, 65, 1.0));
+    assert!(e.contains("topk_attention") && e.contains("1100") && e.contains("1024"), "{e}");
+    // Batch mismatch, k/v length mismatch, a view that runs past its tensor, offset outside rows.
+    let e = err(topk::topk_attention(&mut enc, lq, k, v, 2, 4, 1.0));
+    assert!(e.contains("topk_attention") && e.contains("batch"), "{e}");
+    let v9 = HeadsView { len: 9, ..v };
+    let e = err(topk::topk_attention(&mut enc, q, k, v9, 2, 4, 1.0));
+    assert!(e.contains("topk_attention") && e.contains("len 9"), "{e}");
+    let past = HeadsView { batch: 3, ..q };
+    let kp = HeadsView { batch: 3, ..k };
+    let vp = HeadsView { batch: 3, ..v };
+    let e = err(topk::topk_attention(&mut enc, past, kp, vp, 2, 4, 1.0));
+    assert!(e.contains("topk_attention") && e.contains("does not fit"), "{e}");
+    let outside = HeadsView { offset: 192, ..v };
+    let e = err(topk::topk_attention(&mut enc, q, k, outside, 2, 4, 1.0));
+    assert!(e.contains("topk_attention") && e.contains("offset 192"), "{e}");
+    let e = topk::topk_logits_with(&mut enc, q, k, 4, 64, 1.0, Variant::Register)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("topk_logits") && e.contains("does not fit"), "{e}");
+}
+
+/// `cargo test --release --test ops topk::bench -- --ignored --nocapture` prints the kernel table.
+#[test]
+#[ignore]
+fn bench() {
+    let mut rows = Vec::new();
+    topk::bench(gpu(), &mut rows).unwrap();
+    println!("{}", gpu().adapter_line());
+    print!("{}", sparsett::bench::table(&rows));
+}

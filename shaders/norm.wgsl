@@ -1,0 +1,127 @@
+// LayerNorm over the last dimension, optionally of a residual sum: out = LN(x (+ y)) · w + b.
+//
+// Statistics never form E[x²] − E[x]² (which cancels when |mean| ≫ σ). Everything works on
+// x − x[row, 0]: the mean of the shifted values is near σ in size, so neither its rounding nor that
+// of x − mean grows with a large common offset (x − x[row, 0] itself is exact for nearby values).
+//
+// Every entry point binds y. With ADD = false it is never read (the host binds x a second time),
+// which keeps one code path for both LayerNorm and the fused post-norm add.
+
+override ADD: bool = false;
+// Threads per row in the tiled entry point: a power of two, at most 256.
+override TW: u32 = 256u;
+
+// Rows per workgroup in the register entry point (one invocation owns one row).
+const RW: u32 = 64u;
+
+struct Params {
+    rows: u32,
+    c: u32,
+    eps: f32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> y: array<f32>;
+@group(0) @binding(3) var<storage, read> w: array<f32>;
+@group(0) @binding(4) var<storage, read> b: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+fn ld(i: u32) -> f32 {
+    if (ADD) {
+        return x[i] + y[i];
+    }
+    return x[i];
+}
+
+// One invocation per row, no barriers. Lanes of a SIMD group own different rows, so every pass
+// over the row is a gather; the statistics therefore take one pass instead of two: Chan et al.'s
+// merge of 4-element chunks (mean and M2 of the chunk, then the pairwise update), on values
+// shifted by x[row, 0] so the running mean stays near σ in size and its rounding stays small.
+@compute @workgroup_size(RW)
+fn ln_register(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+               @builtin(local_invocation_index) li: u32) {
+    let row = (wg.x + wg.y * nw.x) * RW + li;
+    if (row >= p.rows) {
+        return;
+    }
+    let c = p.c;
+    let base = row * c;
+    let c4 = c & ~3u;
+    let k = ld(base);
+
+    var mean = 0.0;
+    var m2 = 0.0;
+    var n = 0.0;
+    for (var i = 0u; i < c4; i += 4u) {
+        let v = vec4<f32>(ld(base + i), ld(base + i + 1u), ld(base + i + 2u), ld(base + i + 3u)) - k;
+        let cm = ((v.x + v.y) + (v.z + v.w)) * 0.25;
+        let d = v - cm;
+        let delta = cm - mean;
+        n += 4.0;
+        let f = 4.0 / n;
+        mean += delta * f;
+        m2 += dot(d, d) + delta * delta * (n - 4.0) * f;
+    }
+    for (var i = c4; i < c; i++) {
+        let v = ld(base + i) - k;
+        n += 1.0;
+        let delta = v - mean;
+        mean += delta / n;
+        m2 += delta * (v - mean);
+    }
+    let r = 1.0 / sqrt(m2 / f32(c) + p.eps);
+
+    for (var i = 0u; i < c; i++) {
+        out[base + i] = (ld(base + i) - k - mean) * r * w[i] + b[i];
+    }
+}
+
+var<workgroup> red: array<f32, 256>;
+
+// Tree sum over the TW threads of the workgroup; every thread gets the total.
+fn wg_sum(li: u32, v: f32) -> f32 {
+    red[li] = v;
+    workgroupBarrier();
+    for (var s = TW / 2u; s > 0u; s >>= 1u) {
+        if (li < s) {
+            red[li] += red[li + s];
+        }
+        workgroupBarrier();
+    }
+    let t = red[0];
+    // The next reduction overwrites red.
+    workgroupBarrier();
+    return t;
+}
+
+// One workgroup of TW threads per row; each thread takes every TW-th element.
+@compute @workgroup_size(TW)
+fn ln_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+            @builtin(local_invocation_index) li: u32) {
+    let row = wg.x + wg.y * nw.x;
+    if (row >= p.rows) {
+        return;
+    }
+    let c = p.c;
+    let base = row * c;
+    let k = ld(base);
+
+    var s = 0.0;
+    for (var i = li; i < c; i += TW) {
+        s += ld(base + i) - k;
+    }
+    let mean = wg_sum(li, s) / f32(c);
+
+    var q = 0.0;
+    for (var i = li; i < c; i += TW) {
+        let d = ld(base + i) - k - mean;
+        q += d * d;
+    }
+    let r = 1.0 / sqrt(wg_sum(li, q) / f32(c) + p.eps);
+
+    for (var i = li; i < c; i += TW) {
+        out[base + i] = (ld(base + i) - k - mean) * r * w[i] + b[i];
+    }
+}

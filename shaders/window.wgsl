@@ -1,0 +1,246 @@
+// Swin window kernels (mmdet-2.x ShiftWindowMSA / PatchMerging): pure data movement, no barriers.
+//
+// One invocation moves one channel vector (a scalar), or K consecutive vec4s of one token in the
+// `_v4` entries (C % 4K == 0): K = 4 cuts lavapipe's per-invocation cost ~15%; GPUs use K = 1 so
+// neighbouring invocations touch neighbouring vec4s.
+// The grid is 3-D so that the window / row / image index comes from the workgroup id: only the
+// position inside a window or a row is divided per invocation, and that division is by the
+// override constants WIN and CV, which the compiler turns into multiplies (lavapipe has no vector
+// integer division and would otherwise run one scalar `div` per lane).
+
+override WIN: u32 = 7u; // window side
+override CV: u32 = 1u;  // channel vectors per token: C (scalar entries) or C / 4 (vec4 entries)
+override K: u32 = 1u;   // vec4s per invocation in the `_v4` entries; divides CV
+
+struct Params {
+    h: u32,     // unpadded rows (patch merge: input rows)
+    w: u32,     // unpadded columns (patch merge: input columns)
+    hp: u32,    // padded rows (patch merge: output rows)
+    wp: u32,    // padded columns (patch merge: output columns)
+    shift: u32,
+    nww: u32,   // windows per row of the padded map
+    nw: u32,    // windows per image
+    n: u32,     // heads (relative position bias)
+}
+
+const NONE: u32 = 0xffffffffu;
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// Entry points share binding slots with different types; each uses exactly one variable per slot.
+@group(0) @binding(1) var<storage, read> src_s: array<f32>;
+@group(0) @binding(1) var<storage, read> src_v: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> mask_out: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst_s: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst_v: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> res_s: array<f32>;
+@group(0) @binding(2) var<storage, read> res_v: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> out_s: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out_v: array<vec4<f32>>;
+
+// ---- window partition: pad → roll(−shift) → cut windows -------------------------------------
+// Grid: (ceil(WIN²·CV / 64), windows per image, batch).
+
+// Source offset (in channel vectors) of item `f` (token-major, channel-minor) of window `win` of
+// image `b`, or NONE where the padded, rolled map holds a pad zero.
+fn partition_src(b: u32, win: u32, f: u32) -> u32 {
+    let t = f / CV;
+    let c = f - t * CV;
+    let ty = t / WIN;
+    let tx = t - ty * WIN;
+    let wy = win / p.nww;
+    let wx = win - wy * p.nww;
+    // roll by −shift: rolled[i] = padded[(i + shift) mod Hp]; shift < WIN ≤ Hp, so one wrap at most.
+    var sy = wy * WIN + ty + p.shift;
+    if (sy >= p.hp) { sy -= p.hp; }
+    var sx = wx * WIN + tx + p.shift;
+    if (sx >= p.wp) { sx -= p.wp; }
+    if (sy >= p.h || sx >= p.w) { return NONE; }
+    return ((b * p.h + sy) * p.w + sx) * CV + c;
+}
+
+@compute @workgroup_size(64)
+fn win_partition(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let f = wg.x * 64u + li;
+    if (f >= WIN * WIN * CV) { return; }
+    let s = partition_src(wg.z, wg.y, f);
+    var v = 0.0;
+    if (s != NONE) { v = src_s[s]; }
+    dst_s[(wg.z * p.nw + wg.y) * (WIN * WIN * CV) + f] = v;
+}
+
+@compute @workgroup_size(64)
+fn win_partition_v4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let f = (wg.x * 64u + li) * K;
+    if (f >= WIN * WIN * CV) { return; }
+    let s = partition_src(wg.z, wg.y, f);
+    let o = (wg.z * p.nw + wg.y) * (WIN * WIN * CV) + f;
+    if (s == NONE) {
+        for (var k = 0u; k < K; k++) { dst_v[o + k] = vec4<f32>(0.0); }
+    } else {
+        for (var k = 0u; k < K; k++) { dst_v[o + k] = src_v[s]; }
+    }
+}
+
+// ---- window reverse: merge windows → roll(+shift) → crop (optionally + residual) ------------
+// Grid: (ceil(W·CV / 64), H, batch); item `f` of output row `y` is (column, channel vector).
+
+fn reverse_src(b: u32, y: u32, f: u32) -> u32 {
+    let x = f / CV;
+    let c = f - x * CV;
+    // roll by +shift: out[i] = merged[(i − shift) mod Hp].
+    var py = y + p.hp - p.shift;
+    if (py >= p.hp) { py -= p.hp; }
+    var px = x + p.wp - p.shift;
+    if (px >= p.wp) { px -= p.wp; }
+    let wy = py / WIN;
+    let wx = px / WIN;
+    let t = (py - wy * WIN) * WIN + (px - wx * WIN);
+    return ((b * p.nw + wy * p.nww + wx) * (WIN * WIN) + t) * CV + c;
+}
+
+@compute @workgroup_size(64)
+fn reverse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let f = wg.x * 64u + li;
+    if (f >= p.w * CV) { return; }
+    dst_s[(wg.z * p.h + wg.y) * p.w * CV + f] = src_s[reverse_src(wg.z, wg.y, f)];
+}
+
+@compute @workgroup_size(64)
+fn reverse_v4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let f = (wg.x * 64u + li) * K;
+    if (f >= p.w * CV) { return; }
+    let s = reverse_src(wg.z, wg.y, f);
+    let o = (wg.z * p.h + wg.y) * p.w * CV + f;
+    for (var k = 0u; k < K; k++) { dst_v[o + k] = src_v[s]; }
+}
+
+@compute @workgroup_size(64)
+fn reverse_add(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let f = wg.x * 64u + li;
+    if (f >= p.w * CV) { return; }
+    let o = (wg.z * p.h + wg.y) * p.w * CV + f;
+    out_s[o] = res_s[o] + src_s[reverse_src(wg.z, wg.y, f)];
+}
+
+@compute @workgroup_size(64)
+fn reverse_add_v4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let f = (wg.x * 64u + li) * K;
+    if (f >= p.w * CV) { return; }
+    let s = reverse_src(wg.z, wg.y, f);
+    let o = (wg.z * p.h + wg.y) * p.w * CV + f;
+    for (var k = 0u; k < K; k++) { out_v[o + k] = res_v[o + k] + src_v[s + k]; }
+}
+
+// ---- patch merging: zero-pad to even, 2×2 neighbourhoods in nn.Unfold order (c·4 + kh·2 + kw) --
+// Grid: (ceil(W2·CV / 64), H2, batch). The output row of a pixel is 4C floats = C vec4s, one vec4
+// (the four neighbours) per input channel.
+
+fn merge_at(b: u32, y: u32, x: u32, c: u32) -> u32 {
+    if (y >= p.h || x >= p.w) { return NONE; }
+    return ((b * p.h + y) * p.w + x) * CV + c;
+}
+
+fn load_s(i: u32) -> f32 {
+    var v = 0.0;
+    if (i != NONE) { v = src_s[i]; }
+    return v;
+}
+
+fn load_v(i: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if (i != NONE) { v = src_v[i]; }
+    return v;
+}
+
+@compute @workgroup_size(64)
+fn merge(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let f = wg.x * 64u + li;
+    if (f >= p.wp * CV) { return; }
+    let ox = f / CV;
+    let c = f - ox * CV;
+    let y0 = 2u * wg.y;
+    let x0 = 2u * ox;
+    let v = vec4<f32>(
+        load_s(merge_at(wg.z, y0, x0, c)),
+        load_s(merge_at(wg.z, y0, x0 + 1u, c)),
+        load_s(merge_at(wg.z, y0 + 1u, x0, c)),
+        load_s(merge_at(wg.z, y0 + 1u, x0 + 1u, c)));
+    dst_v[(wg.z * p.hp + wg.y) * p.wp * CV + f] = v;
+}
+
+// Per channel vector, four input vec4s (channels 4c..4c+3 of the four neighbours) become four
+// output vec4s: a 4×4 transpose in registers.
+@compute @workgroup_size(64)
+fn merge_v4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let f0 = (wg.x * 64u + li) * K;
+    if (f0 >= p.wp * CV) { return; }
+    let ox = f0 / CV;
+    let c0 = f0 - ox * CV;
+    let y0 = 2u * wg.y;
+    let x0 = 2u * ox;
+    let ia = merge_at(wg.z, y0, x0, c0);
+    let ib = merge_at(wg.z, y0, x0 + 1u, c0);
+    let id = merge_at(wg.z, y0 + 1u, x0, c0);
+    let ie = merge_at(wg.z, y0 + 1u, x0 + 1u, c0);
+    let o0 = ((wg.z * p.hp + wg.y) * p.wp * CV + f0) * 4u;
+    for (var k = 0u; k < K; k++) {
+        let a = load_v(select(ia + k, NONE, ia == NONE));
+        let b = load_v(select(ib + k, NONE, ib == NONE));
+        let d = load_v(select(id + k, NONE, id == NONE));
+        let e = load_v(select(ie + k, NONE, ie == NONE));
+        let o = o0 + 4u;
+        dst_v[o] = vec4<f32>(a.x, b.x, d.x, e.x);
+        dst_v[o + 1u] = vec4<f32>(a.y, b.y, d.y, e.y);
+        dst_v[o + 2u] = vec4<f32>(a.z, b.z, d.z, e.z);
+        dst_v[o + 3u] = vec4<f32>(a.w, b.w, d.w, e.w);
+    }
+}
+
+// ---- shifted-window region mask ---------------------------------------------------------------
+// Grid: (ceil(WIN⁴ / 64), windows, 1). Output [nW, WIN², WIN²]: 0 where tokens i and j of a window
+// lie in the same region of the padded map, −100 elsewhere.
+
+// Region along one axis, as mmdet's slices (0, −WIN), (−WIN, −shift), (−shift, None) assign it;
+// later slices overwrite earlier ones. With shift 0 the last slice is (0, None): one region.
+fn region(pos: u32, size: u32) -> u32 {
+    if (p.shift == 0u || pos >= size - p.shift) { return 2u; }
+    if (pos >= size - WIN) { return 1u; }
+    return 0u;
+}
+
+fn region_id(win: u32, t: u32) -> u32 {
+    let wy = win / p.nww;
+    let wx = win - wy * p.nww;
+    let ty = t / WIN;
+    let tx = t - ty * WIN;
+    return region(wy * WIN + ty, p.hp) * 3u + region(wx * WIN + tx, p.wp);
+}
+
+@compute @workgroup_size(64)
+fn region_mask(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let n = WIN * WIN;
+    let f = wg.x * 64u + li;
+    if (f >= n * n) { return; }
+    let i = f / n;
+    let j = f - i * n;
+    mask_out[wg.y * n * n + f] = select(0.0, -100.0, region_id(wg.y, i) != region_id(wg.y, j));
+}
+
+// ---- relative position bias ---------------------------------------------------------------------
+// Grid: (ceil(WIN⁴ / 64), heads, 1). out[h, i, j] = table[idx(i, j), h] with
+// idx = (hi − hj + WIN − 1)·(2·WIN − 1) + (wi − wj + WIN − 1).
+
+@compute @workgroup_size(64)
+fn rel_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let n = WIN * WIN;
+    let f = wg.x * 64u + li;
+    if (f >= n * n) { return; }
+    let i = f / n;
+    let j = f - i * n;
+    let hi = i / WIN;
+    let hj = j / WIN;
+    let idx = (hi + WIN - 1u - hj) * (2u * WIN - 1u) + (i - hi * WIN) + WIN - 1u - (j - hj * WIN);
+    dst_s[wg.y * n * n + f] = src_s[idx * p.n + wg.y];
+}
+

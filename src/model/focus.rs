@@ -1,0 +1,283 @@
+//! The target focus network: a 2-layer post-norm transformer encoder on the template tokens and a
+//! 2-layer decoder on the search tokens whose self-attention keeps only the top-32 keys per query.
+//! d = 256, 8 heads of 32, FFN 2048 with ReLU, LayerNorm eps 1e-6, learned 2-D positional encoding
+//! added once to each input. Tokens are `[B, L, 256]`.
+
+use crate::gpu::Tensor;
+use crate::model::load::Loader;
+use crate::model::taps::Taps;
+use crate::ops::attention::{attention, AttnOpts};
+use crate::ops::layout::{embed_2d, permute};
+use crate::ops::matmul::{linear, Activation, Epilogue};
+use crate::ops::norm::add_layer_norm;
+use crate::ops::topk::topk_attention;
+use crate::ops::HeadsView;
+use crate::ops::elementwise::{binary, Binary};
+use crate::{Encoder, Result};
+
+pub const D: usize = 256;
+pub const HEADS: usize = 8;
+pub const FFN: usize = 2048;
+pub const TOPK: usize = 32;
+const EPS: f32 = 1e-6;
+
+fn scale() -> f32 {
+    ((D / HEADS) as f32).powf(-0.5)
+}
+
+struct Norm {
+    w: Tensor,
+    b: Tensor,
+}
+
+impl Norm {
+    fn load(l: &Loader, prefix: &str) -> Result<Norm> {
+        Ok(Norm {
+            w: l.tensor(&format!("{prefix}.weight"), &[D])?,
+            b: l.tensor(&format!("{prefix}.bias"), &[D])?,
+        })
+    }
+
+    /// LayerNorm(x + y).
+    fn add(&self, enc: &mut Encoder, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+        add_layer_norm(enc, x, y, &self.w, &self.b, EPS)
+    }
+}
+
+struct Linear {
+    w: Tensor,
+    b: Tensor,
+}
+
+impl Linear {
+    fn load(l: &Loader, w: &str, b: &str, out: usize, inp: usize) -> Result<Linear> {
+        Ok(Linear {
+            w: l.tensor(w, &[out, inp])?,
+            b: l.tensor(b, &[out])?,
+        })
+    }
+
+    /// Rows `rows` of a packed projection (e.g. the k/v part of `in_proj_weight`).
+    fn load_rows(l: &Loader, p: &str, rows: std::ops::Range<usize>) -> Result<Linear> {
+        let w = l.host(&format!("{p}.in_proj_weight"), &[3 * D, D])?;
+        let b = l.host(&format!("{p}.in_proj_bias"), &[3 * D])?;
+        let n = rows.len();
+        Ok(Linear {
+            w: l.gpu.upload(&[n, D], &w[rows.start * D..rows.end * D])?,
+            b: l.gpu.upload(&[n], &b[rows])?,
+        })
+    }
+
+    fn run(&self, enc: &mut Encoder, x: &Tensor, act: Activation) -> Result<Tensor> {
+        linear(
+            enc,
+            x,
+            &self.w,
+            &Epilogue {
+                bias: Some(&self.b),
+                act,
+                ..Default::default()
+            },
+        )
+    }
+}
+
+struct Ffn {
+    w1: Linear,
+    w2: Linear,
+    norm: Norm,
+}
+
+impl Ffn {
+    fn load(l: &Loader, p: &str) -> Result<Ffn> {
+        Ok(Ffn {
+            w1: Linear::load(l, &format!("{p}.w_1.weight"), &format!("{p}.w_1.bias"), FFN, D)?,
+            w2: Linear::load(l, &format!("{p}.w_2.weight"), &format!("{p}.w_2.bias"), D, FFN)?,
+            norm: Norm::load(l, &format!("{p}.layer_norm"))?,
+        })
+    }
+
+    fn run(&self, enc: &mut Encoder, x: &Tensor) -> Result<Tensor> {
+        let h = self.w1.run(enc, x, Activation::Relu)?;
+        let h = self.w2.run(enc, &h, Activation::None)?;
+        self.norm.add(enc, x, &h)
+    }
+}
+
+struct Embed {
+    row: Tensor,
+    col: Tensor,
+    side: usize,
+}
+
+impl Embed {
+    fn load(l: &Loader, p: &str, side: usize) -> Result<Embed> {
+        Ok(Embed {
+            row: l.tensor(&format!("{p}.spatial_position_encoding.row_embed.weight"), &[side, D / 2])?,
+            col: l.tensor(&format!("{p}.spatial_position_encoding.col_embed.weight"), &[side, D / 2])?,
+            side,
+        })
+    }
+
+    /// NCHW features `[B, 256, s, s]` → tokens `[B, s·s, 256]` plus the positional encoding.
+    fn tokens(&self, enc: &mut Encoder, x: &Tensor) -> Result<Tensor> {
+        let (b, s) = (x.dim(0), self.side);
+        let t = permute(enc, &x.reshape(&[b, D, s * s])?, &[0, 2, 1])?;
+        let pos = embed_2d(enc, &self.row, &self.col, s, s)?;
+        binary(enc, &t, &pos, Binary::Add)
+    }
+}
+
+struct EncoderLayer {
+    qkv: Linear,
+    out: Linear,
+    norm: Norm,
+    ffn: Ffn,
+}
+
+struct DecoderLayer {
+    qkv: Linear,
+    out: Linear,
+    norm1: Norm,
+    cross_q: Linear,
+    cross_kv: Linear,
+    cross_out: Linear,
+    norm2: Norm,
+    ffn: Ffn,
+}
+
+fn mha_out(l: &Loader, p: &str) -> Result<Linear> {
+    Linear::load(l, &format!("{p}.out_proj.weight"), &format!("{p}.out_proj.bias"), D, D)
+}
+
+/// What the template contributes to every search frame: the encoder memory's keys and values
+/// for each decoder layer's cross-attention, `[B, 64, 512]` each (k | v).
+pub struct TemplateMemory {
+    pub kv: Vec<Tensor>,
+}
+
+pub struct FocusNet {
+    enc_embed: Embed,
+    dec_embed: Embed,
+    encoder: Vec<EncoderLayer>,
+    decoder: Vec<DecoderLayer>,
+}
+
+impl FocusNet {
+    pub(crate) fn load(l: &Loader, z_side: usize, x_side: usize) -> Result<FocusNet> {
+        let encoder = (0..2)
+            .map(|i| {
+                let p = format!("neck.encoder.encoder_layers.{i}");
+                let a = format!("{p}.slf_attn");
+                Ok(EncoderLayer {
+                    qkv: Linear::load_rows(l, &a, 0..3 * D)?,
+                    out: mha_out(l, &a)?,
+                    norm: Norm::load(l, &format!("{p}.norm"))?,
+                    ffn: Ffn::load(l, &format!("{p}.pos_ffn"))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let decoder = (0..2)
+            .map(|i| {
+                let p = format!("neck.decoder.decoder_layers.{i}");
+                let s = format!("{p}.slf_attn");
+                let c = format!("{p}.enc_attn");
+                Ok(DecoderLayer {
+                    qkv: Linear::load_rows(l, &s, 0..3 * D)?,
+                    out: mha_out(l, &s)?,
+                    norm1: Norm::load(l, &format!("{p}.norm1"))?,
+                    cross_q: Linear::load_rows(l, &c, 0..D)?,
+                    cross_kv: Linear::load_rows(l, &c, D..3 * D)?,
+                    cross_out: mha_out(l, &c)?,
+                    norm2: Norm::load(l, &format!("{p}.norm2"))?,
+                    ffn: Ffn::load(l, &format!("{p}.pos_ffn"))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(FocusNet {
+            enc_embed: Embed::load(l, "neck.encoder", z_side)?,
+            dec_embed: Embed::load(l, "neck.decoder", x_side)?,
+            encoder,
+            decoder,
+        })
+    }
+
+    /// Encodes the adjusted template features `[B, 256, 8, 8]`.
+    pub fn encode(&self, enc: &mut Encoder, z: &Tensor, taps: &mut Taps) -> Result<TemplateMemory> {
+        let mut x = self.enc_embed.tokens(enc, z)?;
+        for (i, layer) in self.encoder.iter().enumerate() {
+            let qkv = layer.qkv.run(enc, &x, Activation::None)?;
+            let a = attention(
+                enc,
+                HeadsView::packed(&qkv, 3, 0)?,
+                HeadsView::packed(&qkv, 3, 1)?,
+                HeadsView::packed(&qkv, 3, 2)?,
+                &AttnOpts {
+                    heads: HEADS,
+                    scale: scale(),
+                    bias: None,
+                    mask: None,
+                },
+            )?;
+            let o = layer.out.run(enc, &a, Activation::None)?;
+            let y = layer.norm.add(enc, &x, &o)?;
+            x = layer.ffn.run(enc, &y)?;
+            taps.put(format!("neck.encoder.layer{i}"), &x);
+        }
+        let kv = self
+            .decoder
+            .iter()
+            .map(|l| l.cross_kv.run(enc, &x, Activation::None))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(TemplateMemory { kv })
+    }
+
+    /// Decodes the adjusted search features `[B, 256, 19, 19]` against the template memory;
+    /// returns the decoder output as NCHW `[B, 256, 19, 19]`.
+    pub fn decode(
+        &self,
+        enc: &mut Encoder,
+        xf: &Tensor,
+        mem: &TemplateMemory,
+        taps: &mut Taps,
+    ) -> Result<Tensor> {
+        let (b, s) = (xf.dim(0), xf.dim(2));
+        let mut x = self.dec_embed.tokens(enc, xf)?;
+        for (i, (layer, kv)) in self.decoder.iter().zip(&mem.kv).enumerate() {
+            let qkv = layer.qkv.run(enc, &x, Activation::None)?;
+            let sparse = topk_attention(
+                enc,
+                HeadsView::packed(&qkv, 3, 0)?,
+                HeadsView::packed(&qkv, 3, 1)?,
+                HeadsView::packed(&qkv, 3, 2)?,
+                HEADS,
+                TOPK,
+                scale(),
+            )?;
+            taps.put(format!("neck.decoder.layer{i}.topk_index"), &sparse.indices);
+            taps.put(format!("neck.decoder.layer{i}.topk_attn"), &sparse.weights);
+            let o = layer.out.run(enc, &sparse.out, Activation::None)?;
+            let y = layer.norm1.add(enc, &x, &o)?;
+            let q = layer.cross_q.run(enc, &y, Activation::None)?;
+            let c = attention(
+                enc,
+                HeadsView::dense(&q)?,
+                HeadsView::packed(kv, 2, 0)?,
+                HeadsView::packed(kv, 2, 1)?,
+                &AttnOpts {
+                    heads: HEADS,
+                    scale: scale(),
+                    bias: None,
+                    mask: None,
+                },
+            )?;
+            let o = layer.cross_out.run(enc, &c, Activation::None)?;
+            let y = layer.norm2.add(enc, &y, &o)?;
+            x = layer.ffn.run(enc, &y)?;
+            if i == 0 {
+                taps.put("neck.decoder.layer0", &x);
+            }
+        }
+        permute(enc, &x, &[0, 2, 1])?.reshape(&[b, D, s, s])
+    }
+}

@@ -1,0 +1,121 @@
+//! The whole SparseTT model: `template(z)` once per target, `track(&template, x)` per frame, both
+//! batched over targets.
+
+use crate::gpu::{Gpu, Tensor};
+use crate::model::adjust::Adjuster;
+use crate::model::focus::{FocusNet, TemplateMemory};
+use crate::model::head::{Head, HeadOut};
+use crate::model::load::{Loader, WeightSource};
+use crate::model::swin::{Masks, Swin};
+use crate::model::taps::Taps;
+use crate::ops::layout::concat;
+use crate::{Encoder, Error, Result};
+
+/// Template crop size (pixels).
+pub const Z_SIZE: usize = 127;
+/// Search crop size (pixels).
+pub const X_SIZE: usize = 289;
+/// Score map side.
+pub const SCORE_SIDE: usize = 19;
+
+pub struct SparseTT {
+    backbone: Swin,
+    adj_z: Adjuster,
+    adj_x: Adjuster,
+    neck: FocusNet,
+    head: Head,
+    masks_z: Masks,
+    masks_x: Masks,
+}
+
+/// Per-target template state: everything the search step needs from the template.
+pub struct TemplateFeatures {
+    pub memory: TemplateMemory,
+    pub batch: usize,
+}
+
+/// Device-side outputs of one track step.
+pub struct TrackOut {
+    /// `[B, 361]` fused score.
+    pub score: Tensor,
+    /// `[B, 361, 4]` boxes (x1, y1, x2, y2) in search-crop pixels, from the conv branch.
+    pub boxes: Tensor,
+    pub head: HeadOut,
+}
+
+impl SparseTT {
+    /// Builds the model on `gpu` from weights with the official key names.
+    pub fn load(gpu: &Gpu, weights: &dyn WeightSource) -> Result<SparseTT> {
+        let l = Loader::new(gpu, weights);
+        let [_, _, zs] = Swin::stage_sizes(Z_SIZE);
+        let [_, _, xs] = Swin::stage_sizes(X_SIZE);
+        let mut enc = gpu.encoder();
+        let masks_z = Swin::masks(&mut enc, Z_SIZE)?;
+        let masks_x = Swin::masks(&mut enc, X_SIZE)?;
+        enc.submit()?;
+        Ok(SparseTT {
+            backbone: Swin::load(&l)?,
+            adj_z: Adjuster::load(&l, "feat_adjuster_z")?,
+            adj_x: Adjuster::load(&l, "feat_adjuster_x")?,
+            neck: FocusNet::load(&l, zs, xs)?,
+            head: Head::load(&l)?,
+            masks_z,
+            masks_x,
+        })
+    }
+
+    fn check_input(t: &Tensor, size: usize, what: &str) -> Result<usize> {
+        let s = t.shape();
+        if s.len() != 4 || s[1] != 3 || s[2] != size || s[3] != size || s[0] == 0 {
+            return Err(Error::shape(
+                "sparsett",
+                format!("{what} must be [B, 3, {size}, {size}], got {s:?}"),
+            ));
+        }
+        Ok(s[0])
+    }
+
+    /// Records the template step for normalised crops `z`: `[B, 3, 127, 127]`.
+    pub fn template(
+        &self,
+        enc: &mut Encoder,
+        z: &Tensor,
+        taps: &mut Taps,
+    ) -> Result<TemplateFeatures> {
+        let batch = Self::check_input(z, Z_SIZE, "the template")?;
+        let f = self.backbone.forward(enc, z, &self.masks_z, "z", taps)?;
+        let a = self.adj_z.forward(enc, &f)?;
+        taps.put("feat_adjuster.z", &a);
+        let memory = self.neck.encode(enc, &a, taps)?;
+        Ok(TemplateFeatures { memory, batch })
+    }
+
+    /// Records the track step for normalised search crops `x`: `[B, 3, 289, 289]`.
+    pub fn track(
+        &self,
+        enc: &mut Encoder,
+        t: &TemplateFeatures,
+        x: &Tensor,
+        taps: &mut Taps,
+    ) -> Result<TrackOut> {
+        let batch = Self::check_input(x, X_SIZE, "the search region")?;
+        if batch != t.batch {
+            return Err(Error::shape(
+                "sparsett",
+                format!("{batch} search crops for {} templates", t.batch),
+            ));
+        }
+        let f = self.backbone.forward(enc, x, &self.masks_x, "x", taps)?;
+        let a = self.adj_x.forward(enc, &f)?;
+        taps.put("feat_adjuster.x", &a);
+        let d = self.neck.decode(enc, &a, &t.memory, taps)?;
+        let neck = concat(enc, &[&d, &a], 1)?;
+        taps.put("neck.output", &neck);
+        let head = self.head.forward(enc, &neck, taps)?;
+        Ok(TrackOut {
+            score: head.decoded.score.clone(),
+            boxes: head.decoded.bbox_conv.clone(),
+            head,
+        })
+    }
+}

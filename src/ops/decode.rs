@@ -1,0 +1,131 @@
+//! SparseTT's box decoding and score fusion (shader: `shaders/decode.wgsl`).
+//!
+//! For each cell (i, j) with centre (stride·j + offset, stride·i + offset):
+//! `p = σ(cls_fc) + σ(cls_conv)·(1 − σ(cls_fc))`, and per branch
+//! `ltrb = exp(s·reg + b)·stride`, box = (cx − l, cy − t, cx + r, cy + b).
+
+use crate::gpu::{DType, Encoder, Tensor};
+use crate::{shader, Error, Result};
+
+shader!(DECODE, "decode.wgsl");
+
+/// The learned scalars of the two branches and the score-map geometry.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DecodeParams {
+    pub si_fc: f32,
+    pub bi_fc: f32,
+    pub si_conv: f32,
+    pub bi_conv: f32,
+    pub stride: f32,
+    pub offset: f32,
+}
+
+/// Decoded outputs: fused score `[B, cells]`, boxes `[B, cells, 4]` (x1, y1, x2, y2) of both branches.
+pub struct Decoded {
+    pub score: Tensor,
+    pub bbox_conv: Tensor,
+    pub bbox_fc: Tensor,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    batch: u32,
+    side: u32,
+    stride: f32,
+    offset: f32,
+    si_fc: f32,
+    bi_fc: f32,
+    si_conv: f32,
+    bi_conv: f32,
+}
+
+/// `fc`, `conv`: `[B, 5, side, side]` or `[B, 5, side·side]` — channel 0 the cls logit, 1..4 raw l, t, r, b.
+pub fn decode(enc: &mut Encoder, fc: &Tensor, conv: &Tensor, p: &DecodeParams) -> Result<Decoded> {
+    let s = fc.shape();
+    let ok = |t: &Tensor| {
+        t.dtype() == DType::F32 && t.shape() == s && s.len() >= 3 && s[1] == 5
+    };
+    if !ok(fc) || !ok(conv) {
+        return Err(Error::shape(
+            "decode",
+            format!(
+                "expects two equal [B, 5, side, side] f32 tensors, got {:?} and {:?}",
+                fc.shape(),
+                conv.shape()
+            ),
+        ));
+    }
+    let (b, cells) = (s[0], s[2..].iter().product::<usize>());
+    let side = (cells as f64).sqrt().round() as usize;
+    if side * side != cells {
+        return Err(Error::shape("decode", format!("{cells} cells is not a square map")));
+    }
+    let gpu = enc.gpu();
+    let score = gpu.empty("decode", &[b, cells], DType::F32)?;
+    let bbox_conv = gpu.empty("decode", &[b, cells, 4], DType::F32)?;
+    let bbox_fc = gpu.empty("decode", &[b, cells, 4], DType::F32)?;
+    let params = Params {
+        batch: b as u32,
+        side: side as u32,
+        stride: p.stride,
+        offset: p.offset,
+        si_fc: p.si_fc,
+        bi_fc: p.bi_fc,
+        si_conv: p.si_conv,
+        bi_conv: p.bi_conv,
+    };
+    enc.dispatch(
+        &DECODE,
+        "decode",
+        &[],
+        bytemuck::bytes_of(&params),
+        &[fc, conv, &score, &bbox_conv, &bbox_fc],
+        [((b * cells) as u32).div_ceil(64), 1, 1],
+    )?;
+    Ok(Decoded {
+        score,
+        bbox_conv,
+        bbox_fc,
+    })
+}
+
+/// Plain-loop reference.
+pub mod cpu {
+    use super::DecodeParams;
+
+    fn sigmoid(x: f64) -> f64 {
+        1.0 / (1.0 + (-x).exp())
+    }
+
+    /// Returns (score `[B·cells]`, bbox_conv `[B·cells·4]`, bbox_fc `[B·cells·4]`).
+    pub fn decode(
+        fc: &[f32],
+        conv: &[f32],
+        batch: usize,
+        side: usize,
+        p: &DecodeParams,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let cells = side * side;
+        let mut score = Vec::with_capacity(batch * cells);
+        let mut bc = Vec::with_capacity(batch * cells * 4);
+        let mut bf = Vec::with_capacity(batch * cells * 4);
+        for b in 0..batch {
+            for c in 0..cells {
+                let at = |t: &[f32], ch: usize| t[(b * 5 + ch) * cells + c] as f64;
+                let (pf, pc) = (sigmoid(at(fc, 0)), sigmoid(at(conv, 0)));
+                score.push((pf + pc * (1.0 - pf)) as f32);
+                let cx = p.stride as f64 * (c % side) as f64 + p.offset as f64;
+                let cy = p.stride as f64 * (c / side) as f64 + p.offset as f64;
+                for (t, si, bi, out) in [
+                    (conv, p.si_conv, p.bi_conv, &mut bc),
+                    (fc, p.si_fc, p.bi_fc, &mut bf),
+                ] {
+                    let d = |ch| (si as f64 * at(t, ch) + bi as f64).exp() * p.stride as f64;
+                    out.extend([cx - d(1), cy - d(2), cx + d(3), cy + d(4)].map(|v| v as f32));
+                }
+            }
+        }
+        (score, bc, bf)
+    }
+}
