@@ -6,13 +6,14 @@
 // Three entry points:
 // - attn_tiled (GPUs; the generic fallback): a workgroup of TQ query rows of one (b, h) stages
 //   TK keys and values at a time in workgroup memory.
-// - attn_register / attn_register_sg (CPU adapters): no barriers. On lavapipe every storage load
-//   whose address differs between lanes (or sits in a loop) runs as a scalar loop over the
-//   lanes, costing far more than arithmetic, so the kernels minimise loads per FLOP: a workgroup
-//   is one 8-lane subgroup, each lane owns R query rows (q, accumulator and softmax state in
-//   registers), and each key/value row is loaded once per subgroup and used for its 8·R rows.
-//   attn_register_sg loads a 32-wide key row as one vec4 per lane and shares it with
-//   subgroupBroadcast; attn_register (no subgroups) loads whole rows per lane. Both need
+// - attn_register / attn_register_sg (CPU adapters): no barriers. On lavapipe a storage load
+//   whose address differs between lanes, or that sits in a loop, runs as a scalar loop over the
+//   lanes and costs far more than the arithmetic it feeds, so these kernels minimise loads per
+//   FLOP: each lane owns R query rows (query, accumulator and softmax state in registers) and
+//   uses every key/value row it loads for all R of them. In attn_register_sg the 8 lanes of a
+//   workgroup (one subgroup, one (b, h)) each load one vec4 chunk of a 32-wide key or value row
+//   and subgroupBroadcast hands all 8 chunks to every lane: one load per lane per row instead of
+//   eight. attn_register (devices without subgroups) loads whole rows in every lane. Both need
 //   D ≤ 32, D % 4 == 0 and 16-byte-aligned rows (the host checks).
 //
 // The file is compiled as two modules: everything above the "subgroup kernels" marker line

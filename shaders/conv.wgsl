@@ -1,11 +1,22 @@
 // 2-D convolution as a GEMM (M = Co, N = batch·Ho·Wo, K = Ci·kh·kw) with a fused epilogue
 // y = relu?(acc + bias[co] + residual), and inference batch norm.
 //
+// This file holds two WGSL modules separated by the SUBGROUP MODULE marker line below: the first
+// needs no optional feature; the second uses subgroup operations and is compiled only on adapters
+// that have them (a module that mentions subgroup builtins is rejected everywhere else).
+//
 // Register variant (CPU adapters, no barriers): `im2col` writes the zero-padded B matrix
-// [Kpad, Npad] (Kpad, Npad multiples of 4 and 8) so that the GEMM reads it as aligned vec4s,
-// `pack_weights` pads weight rows to Kpad when K is not a multiple of 4, and `gemm_register`
-// computes 8 output channels × 8 columns per invocation. lavapipe runs one SSBO access per lane
-// per load instruction, so vec4 loads and a 64-accumulator block are what make it fast.
+// [Kpad, Npad] (Kpad a multiple of 4, Npad of 8) so that the GEMMs read it as aligned vec4s.
+// lavapipe executes every storage-buffer load as a loop over the 8 SIMD lanes with a branch per
+// component (~25 cycles per float per lane) while arithmetic runs 8 lanes wide, so the GEMMs are
+// designed around loads per FMA:
+// - `gemm_subgroup` (second module, subgroups of 8): one workgroup = one subgroup computes a
+//   64 × 64 tile; per k each lane loads 8 weights and 8 B values, and the weights reach the
+//   other lanes by subgroupBroadcast (a register shuffle), so every value is loaded once per
+//   tile: 16 loads per 512 FMAs per lane. Bigger tiles ran up to 25% faster but took LLVM
+//   15-40 s to compile; 4 k per iteration compiled 2-3× slower for no gain.
+// - `gemm_register` (fallback without subgroups): 8 × 8 outputs per invocation with weight rows
+//   padded to Kpad by `pack_weights`, 16 loads per 64 FMAs.
 // Tiled variant (GPUs): `conv_tiled` is an implicit GEMM that gathers 64×16 / 16×64 tiles of the
 // weights and of the (virtually padded) input into workgroup memory.
 //
@@ -17,15 +28,12 @@ struct Conv {
     kw: u32, sh: u32, sw: u32, pt: u32,
     pl: u32, k: u32, kq: u32, ncols: u32,
     nq: u32, pix: u32, col_blocks: u32, co_blocks: u32,
+    flags: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
-override HAS_BIAS: bool = false;
-override HAS_RES: bool = false;
-override RELU: bool = false;
-// Invocations per workgroup of gemm_register; all of them share one block of output channels so
-// that the weight loads are uniform across the workgroup.
-override WG: u32 = 64u;
-
+const HAS_BIAS: u32 = 1u;
+const HAS_RES: u32 = 2u;
+const RELU: u32 = 4u;
 const INVALID: u32 = 0xffffffffu;
 
 @group(0) @binding(0) var<uniform> p: Conv;
@@ -44,15 +52,11 @@ fn x_at(k: u32, j: u32) -> f32 {
     let khw = p.kh * p.kw;
     let c = k / khw;
     let r = k % khw;
-    let ky = r / p.kw;
-    let kx = r % p.kw;
     let n = j / p.pix;
     let q = j % p.pix;
-    let oh = q / p.wo;
-    let ow = q % p.wo;
-    // Unsigned wrap-around makes rows/columns above or left of the input fail the < test.
-    let iy = oh * p.sh + ky - p.pt;
-    let ix = ow * p.sw + kx - p.pl;
+    // Unsigned wrap-around sends rows/columns above or left of the input past the < test.
+    let iy = (q / p.wo) * p.sh + r / p.kw - p.pt;
+    let ix = (q % p.wo) * p.sw + r % p.kw - p.pl;
     if (iy >= p.h || ix >= p.w) {
         return 0.0;
     }
@@ -63,8 +67,7 @@ fn x_at(k: u32, j: u32) -> f32 {
 fn im2col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
           @builtin(local_invocation_index) li: u32) {
     let i = (wg.x + wg.y * nw.x) * 256u + li;
-    let rows = p.kq * 4u;
-    if (i >= rows * p.nq) {
+    if (i >= p.kq * 4u * p.nq) {
         return;
     }
     let k = i / p.nq;
@@ -73,7 +76,7 @@ fn im2col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec
 }
 
 // ---------------------------------------------------------------------------------------------
-// pack_weights: [Co, K] → [Co, Kpad] with zero columns, viewed as vec4s.
+// pack_weights: [Co, K] → [Co, Kpad] with zero columns, as vec4s.
 
 @group(0) @binding(1) var<storage, read> w_src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> w_out: array<vec4<f32>>;
@@ -98,8 +101,9 @@ fn pack_weights(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
 }
 
 // ---------------------------------------------------------------------------------------------
-// Epilogue shared by both GEMMs: column j of the GEMM is pixel j mod (Ho·Wo) of image
-// j / (Ho·Wo); `base` is that column's offset in y with co = 0, or INVALID past the last column.
+// Epilogue: GEMM column j is pixel j mod (Ho·Wo) of image j / (Ho·Wo); `base` is the column's
+// offset in y for channel 0, or INVALID past the last column. The flags are uniform, so the
+// branches cost nothing next to the GEMM and one pipeline serves every bias/residual/ReLU mix.
 
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> res: array<f32>;
@@ -118,10 +122,10 @@ fn store1(base: u32, off: u32, v: f32) {
     }
     let i = base + off;
     var r = v;
-    if (HAS_RES) {
+    if ((p.flags & HAS_RES) != 0u) {
         r += res[i];
     }
-    if (RELU) {
+    if ((p.flags & RELU) != 0u) {
         r = max(r, 0.0);
     }
     y[i] = r;
@@ -131,44 +135,36 @@ fn store4(co: u32, v: vec4<f32>, base: vec4<u32>) {
     if (co >= p.co) {
         return;
     }
-    var bv4 = v;
-    if (HAS_BIAS) {
-        bv4 += vec4<f32>(bias[co]);
+    var s = v;
+    if ((p.flags & HAS_BIAS) != 0u) {
+        s += vec4<f32>(bias[co]);
     }
     let off = co * p.pix;
-    store1(base.x, off, bv4.x);
-    store1(base.y, off, bv4.y);
-    store1(base.z, off, bv4.z);
-    store1(base.w, off, bv4.w);
-}
-
-fn store8(co: u32, lo: vec4<f32>, hi: vec4<f32>, base0: vec4<u32>, base1: vec4<u32>) {
-    store4(co, lo, base0);
-    store4(co, hi, base1);
+    store1(base.x, off, s.x);
+    store1(base.y, off, s.y);
+    store1(base.z, off, s.z);
+    store1(base.w, off, s.w);
 }
 
 // ---------------------------------------------------------------------------------------------
-// gemm_register: Y[co][j] = Σ_k W[co][k] · B[k][j] for an 8 × 8 block per invocation.
-// W is [Co, Kpad] (row stride kq vec4s), B is [Kpad, Npad] (row stride nq vec4s).
+// gemm_register: Y[co][j] = Σ_k W[co][k] · B[k][j], 8 channels × 8 columns per invocation.
+// W is [Co, Kpad] (row stride kq vec4s), B is [Kpad, Npad] (row stride nq vec4s). Blocks past
+// the edges re-read the last block (always in bounds) and store nothing.
 
 @group(0) @binding(1) var<storage, read> wv: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> bv: array<vec4<f32>>;
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(64)
 fn gemm_register(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
                  @builtin(local_invocation_index) li: u32) {
-    let g = wg.x + wg.y * nw.x;
-    let co0 = (g % p.co_blocks) * 8u;
-    // Columns past the last block re-read the last block (in bounds) and store nothing.
-    let cb_raw = (g / p.co_blocks) * WG + li;
-    let cb = min(cb_raw, p.col_blocks - 1u);
-    var base0 = vec4<u32>(INVALID);
-    var base1 = vec4<u32>(INVALID);
-    if (cb_raw < p.col_blocks) {
-        let j = cb * 8u;
-        base0 = vec4<u32>(col_base(j), col_base(j + 1u), col_base(j + 2u), col_base(j + 3u));
-        base1 = vec4<u32>(col_base(j + 4u), col_base(j + 5u), col_base(j + 6u), col_base(j + 7u));
-    }
+    let gid = (wg.x + wg.y * nw.x) * 64u + li;
+    let cb = gid % p.col_blocks;
+    let rb = gid / p.col_blocks;
+    let valid = rb < p.co_blocks;
+    let co0 = min(rb, p.co_blocks - 1u) * 8u;
+    let j = cb * 8u;
+    let base0 = vec4<u32>(col_base(j), col_base(j + 1u), col_base(j + 2u), col_base(j + 3u));
+    let base1 = vec4<u32>(col_base(j + 4u), col_base(j + 5u), col_base(j + 6u), col_base(j + 7u));
     let ra0 = min(co0 + 0u, p.co - 1u) * p.kq;
     let ra1 = min(co0 + 1u, p.co - 1u) * p.kq;
     let ra2 = min(co0 + 2u, p.co - 1u) * p.kq;
@@ -215,79 +211,41 @@ fn gemm_register(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
         let b30 = bv[bo];
         let b31 = bv[bo + 1u];
         bo += p.nq;
-        c00 += a0.x * b00;
-        c01 += a0.x * b01;
-        c10 += a1.x * b00;
-        c11 += a1.x * b01;
-        c20 += a2.x * b00;
-        c21 += a2.x * b01;
-        c30 += a3.x * b00;
-        c31 += a3.x * b01;
-        c40 += a4.x * b00;
-        c41 += a4.x * b01;
-        c50 += a5.x * b00;
-        c51 += a5.x * b01;
-        c60 += a6.x * b00;
-        c61 += a6.x * b01;
-        c70 += a7.x * b00;
-        c71 += a7.x * b01;
-        c00 += a0.y * b10;
-        c01 += a0.y * b11;
-        c10 += a1.y * b10;
-        c11 += a1.y * b11;
-        c20 += a2.y * b10;
-        c21 += a2.y * b11;
-        c30 += a3.y * b10;
-        c31 += a3.y * b11;
-        c40 += a4.y * b10;
-        c41 += a4.y * b11;
-        c50 += a5.y * b10;
-        c51 += a5.y * b11;
-        c60 += a6.y * b10;
-        c61 += a6.y * b11;
-        c70 += a7.y * b10;
-        c71 += a7.y * b11;
-        c00 += a0.z * b20;
-        c01 += a0.z * b21;
-        c10 += a1.z * b20;
-        c11 += a1.z * b21;
-        c20 += a2.z * b20;
-        c21 += a2.z * b21;
-        c30 += a3.z * b20;
-        c31 += a3.z * b21;
-        c40 += a4.z * b20;
-        c41 += a4.z * b21;
-        c50 += a5.z * b20;
-        c51 += a5.z * b21;
-        c60 += a6.z * b20;
-        c61 += a6.z * b21;
-        c70 += a7.z * b20;
-        c71 += a7.z * b21;
-        c00 += a0.w * b30;
-        c01 += a0.w * b31;
-        c10 += a1.w * b30;
-        c11 += a1.w * b31;
-        c20 += a2.w * b30;
-        c21 += a2.w * b31;
-        c30 += a3.w * b30;
-        c31 += a3.w * b31;
-        c40 += a4.w * b30;
-        c41 += a4.w * b31;
-        c50 += a5.w * b30;
-        c51 += a5.w * b31;
-        c60 += a6.w * b30;
-        c61 += a6.w * b31;
-        c70 += a7.w * b30;
-        c71 += a7.w * b31;
+        c00 += a0.x * b00 + a0.y * b10 + a0.z * b20 + a0.w * b30;
+        c01 += a0.x * b01 + a0.y * b11 + a0.z * b21 + a0.w * b31;
+        c10 += a1.x * b00 + a1.y * b10 + a1.z * b20 + a1.w * b30;
+        c11 += a1.x * b01 + a1.y * b11 + a1.z * b21 + a1.w * b31;
+        c20 += a2.x * b00 + a2.y * b10 + a2.z * b20 + a2.w * b30;
+        c21 += a2.x * b01 + a2.y * b11 + a2.z * b21 + a2.w * b31;
+        c30 += a3.x * b00 + a3.y * b10 + a3.z * b20 + a3.w * b30;
+        c31 += a3.x * b01 + a3.y * b11 + a3.z * b21 + a3.w * b31;
+        c40 += a4.x * b00 + a4.y * b10 + a4.z * b20 + a4.w * b30;
+        c41 += a4.x * b01 + a4.y * b11 + a4.z * b21 + a4.w * b31;
+        c50 += a5.x * b00 + a5.y * b10 + a5.z * b20 + a5.w * b30;
+        c51 += a5.x * b01 + a5.y * b11 + a5.z * b21 + a5.w * b31;
+        c60 += a6.x * b00 + a6.y * b10 + a6.z * b20 + a6.w * b30;
+        c61 += a6.x * b01 + a6.y * b11 + a6.z * b21 + a6.w * b31;
+        c70 += a7.x * b00 + a7.y * b10 + a7.z * b20 + a7.w * b30;
+        c71 += a7.x * b01 + a7.y * b11 + a7.z * b21 + a7.w * b31;
     }
-    store8(co0 + 0u, c00, c01, base0, base1);
-    store8(co0 + 1u, c10, c11, base0, base1);
-    store8(co0 + 2u, c20, c21, base0, base1);
-    store8(co0 + 3u, c30, c31, base0, base1);
-    store8(co0 + 4u, c40, c41, base0, base1);
-    store8(co0 + 5u, c50, c51, base0, base1);
-    store8(co0 + 6u, c60, c61, base0, base1);
-    store8(co0 + 7u, c70, c71, base0, base1);
+    if (valid) {
+        store4(co0 + 0u, c00, base0);
+        store4(co0 + 0u, c01, base1);
+        store4(co0 + 1u, c10, base0);
+        store4(co0 + 1u, c11, base1);
+        store4(co0 + 2u, c20, base0);
+        store4(co0 + 2u, c21, base1);
+        store4(co0 + 3u, c30, base0);
+        store4(co0 + 3u, c31, base1);
+        store4(co0 + 4u, c40, base0);
+        store4(co0 + 4u, c41, base1);
+        store4(co0 + 5u, c50, base0);
+        store4(co0 + 5u, c51, base1);
+        store4(co0 + 6u, c60, base0);
+        store4(co0 + 6u, c61, base1);
+        store4(co0 + 7u, c70, base0);
+        store4(co0 + 7u, c71, base1);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -311,11 +269,10 @@ fn conv_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw:
     // This invocation always loads column jl of the B tile: decode its pixel once.
     let jl = li % 64u;
     let j = j0 + jl;
-    let jn = j / p.pix;
     let q = j % p.pix;
     let iy0 = (q / p.wo) * p.sh - p.pt;
     let ix0 = (q % p.wo) * p.sw - p.pl;
-    let xbase = jn * p.ci * p.h * p.w;
+    let xbase = (j / p.pix) * p.ci * p.h * p.w;
     let khw = p.kh * p.kw;
     let ka = li % 16u;
 
@@ -339,12 +296,11 @@ fn conv_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw:
             let k = k0 + kk;
             var v = 0.0;
             if (j < p.ncols && k < p.k) {
-                let c = k / khw;
                 let r = k % khw;
                 let iy = iy0 + r / p.kw;
                 let ix = ix0 + r % p.kw;
                 if (iy < p.h && ix < p.w) {
-                    v = xs[xbase + (c * p.h + iy) * p.w + ix];
+                    v = xs[xbase + ((k / khw) * p.h + iy) * p.w + ix];
                 }
             }
             tb[kk * 64u + jl] = v;
@@ -397,4 +353,439 @@ fn batch_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw:
     let c = (i / bp.hw) % bp.c;
     let scale = bn_w[c] / sqrt(bn_var[c] + bp.eps);
     bn_y[i] = (bn_x[i] - bn_mean[c]) * scale + bn_b[c];
+}
+
+// ==== SUBGROUP MODULE ====
+// Everything below is a separate module (see the top of the file); it repeats the declarations
+// it needs.
+
+struct Conv {
+    n: u32, ci: u32, h: u32, w: u32,
+    co: u32, ho: u32, wo: u32, kh: u32,
+    kw: u32, sh: u32, sw: u32, pt: u32,
+    pl: u32, k: u32, kq: u32, ncols: u32,
+    nq: u32, pix: u32, col_blocks: u32, co_blocks: u32,
+    flags: u32, _p0: u32, _p1: u32, _p2: u32,
+}
+
+const HAS_BIAS: u32 = 1u;
+const HAS_RES: u32 = 2u;
+const RELU: u32 = 4u;
+const INVALID: u32 = 0xffffffffu;
+
+@group(0) @binding(0) var<uniform> p: Conv;
+
+@group(0) @binding(1) var<storage, read> ws: array<f32>;
+@group(0) @binding(2) var<storage, read> bv: array<vec4<f32>>;
+
+// Epilogue: GEMM column j is pixel j mod (Ho·Wo) of image j / (Ho·Wo); `base` is the column's
+// offset in y for channel 0, or INVALID past the last column. The flags are uniform, so the
+// branches cost nothing next to the GEMM and one pipeline serves every bias/residual/ReLU mix.
+
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read> res: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+
+fn col_base(j: u32) -> u32 {
+    if (j >= p.ncols) {
+        return INVALID;
+    }
+    return (j / p.pix) * p.co * p.pix + j % p.pix;
+}
+
+fn store1(base: u32, off: u32, v: f32) {
+    if (base == INVALID) {
+        return;
+    }
+    let i = base + off;
+    var r = v;
+    if ((p.flags & HAS_RES) != 0u) {
+        r += res[i];
+    }
+    if ((p.flags & RELU) != 0u) {
+        r = max(r, 0.0);
+    }
+    y[i] = r;
+}
+
+fn store4(co: u32, v: vec4<f32>, base: vec4<u32>) {
+    if (co >= p.co) {
+        return;
+    }
+    var s = v;
+    if ((p.flags & HAS_BIAS) != 0u) {
+        s += vec4<f32>(bias[co]);
+    }
+    let off = co * p.pix;
+    store1(base.x, off, s.x);
+    store1(base.y, off, s.y);
+    store1(base.z, off, s.z);
+    store1(base.w, off, s.w);
+}
+
+// gemm_subgroup: a 64 × 64 tile of Y = W · B per workgroup of 8 invocations (one subgroup).
+// W is the weight tensor as given ([Co, K], no padding needed: its loads are scalar), B is
+// [Kpad, Npad]. Lane l owns columns 4·(qt + l) .. +3 and 4·(qt + 8 + l) .. +3 of the tile for
+// all 64 rows (128 vec4 accumulators), loads weight rows co0 + 8l .. 8l + 7, and receives the
+// other rows' weights from their owners by subgroupBroadcast. The host dispatches this only
+// where the subgroup size is exactly 8, so lanes 0..7 are the whole workgroup.
+@compute @workgroup_size(8)
+fn gemm_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+                 @builtin(subgroup_invocation_id) l: u32) {
+    let g = wg.x + wg.y * nw.x;
+    let co0 = (g % p.co_blocks) * 64u;
+    let qt = (g / p.co_blocks) * 16u;
+    let ra0 = min(co0 + l * 8u + 0u, p.co - 1u) * p.k;
+    let ra1 = min(co0 + l * 8u + 1u, p.co - 1u) * p.k;
+    let ra2 = min(co0 + l * 8u + 2u, p.co - 1u) * p.k;
+    let ra3 = min(co0 + l * 8u + 3u, p.co - 1u) * p.k;
+    let ra4 = min(co0 + l * 8u + 4u, p.co - 1u) * p.k;
+    let ra5 = min(co0 + l * 8u + 5u, p.co - 1u) * p.k;
+    let ra6 = min(co0 + l * 8u + 6u, p.co - 1u) * p.k;
+    let ra7 = min(co0 + l * 8u + 7u, p.co - 1u) * p.k;
+    let q0 = qt + 0u + l;
+    let bq0 = min(q0, p.nq - 1u);
+    let q1 = qt + 8u + l;
+    let bq1 = min(q1, p.nq - 1u);
+    var c0_0 = vec4<f32>(0.0); var c0_1 = vec4<f32>(0.0);
+    var c1_0 = vec4<f32>(0.0); var c1_1 = vec4<f32>(0.0);
+    var c2_0 = vec4<f32>(0.0); var c2_1 = vec4<f32>(0.0);
+    var c3_0 = vec4<f32>(0.0); var c3_1 = vec4<f32>(0.0);
+    var c4_0 = vec4<f32>(0.0); var c4_1 = vec4<f32>(0.0);
+    var c5_0 = vec4<f32>(0.0); var c5_1 = vec4<f32>(0.0);
+    var c6_0 = vec4<f32>(0.0); var c6_1 = vec4<f32>(0.0);
+    var c7_0 = vec4<f32>(0.0); var c7_1 = vec4<f32>(0.0);
+    var c8_0 = vec4<f32>(0.0); var c8_1 = vec4<f32>(0.0);
+    var c9_0 = vec4<f32>(0.0); var c9_1 = vec4<f32>(0.0);
+    var c10_0 = vec4<f32>(0.0); var c10_1 = vec4<f32>(0.0);
+    var c11_0 = vec4<f32>(0.0); var c11_1 = vec4<f32>(0.0);
+    var c12_0 = vec4<f32>(0.0); var c12_1 = vec4<f32>(0.0);
+    var c13_0 = vec4<f32>(0.0); var c13_1 = vec4<f32>(0.0);
+    var c14_0 = vec4<f32>(0.0); var c14_1 = vec4<f32>(0.0);
+    var c15_0 = vec4<f32>(0.0); var c15_1 = vec4<f32>(0.0);
+    var c16_0 = vec4<f32>(0.0); var c16_1 = vec4<f32>(0.0);
+    var c17_0 = vec4<f32>(0.0); var c17_1 = vec4<f32>(0.0);
+    var c18_0 = vec4<f32>(0.0); var c18_1 = vec4<f32>(0.0);
+    var c19_0 = vec4<f32>(0.0); var c19_1 = vec4<f32>(0.0);
+    var c20_0 = vec4<f32>(0.0); var c20_1 = vec4<f32>(0.0);
+    var c21_0 = vec4<f32>(0.0); var c21_1 = vec4<f32>(0.0);
+    var c22_0 = vec4<f32>(0.0); var c22_1 = vec4<f32>(0.0);
+    var c23_0 = vec4<f32>(0.0); var c23_1 = vec4<f32>(0.0);
+    var c24_0 = vec4<f32>(0.0); var c24_1 = vec4<f32>(0.0);
+    var c25_0 = vec4<f32>(0.0); var c25_1 = vec4<f32>(0.0);
+    var c26_0 = vec4<f32>(0.0); var c26_1 = vec4<f32>(0.0);
+    var c27_0 = vec4<f32>(0.0); var c27_1 = vec4<f32>(0.0);
+    var c28_0 = vec4<f32>(0.0); var c28_1 = vec4<f32>(0.0);
+    var c29_0 = vec4<f32>(0.0); var c29_1 = vec4<f32>(0.0);
+    var c30_0 = vec4<f32>(0.0); var c30_1 = vec4<f32>(0.0);
+    var c31_0 = vec4<f32>(0.0); var c31_1 = vec4<f32>(0.0);
+    var c32_0 = vec4<f32>(0.0); var c32_1 = vec4<f32>(0.0);
+    var c33_0 = vec4<f32>(0.0); var c33_1 = vec4<f32>(0.0);
+    var c34_0 = vec4<f32>(0.0); var c34_1 = vec4<f32>(0.0);
+    var c35_0 = vec4<f32>(0.0); var c35_1 = vec4<f32>(0.0);
+    var c36_0 = vec4<f32>(0.0); var c36_1 = vec4<f32>(0.0);
+    var c37_0 = vec4<f32>(0.0); var c37_1 = vec4<f32>(0.0);
+    var c38_0 = vec4<f32>(0.0); var c38_1 = vec4<f32>(0.0);
+    var c39_0 = vec4<f32>(0.0); var c39_1 = vec4<f32>(0.0);
+    var c40_0 = vec4<f32>(0.0); var c40_1 = vec4<f32>(0.0);
+    var c41_0 = vec4<f32>(0.0); var c41_1 = vec4<f32>(0.0);
+    var c42_0 = vec4<f32>(0.0); var c42_1 = vec4<f32>(0.0);
+    var c43_0 = vec4<f32>(0.0); var c43_1 = vec4<f32>(0.0);
+    var c44_0 = vec4<f32>(0.0); var c44_1 = vec4<f32>(0.0);
+    var c45_0 = vec4<f32>(0.0); var c45_1 = vec4<f32>(0.0);
+    var c46_0 = vec4<f32>(0.0); var c46_1 = vec4<f32>(0.0);
+    var c47_0 = vec4<f32>(0.0); var c47_1 = vec4<f32>(0.0);
+    var c48_0 = vec4<f32>(0.0); var c48_1 = vec4<f32>(0.0);
+    var c49_0 = vec4<f32>(0.0); var c49_1 = vec4<f32>(0.0);
+    var c50_0 = vec4<f32>(0.0); var c50_1 = vec4<f32>(0.0);
+    var c51_0 = vec4<f32>(0.0); var c51_1 = vec4<f32>(0.0);
+    var c52_0 = vec4<f32>(0.0); var c52_1 = vec4<f32>(0.0);
+    var c53_0 = vec4<f32>(0.0); var c53_1 = vec4<f32>(0.0);
+    var c54_0 = vec4<f32>(0.0); var c54_1 = vec4<f32>(0.0);
+    var c55_0 = vec4<f32>(0.0); var c55_1 = vec4<f32>(0.0);
+    var c56_0 = vec4<f32>(0.0); var c56_1 = vec4<f32>(0.0);
+    var c57_0 = vec4<f32>(0.0); var c57_1 = vec4<f32>(0.0);
+    var c58_0 = vec4<f32>(0.0); var c58_1 = vec4<f32>(0.0);
+    var c59_0 = vec4<f32>(0.0); var c59_1 = vec4<f32>(0.0);
+    var c60_0 = vec4<f32>(0.0); var c60_1 = vec4<f32>(0.0);
+    var c61_0 = vec4<f32>(0.0); var c61_1 = vec4<f32>(0.0);
+    var c62_0 = vec4<f32>(0.0); var c62_1 = vec4<f32>(0.0);
+    var c63_0 = vec4<f32>(0.0); var c63_1 = vec4<f32>(0.0);
+    var bo = 0u;
+    for (var k = 0u; k < p.k; k++) {
+        let a0 = ws[ra0 + k];
+        let a1 = ws[ra1 + k];
+        let a2 = ws[ra2 + k];
+        let a3 = ws[ra3 + k];
+        let a4 = ws[ra4 + k];
+        let a5 = ws[ra5 + k];
+        let a6 = ws[ra6 + k];
+        let a7 = ws[ra7 + k];
+        let b0 = bv[bo + bq0]; let b1 = bv[bo + bq1];
+        bo += p.nq;
+        let s0 = subgroupBroadcast(a0, 0u);
+        c0_0 += s0 * b0; c0_1 += s0 * b1;
+        let s1 = subgroupBroadcast(a1, 0u);
+        c1_0 += s1 * b0; c1_1 += s1 * b1;
+        let s2 = subgroupBroadcast(a2, 0u);
+        c2_0 += s2 * b0; c2_1 += s2 * b1;
+        let s3 = subgroupBroadcast(a3, 0u);
+        c3_0 += s3 * b0; c3_1 += s3 * b1;
+        let s4 = subgroupBroadcast(a4, 0u);
+        c4_0 += s4 * b0; c4_1 += s4 * b1;
+        let s5 = subgroupBroadcast(a5, 0u);
+        c5_0 += s5 * b0; c5_1 += s5 * b1;
+        let s6 = subgroupBroadcast(a6, 0u);
+        c6_0 += s6 * b0; c6_1 += s6 * b1;
+        let s7 = subgroupBroadcast(a7, 0u);
+        c7_0 += s7 * b0; c7_1 += s7 * b1;
+        let s8 = subgroupBroadcast(a0, 1u);
+        c8_0 += s8 * b0; c8_1 += s8 * b1;
+        let s9 = subgroupBroadcast(a1, 1u);
+        c9_0 += s9 * b0; c9_1 += s9 * b1;
+        let s10 = subgroupBroadcast(a2, 1u);
+        c10_0 += s10 * b0; c10_1 += s10 * b1;
+        let s11 = subgroupBroadcast(a3, 1u);
+        c11_0 += s11 * b0; c11_1 += s11 * b1;
+        let s12 = subgroupBroadcast(a4, 1u);
+        c12_0 += s12 * b0; c12_1 += s12 * b1;
+        let s13 = subgroupBroadcast(a5, 1u);
+        c13_0 += s13 * b0; c13_1 += s13 * b1;
+        let s14 = subgroupBroadcast(a6, 1u);
+        c14_0 += s14 * b0; c14_1 += s14 * b1;
+        let s15 = subgroupBroadcast(a7, 1u);
+        c15_0 += s15 * b0; c15_1 += s15 * b1;
+        let s16 = subgroupBroadcast(a0, 2u);
+        c16_0 += s16 * b0; c16_1 += s16 * b1;
+        let s17 = subgroupBroadcast(a1, 2u);
+        c17_0 += s17 * b0; c17_1 += s17 * b1;
+        let s18 = subgroupBroadcast(a2, 2u);
+        c18_0 += s18 * b0; c18_1 += s18 * b1;
+        let s19 = subgroupBroadcast(a3, 2u);
+        c19_0 += s19 * b0; c19_1 += s19 * b1;
+        let s20 = subgroupBroadcast(a4, 2u);
+        c20_0 += s20 * b0; c20_1 += s20 * b1;
+        let s21 = subgroupBroadcast(a5, 2u);
+        c21_0 += s21 * b0; c21_1 += s21 * b1;
+        let s22 = subgroupBroadcast(a6, 2u);
+        c22_0 += s22 * b0; c22_1 += s22 * b1;
+        let s23 = subgroupBroadcast(a7, 2u);
+        c23_0 += s23 * b0; c23_1 += s23 * b1;
+        let s24 = subgroupBroadcast(a0, 3u);
+        c24_0 += s24 * b0; c24_1 += s24 * b1;
+        let s25 = subgroupBroadcast(a1, 3u);
+        c25_0 += s25 * b0; c25_1 += s25 * b1;
+        let s26 = subgroupBroadcast(a2, 3u);
+        c26_0 += s26 * b0; c26_1 += s26 * b1;
+        let s27 = subgroupBroadcast(a3, 3u);
+        c27_0 += s27 * b0; c27_1 += s27 * b1;
+        let s28 = subgroupBroadcast(a4, 3u);
+        c28_0 += s28 * b0; c28_1 += s28 * b1;
+        let s29 = subgroupBroadcast(a5, 3u);
+        c29_0 += s29 * b0; c29_1 += s29 * b1;
+        let s30 = subgroupBroadcast(a6, 3u);
+        c30_0 += s30 * b0; c30_1 += s30 * b1;
+        let s31 = subgroupBroadcast(a7, 3u);
+        c31_0 += s31 * b0; c31_1 += s31 * b1;
+        let s32 = subgroupBroadcast(a0, 4u);
+        c32_0 += s32 * b0; c32_1 += s32 * b1;
+        let s33 = subgroupBroadcast(a1, 4u);
+        c33_0 += s33 * b0; c33_1 += s33 * b1;
+        let s34 = subgroupBroadcast(a2, 4u);
+        c34_0 += s34 * b0; c34_1 += s34 * b1;
+        let s35 = subgroupBroadcast(a3, 4u);
+        c35_0 += s35 * b0; c35_1 += s35 * b1;
+        let s36 = subgroupBroadcast(a4, 4u);
+        c36_0 += s36 * b0; c36_1 += s36 * b1;
+        let s37 = subgroupBroadcast(a5, 4u);
+        c37_0 += s37 * b0; c37_1 += s37 * b1;
+        let s38 = subgroupBroadcast(a6, 4u);
+        c38_0 += s38 * b0; c38_1 += s38 * b1;
+        let s39 = subgroupBroadcast(a7, 4u);
+        c39_0 += s39 * b0; c39_1 += s39 * b1;
+        let s40 = subgroupBroadcast(a0, 5u);
+        c40_0 += s40 * b0; c40_1 += s40 * b1;
+        let s41 = subgroupBroadcast(a1, 5u);
+        c41_0 += s41 * b0; c41_1 += s41 * b1;
+        let s42 = subgroupBroadcast(a2, 5u);
+        c42_0 += s42 * b0; c42_1 += s42 * b1;
+        let s43 = subgroupBroadcast(a3, 5u);
+        c43_0 += s43 * b0; c43_1 += s43 * b1;
+        let s44 = subgroupBroadcast(a4, 5u);
+        c44_0 += s44 * b0; c44_1 += s44 * b1;
+        let s45 = subgroupBroadcast(a5, 5u);
+        c45_0 += s45 * b0; c45_1 += s45 * b1;
+        let s46 = subgroupBroadcast(a6, 5u);
+        c46_0 += s46 * b0; c46_1 += s46 * b1;
+        let s47 = subgroupBroadcast(a7, 5u);
+        c47_0 += s47 * b0; c47_1 += s47 * b1;
+        let s48 = subgroupBroadcast(a0, 6u);
+        c48_0 += s48 * b0; c48_1 += s48 * b1;
+        let s49 = subgroupBroadcast(a1, 6u);
+        c49_0 += s49 * b0; c49_1 += s49 * b1;
+        let s50 = subgroupBroadcast(a2, 6u);
+        c50_0 += s50 * b0; c50_1 += s50 * b1;
+        let s51 = subgroupBroadcast(a3, 6u);
+        c51_0 += s51 * b0; c51_1 += s51 * b1;
+        let s52 = subgroupBroadcast(a4, 6u);
+        c52_0 += s52 * b0; c52_1 += s52 * b1;
+        let s53 = subgroupBroadcast(a5, 6u);
+        c53_0 += s53 * b0; c53_1 += s53 * b1;
+        let s54 = subgroupBroadcast(a6, 6u);
+        c54_0 += s54 * b0; c54_1 += s54 * b1;
+        let s55 = subgroupBroadcast(a7, 6u);
+        c55_0 += s55 * b0; c55_1 += s55 * b1;
+        let s56 = subgroupBroadcast(a0, 7u);
+        c56_0 += s56 * b0; c56_1 += s56 * b1;
+        let s57 = subgroupBroadcast(a1, 7u);
+        c57_0 += s57 * b0; c57_1 += s57 * b1;
+        let s58 = subgroupBroadcast(a2, 7u);
+        c58_0 += s58 * b0; c58_1 += s58 * b1;
+        let s59 = subgroupBroadcast(a3, 7u);
+        c59_0 += s59 * b0; c59_1 += s59 * b1;
+        let s60 = subgroupBroadcast(a4, 7u);
+        c60_0 += s60 * b0; c60_1 += s60 * b1;
+        let s61 = subgroupBroadcast(a5, 7u);
+        c61_0 += s61 * b0; c61_1 += s61 * b1;
+        let s62 = subgroupBroadcast(a6, 7u);
+        c62_0 += s62 * b0; c62_1 += s62 * b1;
+        let s63 = subgroupBroadcast(a7, 7u);
+        c63_0 += s63 * b0; c63_1 += s63 * b1;
+    }
+    if (q0 < p.nq) {
+        let j = q0 * 4u;
+        let base = vec4<u32>(col_base(j), col_base(j + 1u), col_base(j + 2u), col_base(j + 3u));
+        store4(co0 + 0u, c0_0, base);
+        store4(co0 + 1u, c1_0, base);
+        store4(co0 + 2u, c2_0, base);
+        store4(co0 + 3u, c3_0, base);
+        store4(co0 + 4u, c4_0, base);
+        store4(co0 + 5u, c5_0, base);
+        store4(co0 + 6u, c6_0, base);
+        store4(co0 + 7u, c7_0, base);
+        store4(co0 + 8u, c8_0, base);
+        store4(co0 + 9u, c9_0, base);
+        store4(co0 + 10u, c10_0, base);
+        store4(co0 + 11u, c11_0, base);
+        store4(co0 + 12u, c12_0, base);
+        store4(co0 + 13u, c13_0, base);
+        store4(co0 + 14u, c14_0, base);
+        store4(co0 + 15u, c15_0, base);
+        store4(co0 + 16u, c16_0, base);
+        store4(co0 + 17u, c17_0, base);
+        store4(co0 + 18u, c18_0, base);
+        store4(co0 + 19u, c19_0, base);
+        store4(co0 + 20u, c20_0, base);
+        store4(co0 + 21u, c21_0, base);
+        store4(co0 + 22u, c22_0, base);
+        store4(co0 + 23u, c23_0, base);
+        store4(co0 + 24u, c24_0, base);
+        store4(co0 + 25u, c25_0, base);
+        store4(co0 + 26u, c26_0, base);
+        store4(co0 + 27u, c27_0, base);
+        store4(co0 + 28u, c28_0, base);
+        store4(co0 + 29u, c29_0, base);
+        store4(co0 + 30u, c30_0, base);
+        store4(co0 + 31u, c31_0, base);
+        store4(co0 + 32u, c32_0, base);
+        store4(co0 + 33u, c33_0, base);
+        store4(co0 + 34u, c34_0, base);
+        store4(co0 + 35u, c35_0, base);
+        store4(co0 + 36u, c36_0, base);
+        store4(co0 + 37u, c37_0, base);
+        store4(co0 + 38u, c38_0, base);
+        store4(co0 + 39u, c39_0, base);
+        store4(co0 + 40u, c40_0, base);
+        store4(co0 + 41u, c41_0, base);
+        store4(co0 + 42u, c42_0, base);
+        store4(co0 + 43u, c43_0, base);
+        store4(co0 + 44u, c44_0, base);
+        store4(co0 + 45u, c45_0, base);
+        store4(co0 + 46u, c46_0, base);
+        store4(co0 + 47u, c47_0, base);
+        store4(co0 + 48u, c48_0, base);
+        store4(co0 + 49u, c49_0, base);
+        store4(co0 + 50u, c50_0, base);
+        store4(co0 + 51u, c51_0, base);
+        store4(co0 + 52u, c52_0, base);
+        store4(co0 + 53u, c53_0, base);
+        store4(co0 + 54u, c54_0, base);
+        store4(co0 + 55u, c55_0, base);
+        store4(co0 + 56u, c56_0, base);
+        store4(co0 + 57u, c57_0, base);
+        store4(co0 + 58u, c58_0, base);
+        store4(co0 + 59u, c59_0, base);
+        store4(co0 + 60u, c60_0, base);
+        store4(co0 + 61u, c61_0, base);
+        store4(co0 + 62u, c62_0, base);
+        store4(co0 + 63u, c63_0, base);
+    }
+    if (q1 < p.nq) {
+        let j = q1 * 4u;
+        let base = vec4<u32>(col_base(j), col_base(j + 1u), col_base(j + 2u), col_base(j + 3u));
+        store4(co0 + 0u, c0_1, base);
+        store4(co0 + 1u, c1_1, base);
+        store4(co0 + 2u, c2_1, base);
+        store4(co0 + 3u, c3_1, base);
+        store4(co0 + 4u, c4_1, base);
+        store4(co0 + 5u, c5_1, base);
+        store4(co0 + 6u, c6_1, base);
+        store4(co0 + 7u, c7_1, base);
+        store4(co0 + 8u, c8_1, base);
+        store4(co0 + 9u, c9_1, base);
+        store4(co0 + 10u, c10_1, base);
+        store4(co0 + 11u, c11_1, base);
+        store4(co0 + 12u, c12_1, base);
+        store4(co0 + 13u, c13_1, base);
+        store4(co0 + 14u, c14_1, base);
+        store4(co0 + 15u, c15_1, base);
+        store4(co0 + 16u, c16_1, base);
+        store4(co0 + 17u, c17_1, base);
+        store4(co0 + 18u, c18_1, base);
+        store4(co0 + 19u, c19_1, base);
+        store4(co0 + 20u, c20_1, base);
+        store4(co0 + 21u, c21_1, base);
+        store4(co0 + 22u, c22_1, base);
+        store4(co0 + 23u, c23_1, base);
+        store4(co0 + 24u, c24_1, base);
+        store4(co0 + 25u, c25_1, base);
+        store4(co0 + 26u, c26_1, base);
+        store4(co0 + 27u, c27_1, base);
+        store4(co0 + 28u, c28_1, base);
+        store4(co0 + 29u, c29_1, base);
+        store4(co0 + 30u, c30_1, base);
+        store4(co0 + 31u, c31_1, base);
+        store4(co0 + 32u, c32_1, base);
+        store4(co0 + 33u, c33_1, base);
+        store4(co0 + 34u, c34_1, base);
+        store4(co0 + 35u, c35_1, base);
+        store4(co0 + 36u, c36_1, base);
+        store4(co0 + 37u, c37_1, base);
+        store4(co0 + 38u, c38_1, base);
+        store4(co0 + 39u, c39_1, base);
+        store4(co0 + 40u, c40_1, base);
+        store4(co0 + 41u, c41_1, base);
+        store4(co0 + 42u, c42_1, base);
+        store4(co0 + 43u, c43_1, base);
+        store4(co0 + 44u, c44_1, base);
+        store4(co0 + 45u, c45_1, base);
+        store4(co0 + 46u, c46_1, base);
+        store4(co0 + 47u, c47_1, base);
+        store4(co0 + 48u, c48_1, base);
+        store4(co0 + 49u, c49_1, base);
+        store4(co0 + 50u, c50_1, base);
+        store4(co0 + 51u, c51_1, base);
+        store4(co0 + 52u, c52_1, base);
+        store4(co0 + 53u, c53_1, base);
+        store4(co0 + 54u, c54_1, base);
+        store4(co0 + 55u, c55_1, base);
+        store4(co0 + 56u, c56_1, base);
+        store4(co0 + 57u, c57_1, base);
+        store4(co0 + 58u, c58_1, base);
+        store4(co0 + 59u, c59_1, base);
+        store4(co0 + 60u, c60_1, base);
+        store4(co0 + 61u, c61_1, base);
+        store4(co0 + 62u, c62_1, base);
+        store4(co0 + 63u, c63_1, base);
+    }
 }

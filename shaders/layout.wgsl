@@ -1,34 +1,28 @@
 // Data movement: pad, slice, concat, permute and the learned 2-D positional embedding.
 // Elements move as u32 bit patterns, so every 4-byte type is copied exactly (NaN payloads too).
-// One invocation per output element; the host splits large counts over a 2-D grid.
+//
+// Each invocation copies a run of up to R consecutive output elements along the innermost
+// dimension: the index arithmetic (integer divisions, which CPU adapters scalarise per lane) is
+// paid once per run instead of once per element. The host splits large counts over a 2-D grid.
 
-const WG: u32 = 256u;
+const WG: u32 = 64u;
+const R: u32 = 16u;
 
 fn linear_id(wg: vec3<u32>, nw: vec3<u32>, li: u32) -> u32 {
     return (wg.x + wg.y * nw.x) * WG + li;
 }
 
-// Row-major coordinates of linear index i in a 4-D shape.
-fn coords4(i: u32, shape: vec4<u32>) -> vec4<u32> {
-    var r = i;
-    let c3 = r % shape.w;
-    r /= shape.w;
-    let c2 = r % shape.z;
-    r /= shape.z;
-    let c1 = r % shape.y;
-    return vec4<u32>(r / shape.y, c1, c2, c3);
-}
-
 @group(0) @binding(1) var<storage, read> src: array<u32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<u32>;
 
-// ---- pad: shapes right-aligned to 4-D with leading ones -----------------------------------------
+// ---- pad: shapes right-aligned to 4-D with leading ones ----------------------------------------
 
 struct PadParams {
     out_shape: vec4<u32>,
     in_shape: vec4<u32>,
     before: vec4<u32>,
-    n: u32,
+    n: u32,       // invocations: rows of the output × runs per row
+    runs: u32,    // runs per output row (of out_shape.w elements)
     value: u32,
 }
 
@@ -37,18 +31,31 @@ struct PadParams {
 @compute @workgroup_size(WG)
 fn pad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
        @builtin(local_invocation_index) li: u32) {
-    let o = linear_id(wg, nw, li);
-    if (o >= pp.n) {
+    let t = linear_id(wg, nw, li);
+    if (t >= pp.n) {
         return;
     }
+    let os = pp.out_shape;
+    let ins = pp.in_shape;
+    let row = t / pp.runs;
+    let c2 = row % os.z;
+    let c1 = (row / os.z) % os.y;
+    let c0 = row / (os.z * os.y);
     // Coordinates left of the input wrap around to huge values, so one comparison covers both sides.
-    let c = coords4(o, pp.out_shape) - pp.before;
-    var v = pp.value;
-    if (all(c < pp.in_shape)) {
-        let s = pp.in_shape;
-        v = src[((c.x * s.y + c.y) * s.z + c.z) * s.w + c.w];
+    let ic = vec3<u32>(c0, c1, c2) - pp.before.xyz;
+    let inside = all(ic < ins.xyz);
+    let ibase = ((ic.x * ins.y + ic.y) * ins.z + ic.z) * ins.w;
+    let obase = row * os.w;
+    let start = (t % pp.runs) * R;
+    let end = min(start + R, os.w);
+    for (var j = start; j < end; j++) {
+        let jj = j - pp.before.w;
+        var v = pp.value;
+        if (inside && jj < ins.w) {
+            v = src[ibase + jj];
+        }
+        dst[obase + j] = v;
     }
-    dst[o] = v;
 }
 
 // ---- permute: out[c] = in[Σ c_k · in_stride[perm[k]]] -------------------------------------------
@@ -58,6 +65,7 @@ struct PermuteParams {
     // Input strides in output-dimension order.
     strides: vec4<u32>,
     n: u32,
+    runs: u32,
 }
 
 @group(0) @binding(0) var<uniform> qp: PermuteParams;
@@ -65,22 +73,33 @@ struct PermuteParams {
 @compute @workgroup_size(WG)
 fn permute(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
            @builtin(local_invocation_index) li: u32) {
-    let o = linear_id(wg, nw, li);
-    if (o >= qp.n) {
+    let t = linear_id(wg, nw, li);
+    if (t >= qp.n) {
         return;
     }
-    let c = coords4(o, qp.out_shape);
-    dst[o] = src[dot(c, qp.strides)];
+    let os = qp.out_shape;
+    let st = qp.strides;
+    let row = t / qp.runs;
+    let c2 = row % os.z;
+    let c1 = (row / os.z) % os.y;
+    let c0 = row / (os.z * os.y);
+    let ibase = c0 * st.x + c1 * st.y + c2 * st.z;
+    let obase = row * os.w;
+    let start = (t % qp.runs) * R;
+    let end = min(start + R, os.w);
+    for (var j = start; j < end; j++) {
+        dst[obase + j] = src[ibase + j * st.w];
+    }
 }
 
-// ---- slice along one axis of an [outer, dim, inner] view ----------------------------------------
+// ---- slice: `outer` rows, each a contiguous span taken at a fixed offset of a longer row --------
 
 struct SliceParams {
     n: u32,
-    dim: u32,
-    len: u32,
-    start: u32,
-    inner: u32,
+    runs: u32,
+    span: u32,      // output row length: len · inner
+    in_row: u32,    // input row length: dim · inner
+    in_off: u32,    // start · inner
 }
 
 @group(0) @binding(0) var<uniform> sp: SliceParams;
@@ -88,27 +107,32 @@ struct SliceParams {
 @compute @workgroup_size(WG)
 fn slice(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
          @builtin(local_invocation_index) li: u32) {
-    let o = linear_id(wg, nw, li);
-    if (o >= sp.n) {
+    let t = linear_id(wg, nw, li);
+    if (t >= sp.n) {
         return;
     }
-    let k = o % sp.inner;
-    let t = o / sp.inner;
-    let i = t % sp.len;
-    let outer = t / sp.len;
-    dst[o] = src[(outer * sp.dim + sp.start + i) * sp.inner + k];
+    let row = t / sp.runs;
+    let start = (t % sp.runs) * R;
+    let end = min(start + R, sp.span);
+    let ibase = row * sp.in_row + sp.in_off;
+    let obase = row * sp.span;
+    for (var j = start; j < end; j++) {
+        dst[obase + j] = src[ibase + j];
+    }
 }
 
-// ---- concat along one axis of [outer, axis, inner] views, up to 7 inputs per dispatch -----------
+// ---- concat: each output row (one per outer index) is the inputs' row spans side by side --------
 
 struct ConcatParams {
-    // Input j of this dispatch covers [offs[j], offs[j + 1]) of the output axis; more than 7 inputs
-    // take several dispatches, each writing its own range [offs[0], offs[count]).
-    offs: array<vec4<u32>, 2>,
-    n: u32,      // outer · (offs[count] − offs[0]) · inner
-    inner: u32,
+    // Per input j of this dispatch (up to 7): its row span (len_j · inner), where that span starts
+    // in the output row, and the index of its first run among the runs of one output row
+    // (first_run[count] = runs per row). More than 7 inputs take several dispatches.
+    span: array<vec4<u32>, 2>,
+    at: array<vec4<u32>, 2>,
+    first_run: array<vec4<u32>, 2>,
+    n: u32,
     count: u32,
-    total: u32,  // length of the output axis
+    out_row: u32,
 }
 
 @group(0) @binding(0) var<uniform> cp: ConcatParams;
@@ -122,48 +146,53 @@ struct ConcatParams {
 @group(0) @binding(7) var<storage, read> in6: array<u32>;
 @group(0) @binding(8) var<storage, read_write> cat_out: array<u32>;
 
-fn off(j: u32) -> u32 {
-    return cp.offs[j / 4u][j % 4u];
+fn first_run(j: u32) -> u32 {
+    return cp.first_run[j / 4u][j % 4u];
+}
+
+fn read_input(j: u32, i: u32) -> u32 {
+    switch j {
+        case 0u: { return in0[i]; }
+        case 1u: { return in1[i]; }
+        case 2u: { return in2[i]; }
+        case 3u: { return in3[i]; }
+        case 4u: { return in4[i]; }
+        case 5u: { return in5[i]; }
+        default: { return in6[i]; }
+    }
 }
 
 @compute @workgroup_size(WG)
 fn concat(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
           @builtin(local_invocation_index) li: u32) {
-    let id = linear_id(wg, nw, li);
-    if (id >= cp.n) {
+    let t = linear_id(wg, nw, li);
+    if (t >= cp.n) {
         return;
     }
-    let first = off(0u);
-    let span = off(cp.count) - first;
-    let k = id % cp.inner;
-    let t = id / cp.inner;
-    let a = first + t % span;
-    let outer = t / span;
+    let runs = first_run(cp.count);
+    let row = t / runs;
+    let k = t % runs;
     var j = 0u;
     for (var q = 1u; q < cp.count; q++) {
-        if (a >= off(q)) {
+        if (k >= first_run(q)) {
             j = q;
         }
     }
-    let start = off(j);
-    let i = (outer * (off(j + 1u) - start) + a - start) * cp.inner + k;
-    var v: u32;
-    switch j {
-        case 0u: { v = in0[i]; }
-        case 1u: { v = in1[i]; }
-        case 2u: { v = in2[i]; }
-        case 3u: { v = in3[i]; }
-        case 4u: { v = in4[i]; }
-        case 5u: { v = in5[i]; }
-        default: { v = in6[i]; }
+    let span = cp.span[j / 4u][j % 4u];
+    let start = (k - first_run(j)) * R;
+    let end = min(start + R, span);
+    let ibase = row * span;
+    let obase = row * cp.out_row + cp.at[j / 4u][j % 4u];
+    for (var e = start; e < end; e++) {
+        cat_out[obase + e] = read_input(j, ibase + e);
     }
-    cat_out[(outer * cp.total + a) * cp.inner + k] = v;
 }
 
 // ---- learned 2-D positional embedding -----------------------------------------------------------
 
 struct EmbedParams {
     n: u32,
+    runs: u32,
     w: u32,
     half: u32,
 }
@@ -174,20 +203,28 @@ struct EmbedParams {
 @group(0) @binding(3) var<storage, read_write> pos: array<u32>;
 
 // Token (i, j) of an h × w map: channel c < half is col_embed[j, c], the rest row_embed[i, c − half].
+// Output row q = 2·token + part holds one half: part 0 from col_embed, part 1 from row_embed.
 @compute @workgroup_size(WG)
 fn embed_2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
             @builtin(local_invocation_index) li: u32) {
-    let o = linear_id(wg, nw, li);
-    if (o >= ep.n) {
+    let t = linear_id(wg, nw, li);
+    if (t >= ep.n) {
         return;
     }
-    let c = o % (2u * ep.half);
-    let t = o / (2u * ep.half);
-    let j = t % ep.w;
-    let i = t / ep.w;
-    if (c < ep.half) {
-        pos[o] = col_embed[j * ep.half + c];
+    let q = t / ep.runs;
+    let start = (t % ep.runs) * R;
+    let end = min(start + R, ep.half);
+    let token = q / 2u;
+    let obase = q * ep.half;
+    if (q % 2u == 0u) {
+        let ibase = (token % ep.w) * ep.half;
+        for (var c = start; c < end; c++) {
+            pos[obase + c] = col_embed[ibase + c];
+        }
     } else {
-        pos[o] = row_embed[i * ep.half + c - ep.half];
+        let ibase = (token / ep.w) * ep.half;
+        for (var c = start; c < end; c++) {
+            pos[obase + c] = row_embed[ibase + c];
+        }
     }
 }

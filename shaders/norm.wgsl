@@ -12,7 +12,7 @@ override ADD: bool = false;
 override TW: u32 = 256u;
 
 // Rows per workgroup in the register entry point (one invocation owns one row).
-const RW: u32 = 64u;
+override RW: u32 = 64u;
 
 struct Params {
     rows: u32,

@@ -1,12 +1,12 @@
-// Row softmax over the last dimension, max-subtracted: out = exp(x − max) / Σ exp(x − max).
-// The exponentials are written to out on the way to the sum and rescaled in place by the thread
-// that wrote them, so exp runs once per element.
+// Row softmax over the last dimension: out = exp(x − m) / Σ exp(x − m) with m the row maximum
+// (tiled) or a reference within LAZY of it (register); both are the same function, m only keeps
+// exp from overflowing.
 
 // Threads per row in the tiled entry point: a power of two, at most 256.
 override TW: u32 = 256u;
 
 // Rows per workgroup in the register entry point (one invocation owns one row).
-const RW: u32 = 64u;
+override RW: u32 = 64u;
 
 struct Params {
     rows: u32,
@@ -16,6 +16,14 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+// One invocation per row, no barriers. Every pass over a row is a gather across the SIMD lanes
+// (each lane owns a row), so the register form makes two passes instead of three: the sum of
+// exponentials is taken against a running reference m that is raised only when a value exceeds it
+// by more than LAZY (then the partial sum is rescaled once). Terms stay ≤ e^LAZY, so nothing
+// overflows, and the few rescales add little rounding; the final pass divides exp(x − m) by that
+// sum, which is the softmax for any m. Assumes finite inputs (WGSL does not promise infinities).
+const LAZY: f32 = 8.0;
 
 @compute @workgroup_size(RW)
 fn softmax_register(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
@@ -28,34 +36,30 @@ fn softmax_register(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
     let base = row * n;
     let n4 = n & ~3u;
 
-    var m4 = vec4<f32>(x[base]);
-    for (var i = 0u; i < n4; i += 4u) {
-        m4 = max(m4, vec4<f32>(x[base + i], x[base + i + 1u], x[base + i + 2u], x[base + i + 3u]));
-    }
-    var m = max(max(m4.x, m4.y), max(m4.z, m4.w));
-    for (var i = n4; i < n; i++) {
-        m = max(m, x[base + i]);
-    }
-
+    var m = x[base];
     // Four accumulators: shorter dependency chains, and a quarter of the rounding drift.
     var s = vec4<f32>(0.0);
     for (var i = 0u; i < n4; i += 4u) {
-        let e = exp(vec4<f32>(x[base + i], x[base + i + 1u], x[base + i + 2u], x[base + i + 3u]) - m);
-        out[base + i] = e.x;
-        out[base + i + 1u] = e.y;
-        out[base + i + 2u] = e.z;
-        out[base + i + 3u] = e.w;
-        s += e;
+        let v = vec4<f32>(x[base + i], x[base + i + 1u], x[base + i + 2u], x[base + i + 3u]);
+        let cm = max(max(v.x, v.y), max(v.z, v.w));
+        if (cm > m + LAZY) {
+            s *= exp(m - cm);
+            m = cm;
+        }
+        s += exp(v - m);
     }
     for (var i = n4; i < n; i++) {
-        let e = exp(x[base + i] - m);
-        out[base + i] = e;
-        s.x += e;
+        let v = x[base + i];
+        if (v > m + LAZY) {
+            s *= exp(m - v);
+            m = v;
+        }
+        s.x += exp(v - m);
     }
     let total = (s.x + s.y) + (s.z + s.w);
 
     for (var i = 0u; i < n; i++) {
-        out[base + i] = out[base + i] / total;
+        out[base + i] = exp(x[base + i] - m) / total;
     }
 }
 
@@ -91,7 +95,9 @@ fn wg_sum(li: u32, v: f32) -> f32 {
     return t;
 }
 
-// One workgroup of TW threads per row; each thread takes every TW-th element.
+// One workgroup of TW threads per row; each thread takes every TW-th element. The exponentials go
+// to out on the way to the sum and are rescaled in place by the thread that wrote them, so exp runs
+// once per element.
 @compute @workgroup_size(TW)
 fn softmax_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
                  @builtin(local_invocation_index) li: u32) {

@@ -78,7 +78,7 @@ fn win_partition_v4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
     if (s == NONE) {
         for (var k = 0u; k < K; k++) { dst_v[o + k] = vec4<f32>(0.0); }
     } else {
-        for (var k = 0u; k < K; k++) { dst_v[o + k] = src_v[s]; }
+        for (var k = 0u; k < K; k++) { dst_v[o + k] = src_v[s + k]; }
     }
 }
 
@@ -112,7 +112,7 @@ fn reverse_v4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     if (f >= p.w * CV) { return; }
     let s = reverse_src(wg.z, wg.y, f);
     let o = (wg.z * p.h + wg.y) * p.w * CV + f;
-    for (var k = 0u; k < K; k++) { dst_v[o + k] = src_v[s]; }
+    for (var k = 0u; k < K; k++) { dst_v[o + k] = src_v[s + k]; }
 }
 
 @compute @workgroup_size(64)
@@ -189,7 +189,7 @@ fn merge_v4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
         let b = load_v(select(ib + k, NONE, ib == NONE));
         let d = load_v(select(id + k, NONE, id == NONE));
         let e = load_v(select(ie + k, NONE, ie == NONE));
-        let o = o0 + 4u;
+        let o = o0 + 4u * k;
         dst_v[o] = vec4<f32>(a.x, b.x, d.x, e.x);
         dst_v[o + 1u] = vec4<f32>(a.y, b.y, d.y, e.y);
         dst_v[o + 2u] = vec4<f32>(a.z, b.z, d.z, e.z);

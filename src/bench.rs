@@ -50,7 +50,9 @@ pub fn median_ms(
     for _ in 0..warmup {
         run()?;
     }
-    let mut times = (0..iters.max(1)).map(|_| run()).collect::<Result<Vec<_>>>()?;
+    let mut times = (0..iters.max(1))
+        .map(|_| run())
+        .collect::<Result<Vec<_>>>()?;
     times.sort_by(|a, b| a.total_cmp(b));
     Ok(times[times.len() / 2])
 }

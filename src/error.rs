@@ -10,7 +10,9 @@ pub enum Error {
     NoAdapter(String),
 
     /// The adapter exists but one of its limits is below what sparsett needs.
-    #[error("adapter '{adapter}' is too limited: {limit} must be at least {needed}, it is {found}")]
+    #[error(
+        "adapter '{adapter}' is too limited: {limit} must be at least {needed}, it is {found}"
+    )]
     Limit {
         adapter: String,
         limit: &'static str,

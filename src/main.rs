@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sparsett::{Gpu, GpuOptions, Variant};
 
 #[derive(Parser)]
-#[command(name = "sparsett", version, about = "SparseTT visual object tracking on any GPU (wgpu + WGSL)")]
+#[command(
+    name = "sparsett",
+    version,
+    about = "SparseTT visual object tracking on any GPU (wgpu + WGSL)"
+)]
 struct Cli {
     /// Kernel variant: register (barrier-free, CPU adapters) or tiled (workgroup memory, GPUs).
     /// Default: chosen from the adapter type.
@@ -26,10 +30,7 @@ enum Cmd {
     /// Print the adapter, backend, device type, features and the limits that matter.
     Info,
     /// Convert an official checkpoint (torch `.pkl` zip, or safetensors) to validated safetensors.
-    Convert {
-        input: PathBuf,
-        output: PathBuf,
-    },
+    Convert { input: PathBuf, output: PathBuf },
     /// Write the golden-reference weights (PRNG rule + small_params.safetensors) as safetensors.
     GoldenWeights {
         /// The golden folder's small_params.safetensors.
@@ -95,7 +96,17 @@ type BenchFn = fn(&Gpu, &mut Vec<sparsett::bench::Row>) -> sparsett::Result<()>;
 
 fn kernel_benches() -> Vec<(&'static str, BenchFn)> {
     use sparsett::ops::*;
-    vec![("elementwise", elementwise::bench)]
+    vec![
+        ("matmul", matmul::bench),
+        ("conv", conv::bench),
+        ("attention", attention::bench),
+        ("topk", topk::bench),
+        ("window", window::bench),
+        ("norm", norm::bench),
+        ("softmax", softmax::bench),
+        ("layout", layout::bench),
+        ("elementwise", elementwise::bench),
+    ]
 }
 
 fn run(cli: &Cli) -> sparsett::Result<()> {
@@ -206,7 +217,10 @@ fn bench_track(
     let model = SparseTT::load(&g, &sd)?;
     drop(sd);
     let mut rng = sparsett::prng::SplitMix64::new(1);
-    let z = g.upload(&[1, 3, Z_SIZE, Z_SIZE], &rng.vec_f32(3 * Z_SIZE * Z_SIZE, -2.0, 2.0))?;
+    let z = g.upload(
+        &[1, 3, Z_SIZE, Z_SIZE],
+        &rng.vec_f32(3 * Z_SIZE * Z_SIZE, -2.0, 2.0),
+    )?;
     let x_host = rng.vec_f32(3 * X_SIZE * X_SIZE, -2.0, 2.0);
 
     let template = || -> sparsett::Result<(sparsett::model::TemplateFeatures, f64, u64)> {
@@ -276,7 +290,10 @@ fn print_profile(g: &Gpu) {
         s.0 += 1;
         s.1 += e.ns;
     }
-    println!("\nGPU time per dispatch (timestamps):\n{:<44} {:>7} {:>12}", "shader:entry", "count", "mean ms");
+    println!(
+        "\nGPU time per dispatch (timestamps):\n{:<44} {:>7} {:>12}",
+        "shader:entry", "count", "mean ms"
+    );
     for (label, (n, ns)) in by {
         println!("{label:<44} {n:>7} {:>12.3}", ns / n as f64 / 1e6);
     }

@@ -61,7 +61,9 @@ pub fn prng_weights(key: &str, seed: u64, shape: &[usize]) -> Vec<f32> {
     let fan_in = numel / shape[0].max(1);
     let scale = (3.0f64 / fan_in as f64).sqrt();
     let mut rng = SplitMix64::for_key(key, seed);
-    (0..numel).map(|_| (rng.next_sym() * scale) as f32).collect()
+    (0..numel)
+        .map(|_| (rng.next_sym() * scale) as f32)
+        .collect()
 }
 
 #[cfg(test)]
@@ -85,7 +87,11 @@ mod tests {
     #[test]
     fn rule_vectors() {
         // Test vectors 1 and 3 of PRNG_RULE.md (seed 0 and seed 7).
-        let v = prng_weights("basemodel.net.patch_embed.projection.weight", 0, &[96, 3, 4, 4]);
+        let v = prng_weights(
+            "basemodel.net.patch_embed.projection.weight",
+            0,
+            &[96, 3, 4, 4],
+        );
         let bits: Vec<u32> = v[..4].iter().map(|x| x.to_bits()).collect();
         assert_eq!(bits, [0x3c33e580, 0x3e3bd2b8, 0x3d7fe948, 0xbe3c2282]);
         let v = prng_weights("head.conv_branch.0.conv1.conv.weight", 7, &[512, 512, 3, 3]);

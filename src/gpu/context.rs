@@ -67,7 +67,7 @@ const REQUIRED_LIMITS: [(&str, u64); 5] = [
 
 fn limit_value(l: &wgpu::Limits, name: &str) -> u64 {
     match name {
-        "max_storage_buffer_binding_size" => l.max_storage_buffer_binding_size as u64,
+        "max_storage_buffer_binding_size" => l.max_storage_buffer_binding_size,
         "max_storage_buffers_per_shader_stage" => l.max_storage_buffers_per_shader_stage as u64,
         "max_compute_invocations_per_workgroup" => l.max_compute_invocations_per_workgroup as u64,
         "max_compute_workgroup_storage_size" => l.max_compute_workgroup_storage_size as u64,

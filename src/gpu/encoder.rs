@@ -189,7 +189,7 @@ impl<'g> Encoder<'g> {
     fn query_slot(&mut self, label: String) -> (usize, u32) {
         let n = self.query_labels.len() as u32;
         let per = QUERIES_PER_SET / 2;
-        if n % per == 0 {
+        if n.is_multiple_of(per) {
             self.queries
                 .push(self.gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
                     label: Some("sparsett timestamps"),
@@ -222,7 +222,10 @@ impl<'g> Encoder<'g> {
         n: usize,
     ) -> Result<()> {
         if src.dtype() == DType::F16 || dst.dtype() == DType::F16 {
-            return Err(Error::shape("copy", "element copies of f16 tensors are not supported"));
+            return Err(Error::shape(
+                "copy",
+                "element copies of f16 tensors are not supported",
+            ));
         }
         if src_off + n > src.numel() || dst_off + n > dst.numel() {
             return Err(Error::shape(
@@ -257,7 +260,10 @@ impl<'g> Encoder<'g> {
         self.keep.push(t.pooled().clone());
     }
 
-    fn finish_into_queue(self, extra: impl FnOnce(&mut wgpu::CommandEncoder)) -> Result<Pending<'g>> {
+    fn finish_into_queue(
+        self,
+        extra: impl FnOnce(&mut wgpu::CommandEncoder),
+    ) -> Result<Pending<'g>> {
         let Encoder {
             gpu,
             mut enc,
@@ -275,9 +281,10 @@ impl<'g> Encoder<'g> {
                 bytes,
                 wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             );
-            let staging = gpu
-                .pool
-                .acquire(bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+            let staging = gpu.pool.acquire(
+                bytes,
+                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            );
             let per = (QUERIES_PER_SET / 2) as u64;
             for (si, set) in queries.iter().enumerate() {
                 let first = si as u64 * per;

@@ -26,7 +26,14 @@ pub struct Shader {
 #[macro_export]
 macro_rules! shader {
     ($ident:ident, $file:literal) => {
-        $crate::shader!($ident, $file, $crate::gpu::ShaderNeeds { f16: false, subgroups: false });
+        $crate::shader!(
+            $ident,
+            $file,
+            $crate::gpu::ShaderNeeds {
+                f16: false,
+                subgroups: false
+            }
+        );
     };
     ($ident:ident, $file:literal, $needs:expr) => {
         pub static $ident: $crate::gpu::Shader = $crate::gpu::Shader {
@@ -159,11 +166,15 @@ impl Gpu {
 // Error scopes resolve immediately on native; in the browser the result arrives later and
 // uncaptured-error reporting covers it, so we do not wait there.
 #[cfg(not(target_arch = "wasm32"))]
-fn pollster_block<F: std::future::Future<Output = Option<wgpu::Error>>>(f: F) -> Option<wgpu::Error> {
+fn pollster_block<F: std::future::Future<Output = Option<wgpu::Error>>>(
+    f: F,
+) -> Option<wgpu::Error> {
     pollster::block_on(f)
 }
 
 #[cfg(target_arch = "wasm32")]
-fn pollster_block<F: std::future::Future<Output = Option<wgpu::Error>>>(_f: F) -> Option<wgpu::Error> {
+fn pollster_block<F: std::future::Future<Output = Option<wgpu::Error>>>(
+    _f: F,
+) -> Option<wgpu::Error> {
     None
 }

@@ -64,7 +64,12 @@ impl Pool {
     pub(crate) fn acquire(self: &Arc<Self>, bytes: u64, usage: wgpu::BufferUsages) -> PooledBuffer {
         let class = size_class(bytes);
         let key = (class, usage.bits());
-        let reused = self.free.lock().unwrap().get_mut(&key).and_then(|v| v.pop());
+        let reused = self
+            .free
+            .lock()
+            .unwrap()
+            .get_mut(&key)
+            .and_then(|v| v.pop());
         let buffer = match reused {
             Some(b) => {
                 self.idle_bytes.fetch_sub(class, Ordering::Relaxed);
@@ -119,8 +124,12 @@ impl PooledBuffer {
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
         if let Some(b) = self.buffer.take() {
-            self.pool.live_bytes.fetch_sub(self.class, Ordering::Relaxed);
-            self.pool.idle_bytes.fetch_add(self.class, Ordering::Relaxed);
+            self.pool
+                .live_bytes
+                .fetch_sub(self.class, Ordering::Relaxed);
+            self.pool
+                .idle_bytes
+                .fetch_add(self.class, Ordering::Relaxed);
             self.pool
                 .free
                 .lock()
@@ -138,7 +147,18 @@ mod tests {
 
     #[test]
     fn classes_cover_and_waste_little() {
-        for b in [1u64, 255, 256, 257, 1000, 4096, 4097, 1 << 20, (1 << 20) + 1, 123_456_789] {
+        for b in [
+            1u64,
+            255,
+            256,
+            257,
+            1000,
+            4096,
+            4097,
+            1 << 20,
+            (1 << 20) + 1,
+            123_456_789,
+        ] {
             let c = size_class(b);
             assert!(c >= b, "{b} -> {c}");
             assert!(c as f64 <= (b.max(256) as f64) * 1.25 + 1.0, "{b} -> {c}");

@@ -104,7 +104,7 @@ impl Gpu {
     /// An uninitialised tensor from the pool. Fails (naming `op`) if it exceeds the binding limit.
     pub fn empty(&self, op: &'static str, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let bytes = (numel_checked(op, shape)? * dtype.size()) as u64;
-        let limit = self.limits.max_storage_buffer_binding_size as u64;
+        let limit = self.limits.max_storage_buffer_binding_size;
         if bytes > limit {
             return Err(Error::TooLarge {
                 op,
@@ -134,7 +134,7 @@ impl Gpu {
             ));
         }
         // write_buffer needs a multiple of 4 bytes; only odd-length f16 data needs padding.
-        if bytes.len() % 4 == 0 {
+        if bytes.len().is_multiple_of(4) {
             self.queue.write_buffer(t.buffer(), 0, bytes);
         } else {
             let mut padded = bytes.to_vec();

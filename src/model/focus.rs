@@ -7,12 +7,12 @@ use crate::gpu::Tensor;
 use crate::model::load::Loader;
 use crate::model::taps::Taps;
 use crate::ops::attention::{attention, AttnOpts};
+use crate::ops::elementwise::{binary, Binary};
 use crate::ops::layout::{embed_2d, permute};
 use crate::ops::matmul::{linear, Activation, Epilogue};
 use crate::ops::norm::add_layer_norm;
 use crate::ops::topk::topk_attention;
 use crate::ops::HeadsView;
-use crate::ops::elementwise::{binary, Binary};
 use crate::{Encoder, Result};
 
 pub const D: usize = 256;
@@ -91,8 +91,20 @@ struct Ffn {
 impl Ffn {
     fn load(l: &Loader, p: &str) -> Result<Ffn> {
         Ok(Ffn {
-            w1: Linear::load(l, &format!("{p}.w_1.weight"), &format!("{p}.w_1.bias"), FFN, D)?,
-            w2: Linear::load(l, &format!("{p}.w_2.weight"), &format!("{p}.w_2.bias"), D, FFN)?,
+            w1: Linear::load(
+                l,
+                &format!("{p}.w_1.weight"),
+                &format!("{p}.w_1.bias"),
+                FFN,
+                D,
+            )?,
+            w2: Linear::load(
+                l,
+                &format!("{p}.w_2.weight"),
+                &format!("{p}.w_2.bias"),
+                D,
+                FFN,
+            )?,
             norm: Norm::load(l, &format!("{p}.layer_norm"))?,
         })
     }
@@ -113,8 +125,14 @@ struct Embed {
 impl Embed {
     fn load(l: &Loader, p: &str, side: usize) -> Result<Embed> {
         Ok(Embed {
-            row: l.tensor(&format!("{p}.spatial_position_encoding.row_embed.weight"), &[side, D / 2])?,
-            col: l.tensor(&format!("{p}.spatial_position_encoding.col_embed.weight"), &[side, D / 2])?,
+            row: l.tensor(
+                &format!("{p}.spatial_position_encoding.row_embed.weight"),
+                &[side, D / 2],
+            )?,
+            col: l.tensor(
+                &format!("{p}.spatial_position_encoding.col_embed.weight"),
+                &[side, D / 2],
+            )?,
             side,
         })
     }
@@ -147,7 +165,13 @@ struct DecoderLayer {
 }
 
 fn mha_out(l: &Loader, p: &str) -> Result<Linear> {
-    Linear::load(l, &format!("{p}.out_proj.weight"), &format!("{p}.out_proj.bias"), D, D)
+    Linear::load(
+        l,
+        &format!("{p}.out_proj.weight"),
+        &format!("{p}.out_proj.bias"),
+        D,
+        D,
+    )
 }
 
 /// What the template contributes to every search frame: the encoder memory's keys and values

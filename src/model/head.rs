@@ -22,7 +22,13 @@ struct Conv {
 }
 
 impl Conv {
-    fn run(&self, enc: &mut Encoder, x: &Tensor, relu: bool, residual: Option<&Tensor>) -> Result<Tensor> {
+    fn run(
+        &self,
+        enc: &mut Encoder,
+        x: &Tensor,
+        relu: bool,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let p = self.pad;
         conv2d(
             enc,
@@ -107,9 +113,24 @@ impl Head {
             .map(|i| {
                 let p = format!("head.conv_branch.{i}");
                 Ok(Bottleneck {
-                    c1: conv_bn(l, &format!("{p}.conv1.weight"), &format!("{p}.bn1"), [256, WIDTH, 1, 1])?,
-                    c2: conv_bn(l, &format!("{p}.conv2.weight"), &format!("{p}.bn2"), [256, 256, 3, 3])?,
-                    c3: conv_bn(l, &format!("{p}.conv3.weight"), &format!("{p}.bn3"), [WIDTH, 256, 1, 1])?,
+                    c1: conv_bn(
+                        l,
+                        &format!("{p}.conv1.weight"),
+                        &format!("{p}.bn1"),
+                        [256, WIDTH, 1, 1],
+                    )?,
+                    c2: conv_bn(
+                        l,
+                        &format!("{p}.conv2.weight"),
+                        &format!("{p}.bn2"),
+                        [256, 256, 3, 3],
+                    )?,
+                    c3: conv_bn(
+                        l,
+                        &format!("{p}.conv3.weight"),
+                        &format!("{p}.bn3"),
+                        [WIDTH, 256, 1, 1],
+                    )?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -117,8 +138,18 @@ impl Head {
             fc1: plain("head.fc_branch.0", [WIDTH, IN, 1, 1])?,
             fc2: plain("head.fc_branch.2", [WIDTH, WIDTH, 1, 1])?,
             fc_out: cls_reg(l, "fc_branch")?,
-            res_c1: conv_bn(l, &format!("{r}.conv1.conv.weight"), &format!("{r}.conv1.bn"), [IN, IN, 3, 3])?,
-            res_c2: conv_bn(l, &format!("{r}.conv2.conv.weight"), &format!("{r}.conv2.bn"), [WIDTH, IN, 1, 1])?,
+            res_c1: conv_bn(
+                l,
+                &format!("{r}.conv1.conv.weight"),
+                &format!("{r}.conv1.bn"),
+                [IN, IN, 3, 3],
+            )?,
+            res_c2: conv_bn(
+                l,
+                &format!("{r}.conv2.conv.weight"),
+                &format!("{r}.conv2.bn"),
+                [WIDTH, IN, 1, 1],
+            )?,
             res_id: conv_bn(
                 l,
                 &format!("{r}.conv_identity.conv.weight"),

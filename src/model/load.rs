@@ -87,7 +87,10 @@ impl<'a> Loader<'a> {
             &var,
             eps,
         );
-        Ok((self.gpu.upload(&shape, &wf)?, self.gpu.upload(&[shape[0]], &bf)?))
+        Ok((
+            self.gpu.upload(&shape, &wf)?,
+            self.gpu.upload(&[shape[0]], &bf)?,
+        ))
     }
 }
 

@@ -5,8 +5,8 @@
 //! a machine that understands the handful of opcodes and globals a state dict needs and refuses
 //! the rest. `serde-pickle` (the maintained Rust pickle crate) has no persistent-id opcode
 //! (`BINPERSID`, how torch refers to tensor storages) and maps unknown globals to opaque values
-//! instead of tensor constructors, so it cannot rebuild tensors; the VM below is ~500 lines and
-//! whitelists exactly `collections.OrderedDict`, `torch._utils._rebuild_tensor_v2` /
+//! instead of tensor constructors, so it cannot rebuild tensors. The VM below is a few hundred
+//! lines and whitelists exactly `collections.OrderedDict`, `torch._utils._rebuild_tensor_v2` /
 //! `_rebuild_tensor` / `_rebuild_parameter`, the `torch.*Storage` types and `_codecs.encode`
 //! (protocol 2's spelling of a `bytes` value, latin-1 only). Any other global (for
 //! example `os.system`) or any opcode that builds arbitrary objects (`INST`, `OBJ`, `NEWOBJ`,
@@ -998,7 +998,8 @@ impl<'a> Vm<'a> {
 
     fn index(&self, v: &Value, what: &str) -> Result<usize> {
         match v {
-            Value::Int(i) if *i >= 0 => Ok(*i as usize),
+            // try_from: on 32-bit targets (wasm) a huge value must not wrap into a small one.
+            Value::Int(i) if *i >= 0 && usize::try_from(*i).is_ok() => Ok(*i as usize),
             other => Err(self.err(format!(
                 "tensor {what} must be a non-negative int, found {}",
                 other.short_repr()

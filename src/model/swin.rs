@@ -71,7 +71,9 @@ impl Block {
             norm1: Norm::load(l, &format!("{p}.norm1"), c)?,
             qkv_w: l.tensor(&format!("{p}.attn.w_msa.qkv.weight"), &[3 * c, c])?,
             qkv_b: l.tensor(&format!("{p}.attn.w_msa.qkv.bias"), &[3 * c])?,
-            rel_bias: l.gpu.upload(&[heads, WINDOW * WINDOW, WINDOW * WINDOW], &bias)?,
+            rel_bias: l
+                .gpu
+                .upload(&[heads, WINDOW * WINDOW, WINDOW * WINDOW], &bias)?,
             proj_w: l.tensor(&format!("{p}.attn.w_msa.proj.weight"), &[c, c])?,
             proj_b: l.tensor(&format!("{p}.attn.w_msa.proj.bias"), &[c])?,
             norm2: Norm::load(l, &format!("{p}.norm2"), c)?,
@@ -194,7 +196,10 @@ impl Swin {
             }
         }
         Ok(Swin {
-            embed_w: l.tensor(&format!("{p}.patch_embed.projection.weight"), &[EMBED, 3, 4, 4])?,
+            embed_w: l.tensor(
+                &format!("{p}.patch_embed.projection.weight"),
+                &[EMBED, 3, 4, 4],
+            )?,
             embed_b: l.tensor(&format!("{p}.patch_embed.projection.bias"), &[EMBED])?,
             embed_norm: Norm::load(l, &format!("{p}.patch_embed.norm"), EMBED)?,
             stages,
@@ -259,8 +264,12 @@ impl Swin {
                 let g = patch_merge(enc, &x)?;
                 let g = m.norm.run(enc, &g)?;
                 side = side.div_ceil(2);
-                x = linear(enc, &g, &m.reduction, &Epilogue::default())?
-                    .reshape(&[b, side, side, 2 * m.c])?;
+                x = linear(enc, &g, &m.reduction, &Epilogue::default())?.reshape(&[
+                    b,
+                    side,
+                    side,
+                    2 * m.c,
+                ])?;
                 taps.put(format!("{tag}.backbone.stage{s}.down"), &x);
             }
         }

@@ -7,6 +7,7 @@
 //! `load_state_dict` does (`param.copy_(loaded)` converts), so such a file means the same model
 //! to us as to the official code.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{Read, Seek, SeekFrom};
@@ -498,14 +499,8 @@ impl StateDict {
             .iter()
             .map(|(k, t)| {
                 let (dtype, data) = match &t.data {
-                    HostData::F32(v) => (
-                        safetensors::Dtype::F32,
-                        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                    ),
-                    HostData::I64(v) => (
-                        safetensors::Dtype::I64,
-                        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                    ),
+                    HostData::F32(v) => (safetensors::Dtype::F32, le_bytes(v, |x| x.to_le_bytes())),
+                    HostData::I64(v) => (safetensors::Dtype::I64, le_bytes(v, |x| x.to_le_bytes())),
                 };
                 (
                     k,
@@ -542,21 +537,30 @@ impl StateDict {
     }
 }
 
-struct View {
+struct View<'a> {
     dtype: safetensors::Dtype,
     shape: Vec<usize>,
-    data: Vec<u8>,
+    data: Cow<'a, [u8]>,
 }
 
-impl safetensors::View for View {
+/// Elements as little-endian bytes: borrowed where the host is little-endian.
+fn le_bytes<T: bytemuck::Pod, const N: usize>(v: &[T], to_le: fn(&T) -> [u8; N]) -> Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        Cow::Borrowed(bytemuck::cast_slice(v))
+    } else {
+        Cow::Owned(v.iter().flat_map(to_le).collect())
+    }
+}
+
+impl safetensors::View for View<'_> {
     fn dtype(&self) -> safetensors::Dtype {
         self.dtype
     }
     fn shape(&self) -> &[usize] {
         &self.shape
     }
-    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        std::borrow::Cow::Borrowed(&self.data)
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
     }
     fn data_len(&self) -> usize {
         self.data.len()
@@ -587,12 +591,21 @@ fn first_difference(a: &HostData, b: &HostData) -> Option<usize> {
     }
 }
 
+/// A memcpy into an aligned Vec (the bytes may sit at any offset); little-endian hosts only.
+fn pod_from_le<T: bytemuck::Pod + Default>(b: &[u8]) -> Vec<T> {
+    let mut v = vec![T::default(); b.len() / std::mem::size_of::<T>()];
+    let n = std::mem::size_of_val(v.as_slice());
+    bytemuck::cast_slice_mut::<T, u8>(&mut v).copy_from_slice(&b[..n]);
+    v
+}
+
 /// Little-endian elements of `dtype` as f32 or i64; `None` for bool.
 fn convert_raw(dtype: TorchDType, b: &[u8]) -> Option<HostData> {
     fn le<const N: usize>(b: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
         b.chunks_exact(N).map(|c| c.try_into().unwrap())
     }
     Some(match dtype {
+        TorchDType::F32 if cfg!(target_endian = "little") => HostData::F32(pod_from_le(b)),
         TorchDType::F32 => HostData::F32(le::<4>(b).map(f32::from_le_bytes).collect()),
         TorchDType::F64 => {
             HostData::F32(le::<8>(b).map(|c| f64::from_le_bytes(c) as f32).collect())
@@ -607,6 +620,7 @@ fn convert_raw(dtype: TorchDType, b: &[u8]) -> Option<HostData> {
                 .map(|c| half::bf16::from_le_bytes(c).to_f32())
                 .collect(),
         ),
+        TorchDType::I64 if cfg!(target_endian = "little") => HostData::I64(pod_from_le(b)),
         TorchDType::I64 => HostData::I64(le::<8>(b).map(i64::from_le_bytes).collect()),
         TorchDType::I32 => {
             HostData::I64(le::<4>(b).map(|c| i32::from_le_bytes(c) as i64).collect())

@@ -8,7 +8,10 @@ use crate::gpu::{DType, Encoder, Shader, ShaderNeeds, Tensor, Variant};
 use crate::ops::HeadsView;
 use crate::{Error, Result};
 
-const SOURCE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/attention.wgsl"));
+const SOURCE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/shaders/attention.wgsl"
+));
 const SUBGROUP_MARKER: &str = "// ---- subgroup kernels";
 
 /// The part of `attention.wgsl` above the subgroup marker: a module that validates on devices
@@ -36,12 +39,18 @@ const fn before_marker(src: &'static str, marker: &str) -> &'static str {
 static ATTENTION: Shader = Shader {
     name: "attention.wgsl",
     source: before_marker(SOURCE, SUBGROUP_MARKER),
-    needs: ShaderNeeds { f16: false, subgroups: false },
+    needs: ShaderNeeds {
+        f16: false,
+        subgroups: false,
+    },
 };
 static ATTENTION_SUBGROUP: Shader = Shader {
     name: "attention.wgsl+subgroups",
     source: SOURCE,
-    needs: ShaderNeeds { f16: false, subgroups: true },
+    needs: ShaderNeeds {
+        f16: false,
+        subgroups: true,
+    },
 };
 
 const OP: &str = "attention";
@@ -172,7 +181,7 @@ pub fn kernel_for(
     heads: usize,
 ) -> Result<Kernel> {
     let width = view_width(q, k, v)?;
-    let hd = if heads > 0 { width / heads } else { 0 };
+    let hd = width.checked_div(heads).unwrap_or(0);
     Ok(match variant {
         Variant::Tiled => Kernel::Tiled,
         Variant::Register if !register_fits(hd, &[q, k, v]) => Kernel::Tiled,
@@ -188,9 +197,11 @@ pub fn subgroup_kernel_available(gpu: &crate::gpu::Gpu) -> bool {
 
 fn register_fits(hd: usize, views: &[&HeadsView]) -> bool {
     hd > 0
-        && hd % 4 == 0
+        && hd.is_multiple_of(4)
         && hd <= MAX_REGISTER_HEAD_DIM
-        && views.iter().all(|x| x.stride % 4 == 0 && x.offset % 4 == 0)
+        && views
+            .iter()
+            .all(|x| x.stride.is_multiple_of(4) && x.offset.is_multiple_of(4))
 }
 
 /// [`attention`] with a forced kernel; fails (naming the op) where that kernel cannot run the
@@ -206,11 +217,14 @@ pub fn attention_kernel(
     let heads = opts.heads;
     for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
         if x.t.dtype() != DType::F32 {
-            return Err(Error::shape(OP, format!("{name} must be f32, got {:?}", x.t)));
+            return Err(Error::shape(
+                OP,
+                format!("{name} must be f32, got {:?}", x.t),
+            ));
         }
     }
     let width = view_width(&q, &k, &v)?;
-    if heads == 0 || width % heads != 0 {
+    if heads == 0 || !width.is_multiple_of(heads) {
         return Err(Error::shape(
             OP,
             format!(
@@ -225,7 +239,9 @@ pub fn attention_kernel(
     if hd > MAX_HEAD_DIM {
         return Err(Error::shape(
             OP,
-            format!("head width {hd} ({width} / {heads} heads) exceeds the supported {MAX_HEAD_DIM}"),
+            format!(
+                "head width {hd} ({width} / {heads} heads) exceeds the supported {MAX_HEAD_DIM}"
+            ),
         ));
     }
     for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
@@ -246,7 +262,10 @@ pub fn attention_kernel(
         ));
     }
     if lk == 0 && batch * lq > 0 {
-        return Err(Error::shape(OP, "softmax over zero keys (k and v have length 0)"));
+        return Err(Error::shape(
+            OP,
+            "softmax over zero keys (k and v have length 0)",
+        ));
     }
     if let Some(b) = opts.bias {
         if b.shape() != [heads, lq, lk] || b.dtype() != DType::F32 {
@@ -259,7 +278,11 @@ pub fn attention_kernel(
     let mut nw = 1;
     if let Some(m) = opts.mask {
         let s = m.shape();
-        if s.len() != 3 || s[1..] != [lq, lk] || s[0] == 0 || batch % s[0] != 0 || m.dtype() != DType::F32
+        if s.len() != 3
+            || s[1..] != [lq, lk]
+            || s[0] == 0
+            || !batch.is_multiple_of(s[0])
+            || m.dtype() != DType::F32
         {
             return Err(Error::shape(
                 OP,
@@ -449,70 +472,66 @@ pub mod cpu {
 pub fn bench(gpu: &crate::gpu::Gpu, rows: &mut Vec<crate::bench::Row>) -> Result<()> {
     use crate::prng::SplitMix64;
 
-    struct Case {
-        name: &'static str,
-        batch: usize,
-        lq: usize,
-        lk: usize,
-        heads: usize,
-        hd: usize,
-        swin: bool,
-    }
-    let cases = [
-        Case { name: "swin window (bias+mask)", batch: 121, lq: 49, lk: 49, heads: 3, hd: 32, swin: true },
-        Case { name: "neck encoder self", batch: 1, lq: 64, lk: 64, heads: 8, hd: 32, swin: false },
-        Case { name: "neck decoder cross", batch: 1, lq: 361, lk: 64, heads: 8, hd: 32, swin: false },
-        Case { name: "dense 361x361", batch: 1, lq: 361, lk: 361, heads: 8, hd: 32, swin: false },
+    // (name, batch, Lq, Lk, heads, Swin bias + mask); head width 32 throughout.
+    let cases: [(&str, usize, usize, usize, usize, bool); 4] = [
+        ("swin window (bias+mask)", 121, 49, 49, 3, true),
+        ("neck encoder self", 1, 64, 64, 8, false),
+        ("neck decoder cross", 1, 361, 64, 8, false),
+        ("dense 361x361", 1, 361, 361, 8, false),
     ];
+    let hd = 32;
     let mut rng = SplitMix64::new(7);
-    for c in cases {
-        let width = c.heads * c.hd;
+    for (name, batch, lq, lk, heads, swin) in cases {
+        let width = heads * hd;
         // Swin and self-attention read q, k, v from one packed projection; cross-attention
         // takes q from the decoder and k, v from a packed [B, Lk, 2d] projection of the memory.
         let qkv = gpu.upload(
-            &[c.batch, c.lk, 3 * width],
-            &rng.vec_f32(c.batch * c.lk * 3 * width, -1.0, 1.0),
+            &[batch, lk, 3 * width],
+            &rng.vec_f32(batch * lk * 3 * width, -1.0, 1.0),
         )?;
-        let qt = gpu.upload(&[c.batch, c.lq, width], &rng.vec_f32(c.batch * c.lq * width, -1.0, 1.0))?;
-        let bias = if c.swin {
-            Some(gpu.upload(&[c.heads, c.lq, c.lk], &rng.vec_f32(c.heads * c.lq * c.lk, -2.0, 2.0))?)
+        let qt = gpu.upload(
+            &[batch, lq, width],
+            &rng.vec_f32(batch * lq * width, -1.0, 1.0),
+        )?;
+        let bias = if swin {
+            Some(gpu.upload(&[heads, lq, lk], &rng.vec_f32(heads * lq * lk, -2.0, 2.0))?)
         } else {
             None
         };
-        let mask = if c.swin {
-            let nw = 11 * 11;
-            let m: Vec<f32> = (0..nw * c.lq * c.lk)
-                .map(|x| if (x * 7) % 5 == 0 { -100.0 } else { 0.0 })
+        // The search map's 11×11 windows; which entries are −100 does not change the timing.
+        let mask = if swin {
+            let m: Vec<f32> = (0..121 * lq * lk)
+                .map(|x: usize| if x.is_multiple_of(5) { -100.0 } else { 0.0 })
                 .collect();
-            Some(gpu.upload(&[nw, c.lq, c.lk], &m)?)
+            Some(gpu.upload(&[121, lq, lk], &m)?)
         } else {
             None
         };
         let opts = AttnOpts {
-            heads: c.heads,
-            scale: 1.0 / (c.hd as f32).sqrt(),
+            heads,
+            scale: 1.0 / (hd as f32).sqrt(),
             bias: bias.as_ref(),
             mask: mask.as_ref(),
         };
-        let qv = if c.lq == c.lk {
+        let qv = if lq == lk {
             HeadsView::packed(&qkv, 3, 0)?
         } else {
             HeadsView::dense(&qt)?
         };
         let kv = HeadsView::packed(&qkv, 3, 1)?;
         let vv = HeadsView::packed(&qkv, 3, 2)?;
-        let flops = 4.0 * (c.lq * c.lk * c.hd * c.heads * c.batch) as f64;
+        let flops = 4.0 * (lq * lk * hd * heads * batch) as f64;
         for kernel in [Kernel::RegisterSubgroup, Kernel::Register, Kernel::Tiled] {
             if kernel == Kernel::RegisterSubgroup && !subgroup_kernel_available(gpu) {
                 continue;
             }
-            let ms = crate::bench::median_ms(gpu, 2, 10, |enc| {
+            let ms = crate::bench::median_ms(gpu, 1, 5, |enc| {
                 attention_kernel(enc, qv, kv, vv, &opts, kernel)?;
                 Ok(())
             })?;
             rows.push(crate::bench::Row {
-                kernel: format!("attention {} [{}]", c.name, kernel.name()),
-                shape: format!("{}x{}x{}x{}h{}", c.batch, c.lq, c.lk, c.heads, c.hd),
+                kernel: format!("attention {name} [{}]", kernel.name()),
+                shape: format!("{batch}x{lq}x{lk}x{heads}h{hd}"),
                 median_ms: ms,
                 flops: Some(flops),
                 bytes: None,

@@ -1,16 +1,64 @@
 //! 2-D convolution (groups = 1) with a fused bias / residual / ReLU epilogue, inference batch
 //! norm, and the host-side folding of batch norm into the preceding convolution.
-//! Shader: `shaders/conv.wgsl`.
+//! Shader: `shaders/conv.wgsl` (two modules in one file, see [`CONV_SUBGROUP`]).
 //!
 //! The convolution is a GEMM with M = Co, N = batch·Ho·Wo, K = Ci·kh·kw:
 //! `Variant::Register` materialises the zero-padded K × N matrix (im2col) so that a barrier-free
-//! 8 × 8 register-blocked GEMM can read it as aligned vec4s; `Variant::Tiled` gathers the same
-//! matrix tile by tile into workgroup memory (implicit GEMM, no temporary).
+//! register-blocked GEMM can read it as aligned vec4s (with subgroups of 8 lanes, one subgroup
+//! shares a 64 × 64 tile through subgroupBroadcast; otherwise 8 × 8 per invocation);
+//! `Variant::Tiled` gathers the same matrix tile by tile into workgroup memory (implicit GEMM,
+//! no temporary).
 
-use crate::gpu::{DType, Encoder, Tensor, Variant};
-use crate::{shader, Error, Result};
+use crate::gpu::{DType, Encoder, Gpu, Shader, ShaderNeeds, Tensor, Variant};
+use crate::{Error, Result};
 
-shader!(CONV, "conv.wgsl");
+const SOURCE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/conv.wgsl"));
+const MARKER: &[u8] = b"\n// ==== SUBGROUP MODULE ====";
+
+/// Byte offset of `needle` in `hay` (compile-time; a missing marker fails the build).
+const fn find(hay: &[u8], needle: &[u8]) -> usize {
+    let mut i = 0;
+    while i + needle.len() <= hay.len() {
+        let mut j = 0;
+        while j < needle.len() && hay[i + j] == needle[j] {
+            j += 1;
+        }
+        if j == needle.len() {
+            return i;
+        }
+        i += 1;
+    }
+    panic!("shaders/conv.wgsl lacks the SUBGROUP MODULE marker")
+}
+
+const fn part(first: bool) -> &'static str {
+    let (a, b) = SOURCE.as_bytes().split_at(find(SOURCE.as_bytes(), MARKER));
+    match std::str::from_utf8(if first { a } else { b }) {
+        Ok(s) => s,
+        Err(_) => panic!("the marker splits a UTF-8 character"),
+    }
+}
+
+/// The feature-free kernels of `conv.wgsl` (everything above its marker line).
+pub static CONV: Shader = Shader {
+    name: "conv.wgsl",
+    source: part(true),
+    needs: ShaderNeeds {
+        f16: false,
+        subgroups: false,
+    },
+};
+
+/// The subgroup GEMM of `conv.wgsl` (below its marker line): a separate module because a module
+/// that uses subgroup builtins is rejected on adapters without them.
+pub static CONV_SUBGROUP: Shader = Shader {
+    name: "conv.wgsl#subgroup",
+    source: part(false),
+    needs: ShaderNeeds {
+        f16: false,
+        subgroups: true,
+    },
+};
 
 /// Options of [`conv2d`]. `Conv2dOpts::default()` is stride 1, no padding, no bias, no
 /// residual, no ReLU.
@@ -75,7 +123,13 @@ struct Params {
     pix: u32,
     col_blocks: u32,
     co_blocks: u32,
+    flags: u32,
+    _pad: [u32; 3],
 }
+
+const HAS_BIAS: u32 = 1;
+const HAS_RES: u32 = 2;
+const RELU: u32 = 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -88,8 +142,32 @@ struct BnParams {
 
 /// Output channels × columns computed by one invocation of `gemm_register`.
 const REG_BLOCK: usize = 8;
-/// Output tile edge of `conv_tiled`.
+/// Output tile edge of `gemm_subgroup` (per subgroup of 8) and of `conv_tiled` (per workgroup).
 const TILE: usize = 64;
+
+/// Which GEMM the Register variant runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegisterKernel {
+    /// 64 × 64 tiles shared by a subgroup of 8 lanes (needs subgroups of exactly 8 lanes).
+    Subgroup,
+    /// 8 × 8 per invocation, no optional features.
+    Plain,
+}
+
+impl RegisterKernel {
+    /// `Subgroup` where the adapter's subgroups are exactly 8 lanes wide (lavapipe), else `Plain`.
+    pub fn for_gpu(gpu: &Gpu) -> RegisterKernel {
+        if subgroups_of_8(gpu) {
+            RegisterKernel::Subgroup
+        } else {
+            RegisterKernel::Plain
+        }
+    }
+}
+
+fn subgroups_of_8(gpu: &Gpu) -> bool {
+    gpu.has_subgroups() && gpu.info.subgroup_min_size == 8 && gpu.info.subgroup_max_size == 8
+}
 
 fn check_f32(op: &'static str, what: &str, t: &Tensor) -> Result<()> {
     if t.dtype() != DType::F32 {
@@ -118,7 +196,9 @@ fn geometry(x: &Tensor, w: &Tensor, o: &Conv2dOpts) -> Result<Params> {
     if xs.len() != 4 || ws.len() != 4 {
         return Err(Error::shape(
             OP,
-            format!("expects input [N, Ci, H, W] and weight [Co, Ci, kh, kw], got {xs:?} and {ws:?}"),
+            format!(
+                "expects input [N, Ci, H, W] and weight [Co, Ci, kh, kw], got {xs:?} and {ws:?}"
+            ),
         ));
     }
     let (n, ci, h, wd) = (xs[0], xs[1], xs[2], xs[3]);
@@ -126,15 +206,24 @@ fn geometry(x: &Tensor, w: &Tensor, o: &Conv2dOpts) -> Result<Params> {
     if ws[1] != ci {
         return Err(Error::shape(
             OP,
-            format!("input {xs:?} has {ci} channels but weight {ws:?} expects {}", ws[1]),
+            format!(
+                "input {xs:?} has {ci} channels but weight {ws:?} expects {}",
+                ws[1]
+            ),
         ));
     }
     if ci == 0 || kh == 0 || kw == 0 {
-        return Err(Error::shape(OP, format!("weight {ws:?} has an empty kernel")));
+        return Err(Error::shape(
+            OP,
+            format!("weight {ws:?} has an empty kernel"),
+        ));
     }
     let (sh, sw) = o.stride;
     if sh == 0 || sw == 0 {
-        return Err(Error::shape(OP, format!("stride {:?} must be at least 1", o.stride)));
+        return Err(Error::shape(
+            OP,
+            format!("stride {:?} must be at least 1", o.stride),
+        ));
     }
     let [pt, pl, pb, pr] = o.pad;
     let (Some(ho), Some(wo)) = (out_len(h, kh, sh, pt, pb), out_len(wd, kw, sw, pl, pr)) else {
@@ -170,9 +259,16 @@ fn geometry(x: &Tensor, w: &Tensor, o: &Conv2dOpts) -> Result<Params> {
         }
     }
     // Padding larger than the input is legal but its offsets must survive u32 wrap-around.
-    for (what, v) in [("padding", pt.max(pl)), ("input size", h.max(wd)), ("stride", sh.max(sw))] {
+    for (what, v) in [
+        ("padding", pt.max(pl)),
+        ("input size", h.max(wd)),
+        ("stride", sh.max(sw)),
+    ] {
         if v > 1 << 24 {
-            return Err(Error::shape(OP, format!("{what} {v} is over the supported 2^24")));
+            return Err(Error::shape(
+                OP,
+                format!("{what} {v} is over the supported 2^24"),
+            ));
         }
     }
     let k = ci * kh * kw;
@@ -199,6 +295,10 @@ fn geometry(x: &Tensor, w: &Tensor, o: &Conv2dOpts) -> Result<Params> {
         pix: u("Ho·Wo", pix)?,
         col_blocks: 0,
         co_blocks: 0,
+        flags: if o.bias.is_some() { HAS_BIAS } else { 0 }
+            | if o.residual.is_some() { HAS_RES } else { 0 }
+            | if o.relu { RELU } else { 0 },
+        _pad: [0; 3],
     })
 }
 
@@ -213,7 +313,8 @@ pub fn conv2d(enc: &mut Encoder, x: &Tensor, w: &Tensor, opts: &Conv2dOpts) -> R
     conv2d_with(enc, x, w, opts, v)
 }
 
-/// [`conv2d`] with an explicit kernel variant.
+/// [`conv2d`] with an explicit kernel variant (for `Register`, the GEMM that
+/// [`RegisterKernel::for_gpu`] picks).
 pub fn conv2d_with(
     enc: &mut Encoder,
     x: &Tensor,
@@ -221,41 +322,104 @@ pub fn conv2d_with(
     opts: &Conv2dOpts,
     variant: Variant,
 ) -> Result<Tensor> {
+    match variant {
+        Variant::Register => {
+            let k = RegisterKernel::for_gpu(enc.gpu());
+            conv2d_register(enc, x, w, opts, k)
+        }
+        Variant::Tiled => {
+            let mut p = geometry(x, w, opts)?;
+            let y = output(enc, &p)?;
+            if y.numel() == 0 {
+                return Ok(y);
+            }
+            let (bias, res) = (opts.bias.unwrap_or(w), opts.residual.unwrap_or(w));
+            p.co_blocks = (p.co as usize).div_ceil(TILE) as u32;
+            let groups = p.co_blocks as u64 * (p.ncols as u64).div_ceil(TILE as u64);
+            let gpu = enc.gpu();
+            enc.dispatch(
+                &CONV,
+                "conv_tiled",
+                &[],
+                bytemuck::bytes_of(&p),
+                &[x, w, bias, res, &y],
+                gpu.grid(groups),
+            )?;
+            Ok(y)
+        }
+    }
+}
+
+fn output(enc: &Encoder, p: &Params) -> Result<Tensor> {
+    let shape = [p.n as usize, p.co as usize, p.ho as usize, p.wo as usize];
+    enc.gpu().empty("conv2d", &shape, DType::F32)
+}
+
+
+/// The Register variant of [`conv2d`] with an explicit GEMM kernel. `Subgroup` on an adapter
+/// without subgroups of exactly 8 lanes is an error.
+pub fn conv2d_register(
+    enc: &mut Encoder,
+    x: &Tensor,
+    w: &Tensor,
+    opts: &Conv2dOpts,
+    kernel: RegisterKernel,
+) -> Result<Tensor> {
     let mut p = geometry(x, w, opts)?;
     let gpu = enc.gpu();
-    let shape = [p.n as usize, p.co as usize, p.ho as usize, p.wo as usize];
-    let y = gpu.empty("conv2d", &shape, DType::F32)?;
+    if kernel == RegisterKernel::Subgroup && !subgroups_of_8(gpu) {
+        return Err(Error::Other(format!(
+            "conv2d: the subgroup kernel needs subgroups of exactly 8 lanes; '{}' has {}",
+            gpu.info.name,
+            if gpu.has_subgroups() {
+                format!(
+                    "{}..{} lanes",
+                    gpu.info.subgroup_min_size, gpu.info.subgroup_max_size
+                )
+            } else {
+                "no subgroups".to_string()
+            }
+        )));
+    }
+    let y = output(enc, &p)?;
     if y.numel() == 0 {
         return Ok(y);
     }
-    // Absent operands are bound to a tensor the entry point reads elsewhere (read-only aliasing
-    // is allowed); the HAS_* constants keep the shader from touching them.
-    let bias = opts.bias.unwrap_or(w);
-    let res = opts.residual.unwrap_or(w);
-    let flags = [
-        ("HAS_BIAS", opts.bias.is_some() as u32 as f64),
-        ("HAS_RES", opts.residual.is_some() as u32 as f64),
-        ("RELU", opts.relu as u32 as f64),
-    ];
-    match variant {
-        Variant::Register => {
-            let k = p.k as usize;
-            let kpad = k.next_multiple_of(4);
-            let npad = (p.ncols as usize).next_multiple_of(REG_BLOCK);
-            p.kq = (kpad / 4) as u32;
-            p.nq = (npad / 4) as u32;
-            p.col_blocks = (npad / REG_BLOCK) as u32;
-            p.co_blocks = (p.co as usize).div_ceil(REG_BLOCK) as u32;
-            let b = gpu.empty("conv2d", &[kpad, npad], DType::F32)?;
-            let quads = (kpad * npad / 4) as u64;
+    // Absent operands are bound to a tensor the entry point reads anyway (read-only aliasing is
+    // allowed); the flags keep the shader from touching them.
+    let (bias, res) = (opts.bias.unwrap_or(w), opts.residual.unwrap_or(w));
+    let k = p.k as usize;
+    let kpad = k.next_multiple_of(4);
+    let npad = (p.ncols as usize).next_multiple_of(REG_BLOCK);
+    p.kq = (kpad / 4) as u32;
+    p.nq = (npad / 4) as u32;
+    p.col_blocks = (npad / REG_BLOCK) as u32;
+
+    let b = gpu.empty("conv2d", &[kpad, npad], DType::F32)?;
+    let quads = (kpad * npad / 4) as u64;
+    enc.dispatch(
+        &CONV,
+        "im2col",
+        &[],
+        bytemuck::bytes_of(&p),
+        &[x, &b],
+        gpu.grid(quads.div_ceil(256)),
+    )?;
+    match kernel {
+        RegisterKernel::Subgroup => {
+            p.co_blocks = (p.co as usize).div_ceil(TILE) as u32;
+            let groups = p.co_blocks as u64 * (npad as u64).div_ceil(TILE as u64);
             enc.dispatch(
-                &CONV,
-                "im2col",
+                &CONV_SUBGROUP,
+                "gemm_subgroup",
                 &[],
                 bytemuck::bytes_of(&p),
-                &[x, &b],
-                gpu.grid(quads.div_ceil(256)),
+                &[w, &b, bias, res, &y],
+                gpu.grid(groups),
             )?;
+        }
+        RegisterKernel::Plain => {
+            // This GEMM reads weight rows as vec4s: pad them to Kpad when needed.
             let packed;
             let wm = if k == kpad {
                 w
@@ -272,43 +436,19 @@ pub fn conv2d_with(
                 )?;
                 &packed
             };
-            let wg = reg_workgroup(p.col_blocks as usize);
-            let mut consts = flags.to_vec();
-            consts.push(("WG", wg as f64));
-            let groups = p.co_blocks as u64 * (p.col_blocks as u64).div_ceil(wg as u64);
+            p.co_blocks = (p.co as usize).div_ceil(REG_BLOCK) as u32;
+            let invocations = p.co_blocks as u64 * p.col_blocks as u64;
             enc.dispatch(
                 &CONV,
                 "gemm_register",
-                &consts,
+                &[],
                 bytemuck::bytes_of(&p),
                 &[wm, &b, bias, res, &y],
-                gpu.grid(groups),
-            )?;
-        }
-        Variant::Tiled => {
-            p.co_blocks = (p.co as usize).div_ceil(TILE) as u32;
-            let groups = p.co_blocks as u64 * (p.ncols as u64).div_ceil(TILE as u64);
-            enc.dispatch(
-                &CONV,
-                "conv_tiled",
-                &flags,
-                bytemuck::bytes_of(&p),
-                &[x, w, bias, res, &y],
-                gpu.grid(groups),
+                gpu.grid(invocations.div_ceil(64)),
             )?;
         }
     }
     Ok(y)
-}
-
-/// Invocations per `gemm_register` workgroup (all share one block of output channels): the
-/// largest power of two up to 64 that does not leave most of the last workgroup idle.
-fn reg_workgroup(col_blocks: usize) -> u32 {
-    let mut wg = 64;
-    while wg > 8 && col_blocks.next_multiple_of(wg) - col_blocks > wg / 4 {
-        wg /= 2;
-    }
-    wg as u32
 }
 
 /// Inference batch norm over dimension 1 of `x` (`[N, C, ...]`):
@@ -336,7 +476,10 @@ pub fn batch_norm(enc: &mut Encoder, x: &Tensor, bn: &BatchNorm) -> Result<Tenso
         }
     }
     if !(bn.eps >= 0.0 && bn.eps.is_finite()) {
-        return Err(Error::shape(OP, format!("eps {} must be finite and ≥ 0", bn.eps)));
+        return Err(Error::shape(
+            OP,
+            format!("eps {} must be finite and ≥ 0", bn.eps),
+        ));
     }
     let gpu = enc.gpu();
     let y = gpu.empty(OP, s, DType::F32)?;
@@ -391,14 +534,21 @@ pub fn fold_batch_norm(
         ("bn var", var.len()),
         ("conv bias", b.map_or(co, <[f32]>::len)),
     ] {
-        assert!(len == co, "fold_batch_norm: {what} has {len} values, expected {co}");
+        assert!(
+            len == co,
+            "fold_batch_norm: {what} has {len} values, expected {co}"
+        );
     }
     let per = w.len() / co;
     let mut wf = Vec::with_capacity(w.len());
     let mut bf = Vec::with_capacity(co);
     for o in 0..co {
         let s = weight[o] as f64 / (var[o] as f64 + eps as f64).sqrt();
-        wf.extend(w[o * per..(o + 1) * per].iter().map(|&v| (v as f64 * s) as f32));
+        wf.extend(
+            w[o * per..(o + 1) * per]
+                .iter()
+                .map(|&v| (v as f64 * s) as f32),
+        );
         let b0 = b.map_or(0.0, |b| b[o] as f64);
         bf.push(((b0 - mean[o] as f64) * s + bias[o] as f64) as f32);
     }
@@ -503,9 +653,10 @@ pub mod cpu {
 }
 
 /// Kernel timings for `sparsett bench kernels`: the head's convolutions at 19×19 and the search
-/// branch's PatchEmbed, per variant.
+/// branch's PatchEmbed, per variant (the Register row names the GEMM it ran; the first shape
+/// also times the plain Register GEMM when the subgroup one is the default).
 #[cfg(not(target_arch = "wasm32"))]
-pub fn bench(gpu: &crate::gpu::Gpu, rows: &mut Vec<crate::bench::Row>) -> Result<()> {
+pub fn bench(gpu: &Gpu, rows: &mut Vec<crate::bench::Row>) -> Result<()> {
     use crate::prng::SplitMix64;
     // (label, Ci, Co, k, stride, input edge, pad)
     let cases: [(&str, usize, usize, usize, usize, usize, [usize; 4]); 6] = [
@@ -516,8 +667,10 @@ pub fn bench(gpu: &crate::gpu::Gpu, rows: &mut Vec<crate::bench::Row>) -> Result
         ("1x1", 256, 1024, 1, 1, 19, [0; 4]),
         ("patch4x4/4", 3, 96, 4, 4, 289, [0, 0, 3, 3]),
     ];
+    let cpu_adapter = gpu.info.device_type == wgpu::DeviceType::Cpu;
+    let auto = RegisterKernel::for_gpu(gpu);
     let mut rng = SplitMix64::new(7);
-    for (label, ci, co, k, s, e, pad) in cases {
+    for (idx, (label, ci, co, k, s, e, pad)) in cases.into_iter().enumerate() {
         let x = gpu.upload(&[1, ci, e, e], &rng.vec_f32(ci * e * e, -1.0, 1.0))?;
         let w = gpu.upload(&[co, ci, k, k], &rng.vec_f32(co * ci * k * k, -0.05, 0.05))?;
         let b = gpu.upload(&[co], &rng.vec_f32(co, -0.1, 0.1))?;
@@ -530,17 +683,28 @@ pub fn bench(gpu: &crate::gpu::Gpu, rows: &mut Vec<crate::bench::Row>) -> Result
         };
         let ho = (e + pad[0] + pad[2] - k) / s + 1;
         let flops = 2.0 * (co * ci * k * k * ho * ho) as f64;
-        for v in Variant::ALL {
-            let (warmup, iters) = if v == Variant::Tiled && gpu.variant() == Variant::Register {
-                (1, 3)
-            } else {
-                (2, 7)
-            };
+        let mut runs = vec![(Variant::Register, auto), (Variant::Tiled, auto)];
+        if idx == 0 && auto == RegisterKernel::Subgroup {
+            runs.push((Variant::Register, RegisterKernel::Plain));
+        }
+        for (v, rk) in runs {
+            // Barriers (Tiled) and the plain GEMM are slow on CPU adapters: fewer iterations.
+            let slow = cpu_adapter && (v == Variant::Tiled || rk == RegisterKernel::Plain);
+            let (warmup, iters) = if slow { (1, 3) } else { (2, 7) };
             let ms = crate::bench::median_ms(gpu, warmup, iters, |enc| {
-                conv2d_with(enc, &x, &w, &opts, v).map(|_| ())
+                match v {
+                    Variant::Register => conv2d_register(enc, &x, &w, &opts, rk),
+                    Variant::Tiled => conv2d_with(enc, &x, &w, &opts, v),
+                }
+                .map(|_| ())
             })?;
+            let name = match (v, rk) {
+                (Variant::Tiled, _) => "tiled",
+                (_, RegisterKernel::Subgroup) => "register/subgroup",
+                (_, RegisterKernel::Plain) => "register/plain",
+            };
             rows.push(crate::bench::Row {
-                kernel: format!("conv2d {label} {}", v.name()),
+                kernel: format!("conv2d {label} {name}"),
                 shape: format!("{ci}→{co} {e}×{e} s{s} pad{pad:?}"),
                 median_ms: ms,
                 flops: Some(flops),

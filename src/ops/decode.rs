@@ -43,9 +43,7 @@ struct Params {
 /// `fc`, `conv`: `[B, 5, side, side]` or `[B, 5, side·side]` — channel 0 the cls logit, 1..4 raw l, t, r, b.
 pub fn decode(enc: &mut Encoder, fc: &Tensor, conv: &Tensor, p: &DecodeParams) -> Result<Decoded> {
     let s = fc.shape();
-    let ok = |t: &Tensor| {
-        t.dtype() == DType::F32 && t.shape() == s && s.len() >= 3 && s[1] == 5
-    };
+    let ok = |t: &Tensor| t.dtype() == DType::F32 && t.shape() == s && s.len() >= 3 && s[1] == 5;
     if !ok(fc) || !ok(conv) {
         return Err(Error::shape(
             "decode",
@@ -59,7 +57,10 @@ pub fn decode(enc: &mut Encoder, fc: &Tensor, conv: &Tensor, p: &DecodeParams) -
     let (b, cells) = (s[0], s[2..].iter().product::<usize>());
     let side = (cells as f64).sqrt().round() as usize;
     if side * side != cells {
-        return Err(Error::shape("decode", format!("{cells} cells is not a square map")));
+        return Err(Error::shape(
+            "decode",
+            format!("{cells} cells is not a square map"),
+        ));
     }
     let gpu = enc.gpu();
     let score = gpu.empty("decode", &[b, cells], DType::F32)?;

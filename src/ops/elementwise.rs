@@ -16,7 +16,10 @@ pub enum Unary {
     Sigmoid,
     Exp,
     /// `alpha * x + beta`.
-    Affine { alpha: f32, beta: f32 },
+    Affine {
+        alpha: f32,
+        beta: f32,
+    },
 }
 
 impl Unary {
@@ -95,8 +98,7 @@ pub fn binary(enc: &mut Encoder, a: &Tensor, b: &Tensor, op: Binary) -> Result<T
     check_f32(name, a)?;
     check_f32(name, b)?;
     let (sa, sb) = (a.shape(), b.shape());
-    if sb.len() > sa.len() || sa[sa.len() - sb.len()..] != *sb || b.numel() == 0 && a.numel() > 0
-    {
+    if sb.len() > sa.len() || sa[sa.len() - sb.len()..] != *sb || b.numel() == 0 && a.numel() > 0 {
         return Err(Error::shape(
             name,
             format!("{sb:?} does not broadcast to {sa:?} (it must match trailing dimensions)"),
@@ -207,7 +209,9 @@ pub fn bench(gpu: &crate::Gpu, rows: &mut Vec<crate::bench::Row>) -> Result<()> 
             bytes: Some((8 * n) as f64),
         });
     }
-    let ms = crate::bench::median_ms(gpu, 2, 10, |enc| binary(enc, &x, &x, Binary::Add).map(|_| ()))?;
+    let ms = crate::bench::median_ms(gpu, 2, 10, |enc| {
+        binary(enc, &x, &x, Binary::Add).map(|_| ())
+    })?;
     rows.push(crate::bench::Row {
         kernel: "elementwise add".into(),
         shape: format!("[{n}] + [{n}]"),

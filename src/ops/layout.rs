@@ -8,7 +8,9 @@ use crate::{shader, Error, Result};
 shader!(LAYOUT, "layout.wgsl");
 
 /// Threads per workgroup (`WG` in the shader).
-const WG: u64 = 256;
+const WG: u64 = 64;
+/// Consecutive output elements one invocation copies (`R` in the shader).
+const RUN: usize = 16;
 /// Highest rank of `pad` and `permute`.
 const MAX_RANK: usize = 4;
 /// Inputs one concat dispatch can read (8 storage buffers per stage, one is the output).
@@ -21,8 +23,9 @@ struct PadParams {
     in_shape: [u32; 4],
     before: [u32; 4],
     n: u32,
+    runs: u32,
     value: u32,
-    _pad: [u32; 2],
+    _pad: u32,
 }
 
 #[repr(C)]
@@ -31,33 +34,37 @@ struct PermuteParams {
     out_shape: [u32; 4],
     strides: [u32; 4],
     n: u32,
-    _pad: [u32; 3],
+    runs: u32,
+    _pad: [u32; 2],
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct SliceParams {
     n: u32,
-    dim: u32,
-    len: u32,
-    start: u32,
-    inner: u32,
+    runs: u32,
+    span: u32,
+    in_row: u32,
+    in_off: u32,
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct ConcatParams {
-    offs: [u32; 8],
+    span: [u32; 8],
+    at: [u32; 8],
+    first_run: [u32; 8],
     n: u32,
-    inner: u32,
     count: u32,
-    total: u32,
+    out_row: u32,
+    _pad: u32,
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct EmbedParams {
     n: u32,
+    runs: u32,
     w: u32,
     half: u32,
 }
@@ -113,8 +120,14 @@ fn right_align(dims: &[usize], fill: u32) -> [u32; 4] {
     out
 }
 
-fn groups(enc: &Encoder, n: usize) -> [u32; 3] {
-    enc.gpu().grid((n as u64).div_ceil(WG))
+/// Invocations for `rows` rows of `len` elements, one per run of `RUN`: (invocations, runs per row).
+fn runs(rows: usize, len: usize) -> (usize, usize) {
+    let per_row = len.div_ceil(RUN);
+    (rows * per_row, per_row)
+}
+
+fn groups(enc: &Encoder, invocations: usize) -> [u32; 3] {
+    enc.gpu().grid((invocations as u64).div_ceil(WG))
 }
 
 /// Pads `x` (up to 4-D) with `pads[d] = (before, after)` elements of `value` on each side of
@@ -148,15 +161,18 @@ pub fn pad(enc: &mut Encoder, x: &Tensor, pads: &[(usize, usize)], value: f32) -
         _ => value.to_bits(),
     };
     let before: Vec<usize> = pads.iter().map(|p| p.0).collect();
+    let last = *out_shape.last().unwrap_or(&1);
+    let (inv, per_row) = runs(n / last, last);
     let p = PadParams {
         out_shape: right_align(&out_shape, 1),
         in_shape: right_align(shape, 1),
         before: right_align(&before, 0),
-        n: n as u32,
+        n: inv as u32,
+        runs: per_row as u32,
         value,
-        _pad: [0; 2],
+        _pad: 0,
     };
-    let g = groups(enc, n);
+    let g = groups(enc, inv);
     enc.dispatch(&LAYOUT, "pad", &[], bytemuck::bytes_of(&p), &[x, &y], g)?;
     Ok(y)
 }
@@ -193,14 +209,17 @@ pub fn slice(
     if n == 0 {
         return Ok(y);
     }
+    let inner: usize = shape[axis + 1..].iter().product();
+    let span = len * inner;
+    let (inv, per_row) = runs(n / span, span);
     let p = SliceParams {
-        n: n as u32,
-        dim: dim as u32,
-        len: len as u32,
-        start: start as u32,
-        inner: shape[axis + 1..].iter().product::<usize>() as u32,
+        n: inv as u32,
+        runs: per_row as u32,
+        span: span as u32,
+        in_row: (dim * inner) as u32,
+        in_off: (start * inner) as u32,
     };
-    let g = groups(enc, n);
+    let g = groups(enc, inv);
     enc.dispatch(&LAYOUT, "slice", &[], bytemuck::bytes_of(&p), &[x, &y], g)?;
     Ok(y)
 }
@@ -260,26 +279,31 @@ pub fn concat(enc: &mut Encoder, xs: &[&Tensor], axis: usize) -> Result<Tensor> 
         at += len;
     }
     for chunk in parts.chunks(CONCAT_INPUTS) {
-        let mut offs = [0u32; 8];
-        for (j, (_, o)) in chunk.iter().enumerate() {
-            offs[j] = *o as u32;
-        }
-        let (last, last_at) = chunk[chunk.len() - 1];
-        let end = last_at + last.shape()[axis];
-        offs[chunk.len()] = end as u32;
-        let n = outer * (end - chunk[0].1) * inner;
-        let p = ConcatParams {
-            offs,
-            n: n as u32,
-            inner: inner as u32,
+        let mut p = ConcatParams {
+            span: [0; 8],
+            at: [0; 8],
+            first_run: [0; 8],
+            n: 0,
             count: chunk.len() as u32,
-            total: total as u32,
+            out_row: (total * inner) as u32,
+            _pad: 0,
         };
+        let mut per_row = 0;
+        for (j, (t, at)) in chunk.iter().enumerate() {
+            let span = t.shape()[axis] * inner;
+            p.span[j] = span as u32;
+            p.at[j] = (at * inner) as u32;
+            p.first_run[j] = per_row as u32;
+            per_row += span.div_ceil(RUN);
+        }
+        p.first_run[chunk.len()] = per_row as u32;
+        let inv = outer * per_row;
+        p.n = inv as u32;
         let mut bind: Vec<&Tensor> = (0..CONCAT_INPUTS)
             .map(|j| chunk.get(j).unwrap_or(&chunk[0]).0)
             .collect();
         bind.push(&y);
-        let g = groups(enc, n);
+        let g = groups(enc, inv);
         enc.dispatch(&LAYOUT, "concat", &[], bytemuck::bytes_of(&p), &bind, g)?;
     }
     Ok(y)
@@ -312,13 +336,16 @@ pub fn permute(enc: &mut Encoder, x: &Tensor, perm: &[usize]) -> Result<Tensor> 
         .map(|d| shape[d + 1..].iter().product())
         .collect();
     let strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
+    let last = *out_shape.last().unwrap_or(&1);
+    let (inv, per_row) = runs(n / last, last);
     let p = PermuteParams {
         out_shape: right_align(&out_shape, 1),
         strides: right_align(&strides, 0),
-        n: n as u32,
-        _pad: [0; 3],
+        n: inv as u32,
+        runs: per_row as u32,
+        _pad: [0; 2],
     };
-    let g = groups(enc, n);
+    let g = groups(enc, inv);
     enc.dispatch(&LAYOUT, "permute", &[], bytemuck::bytes_of(&p), &[x, &y], g)?;
     Ok(y)
 }
@@ -365,12 +392,14 @@ pub fn embed_2d(
     if n == 0 {
         return Ok(y);
     }
+    let (inv, per_row) = runs(2 * tokens, half);
     let p = EmbedParams {
-        n: n as u32,
+        n: inv as u32,
+        runs: per_row as u32,
         w: w as u32,
         half: half as u32,
     };
-    let g = groups(enc, n);
+    let g = groups(enc, inv);
     enc.dispatch(
         &LAYOUT,
         "embed_2d",

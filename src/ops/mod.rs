@@ -1,15 +1,15 @@
 //! Kernel families. Each module holds the shape checks and dispatch of its ops (shader in
 //! `shaders/<family>.wgsl`) and, in its `cpu` submodule, plain-loop reference implementations
 //! that the tests compare against.
-pub mod elementwise;
-pub mod matmul;
+pub mod attention;
 pub mod conv;
+pub mod elementwise;
+pub mod layout;
+pub mod matmul;
 pub mod norm;
 pub mod softmax;
-pub mod layout;
-pub mod window;
-pub mod attention;
 pub mod topk;
+pub mod window;
 
 use crate::gpu::Tensor;
 use crate::{Error, Result};

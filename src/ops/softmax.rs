@@ -2,13 +2,10 @@
 //! this one serves everything else. Shader: `shaders/softmax.wgsl`.
 
 use crate::gpu::{DType, Encoder, Tensor, Variant};
-use crate::ops::norm::threads_per_row;
+use crate::ops::norm::{rows_per_group, threads_per_row};
 use crate::{shader, Error, Result};
 
 shader!(SOFTMAX, "softmax.wgsl");
-
-/// Rows per workgroup of the register entry point (`RW` in the shader).
-const REGISTER_ROWS: u64 = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -53,18 +50,25 @@ pub fn softmax_with(enc: &mut Encoder, x: &Tensor, variant: Variant) -> Result<T
         rows: rows as u32,
         n: n as u32,
     };
-    let (entry, tw, groups) = match variant {
-        Variant::Register => (
-            "softmax_register",
-            256,
-            gpu.grid((rows as u64).div_ceil(REGISTER_ROWS)),
+    let (entry, constant, groups) = match variant {
+        Variant::Register => {
+            let rw = rows_per_group(rows);
+            (
+                "softmax_register",
+                ("RW", rw as f64),
+                gpu.grid((rows as u64).div_ceil(rw as u64)),
+            )
+        }
+        Variant::Tiled => (
+            "softmax_tiled",
+            ("TW", threads_per_row(n) as f64),
+            gpu.grid(rows as u64),
         ),
-        Variant::Tiled => ("softmax_tiled", threads_per_row(n), gpu.grid(rows as u64)),
     };
     enc.dispatch(
         &SOFTMAX,
         entry,
-        &[("TW", tw as f64)],
+        &[constant],
         bytemuck::bytes_of(&p),
         &[x, &out],
         groups,

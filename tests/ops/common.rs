@@ -27,12 +27,26 @@ pub fn rand_vec(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
 /// Asserts |got − want| ≤ atol + rtol·|want| element-wise; the message names the worst element.
 #[track_caller]
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: length {} vs {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} vs {}",
+        got.len(),
+        want.len()
+    );
     let mut worst = (0usize, 0f32, 0f32);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let excess = (g - w).abs() - (atol + rtol * w.abs());
         if !(excess <= worst.1) {
-            worst = (i, if excess.is_nan() { f32::INFINITY } else { excess }, g);
+            worst = (
+                i,
+                if excess.is_nan() {
+                    f32::INFINITY
+                } else {
+                    excess
+                },
+                g,
+            );
         }
         if g.is_nan() != w.is_nan() {
             panic!("{what}: element {i} is {g}, expected {w}");

@@ -13,20 +13,55 @@
 //!   GPU results differ by at most the sum of both bounds; we allow 4·(K + 8)·u·Σ|terms| (on the
 //!   folded weights) + 16·u·(|mean·scale| + |conv bias·scale| + |bn bias|) for the unfolded BN.
 
-use sparsett::ops::conv::{self, cpu, BatchNorm, Conv2dOpts};
-use sparsett::{Tensor, Variant};
+use sparsett::ops::conv::{self, cpu, BatchNorm, Conv2dOpts, RegisterKernel};
+use sparsett::{Encoder, Tensor, Variant};
 
 use crate::common::{gpu, rand_vec};
+
+/// Every implementation: both Register GEMMs (the subgroup one where the adapter has subgroups
+/// of 8, as lavapipe does) and the Tiled variant.
+fn kernels() -> Vec<&'static str> {
+    let mut k = vec!["register-plain", "tiled"];
+    if RegisterKernel::for_gpu(gpu()) == RegisterKernel::Subgroup {
+        k.push("register-subgroup");
+    } else {
+        eprintln!("note: adapter lacks subgroups of 8 lanes, the subgroup GEMM is not tested");
+    }
+    k
+}
+
+fn conv_by(
+    enc: &mut Encoder,
+    kernel: &str,
+    x: &Tensor,
+    w: &Tensor,
+    o: &Conv2dOpts,
+) -> sparsett::Result<Tensor> {
+    match kernel {
+        "register-plain" => conv::conv2d_register(enc, x, w, o, RegisterKernel::Plain),
+        "register-subgroup" => conv::conv2d_register(enc, x, w, o, RegisterKernel::Subgroup),
+        _ => conv::conv2d_with(enc, x, w, o, Variant::Tiled),
+    }
+}
 
 const U: f64 = 1.0 / 16_777_216.0; // 2⁻²⁴
 
 /// |got − want| ≤ bound element-wise; names the worst element.
 #[track_caller]
 fn assert_within(what: &str, got: &[f32], want: &[f32], bound: &[f64]) {
-    assert_eq!(got.len(), want.len(), "{what}: length {} vs {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} vs {}",
+        got.len(),
+        want.len()
+    );
     for (i, ((&g, &w), &b)) in got.iter().zip(want).zip(bound).enumerate() {
         let d = (g as f64 - w as f64).abs();
-        assert!(d <= b, "{what}: element {i} is {g}, expected {w} (|diff| {d:e} > bound {b:e})");
+        assert!(
+            d <= b,
+            "{what}: element {i} is {g}, expected {w} (|diff| {d:e} > bound {b:e})"
+        );
     }
 }
 
@@ -122,21 +157,14 @@ fn run_case(seed: u64, c: &Case) {
         relu: c.relu,
         residual: c.residual.then_some(&rt),
     };
-    for v in Variant::ALL {
+    for kernel in kernels() {
         let mut enc = g.encoder();
-        let y = conv::conv2d_with(&mut enc, &xt, &wt, &opts, v).unwrap();
+        let y = conv_by(&mut enc, kernel, &xt, &wt, &opts).unwrap();
         assert_eq!(y.shape(), os, "output shape");
         let got = enc.submit_read(&[&y]).unwrap().pop().unwrap();
         let what = format!(
-            "conv2d {} x{:?} w{:?} stride {:?} pad {:?} bias {} relu {} res {}",
-            v.name(),
-            c.xs,
-            c.ws,
-            c.stride,
-            c.pad,
-            c.bias,
-            c.relu,
-            c.residual
+            "conv2d {kernel} x{:?} w{:?} stride {:?} pad {:?} bias {} relu {} res {}",
+            c.xs, c.ws, c.stride, c.pad, c.bias, c.relu, c.residual
         );
         assert_within(&what, &got, &want, &bound);
     }
@@ -154,7 +182,13 @@ fn pointwise_1x1() {
 
 #[test]
 fn three_by_three_pad_1() {
-    run_case(10, &Case::new([2, 4, 9, 11], [13, 4, 3, 3]).pad([1; 4]).bias().relu());
+    run_case(
+        10,
+        &Case::new([2, 4, 9, 11], [13, 4, 3, 3])
+            .pad([1; 4])
+            .bias()
+            .relu(),
+    );
     // The head's shape in miniature: 19×19, bias + residual + ReLU (a bottleneck's last step).
     run_case(
         11,
@@ -164,6 +198,8 @@ fn three_by_three_pad_1() {
             .residual()
             .relu(),
     );
+    // Two 64-row tiles (the second ragged) and two column tiles.
+    run_case(13, &Case::new([1, 8, 9, 10], [70, 8, 3, 3]).pad([1; 4]).bias().relu());
     // Kernel larger than the unpadded input.
     run_case(12, &Case::new([1, 2, 2, 2], [3, 2, 3, 3]).pad([1; 4]));
 }
@@ -171,7 +207,13 @@ fn three_by_three_pad_1() {
 #[test]
 fn patch_embed_4x4_stride_4() {
     // Bottom/right-only padding: 7 → 8 and Swin's own 127 → 128.
-    run_case(20, &Case::new([1, 3, 7, 7], [10, 3, 4, 4]).stride((4, 4)).pad([0, 0, 1, 1]).bias());
+    run_case(
+        20,
+        &Case::new([1, 3, 7, 7], [10, 3, 4, 4])
+            .stride((4, 4))
+            .pad([0, 0, 1, 1])
+            .bias(),
+    );
     run_case(
         21,
         &Case::new([2, 3, 127, 127], [20, 3, 4, 4])
@@ -193,8 +235,18 @@ fn asymmetric_stride_and_padding() {
             .relu(),
     );
     // Rows of width 1 with side padding, K = 6 (repacked), stride larger than the kernel.
-    run_case(31, &Case::new([3, 2, 1, 5], [4, 2, 1, 3]).pad([0, 1, 0, 1]).relu());
-    run_case(32, &Case::new([1, 3, 11, 13], [5, 3, 2, 2]).stride((3, 3)).pad([1, 0, 0, 2]));
+    run_case(
+        31,
+        &Case::new([3, 2, 1, 5], [4, 2, 1, 3])
+            .pad([0, 1, 0, 1])
+            .relu(),
+    );
+    run_case(
+        32,
+        &Case::new([1, 3, 11, 13], [5, 3, 2, 2])
+            .stride((3, 3))
+            .pad([1, 0, 0, 2]),
+    );
 }
 
 #[test]
@@ -291,7 +343,15 @@ fn batch_norm_matches_reference() {
 #[test]
 fn cpu_batch_norm_values() {
     // Hand-computed: (x − 1) / sqrt(3 + 1) · 4 + 0.5 = 2(x − 1) + 0.5.
-    let y = cpu::batch_norm(&[1.0, 3.0, -1.0], &[1, 1, 3], &[4.0], &[0.5], &[1.0], &[3.0], 1.0);
+    let y = cpu::batch_norm(
+        &[1.0, 3.0, -1.0],
+        &[1, 1, 3],
+        &[4.0],
+        &[0.5],
+        &[1.0],
+        &[3.0],
+        1.0,
+    );
     assert_eq!(y, vec![0.5, 4.5, -3.5]);
 }
 
@@ -300,7 +360,13 @@ fn folded_conv_equals_conv_then_batch_norm() {
     let g = gpu();
     let eps = 1e-5;
     for (seed, xs, ws, pad, with_bias) in [
-        (70u64, [2usize, 6, 9, 7], [11usize, 6, 3, 3], [1usize; 4], true),
+        (
+            70u64,
+            [2usize, 6, 9, 7],
+            [11usize, 6, 3, 3],
+            [1usize; 4],
+            true,
+        ),
         (80, [1, 16, 19, 19], [24, 16, 1, 1], [0; 4], false),
     ] {
         let co = ws[0];
@@ -354,23 +420,23 @@ fn folded_conv_equals_conv_then_batch_norm() {
             var: &bv,
             eps,
         };
-        for v in Variant::ALL {
+        for kernel in kernels() {
             let mut enc = g.encoder();
             let plain = Conv2dOpts {
                 pad,
                 bias: with_bias.then_some(&bt),
                 ..Default::default()
             };
-            let c = conv::conv2d_with(&mut enc, &xt, &wt, &plain, v).unwrap();
+            let c = conv_by(&mut enc, kernel, &xt, &wt, &plain).unwrap();
             let two_step = conv::batch_norm(&mut enc, &c, &bn).unwrap();
             let folded = Conv2dOpts {
                 pad,
                 bias: Some(&bft),
                 ..Default::default()
             };
-            let one_step = conv::conv2d_with(&mut enc, &xt, &wft, &folded, v).unwrap();
+            let one_step = conv_by(&mut enc, kernel, &xt, &wft, &folded).unwrap();
             let out = enc.submit_read(&[&two_step, &one_step]).unwrap();
-            let what = format!("{} x{xs:?} w{ws:?}", v.name());
+            let what = format!("{kernel} x{xs:?} w{ws:?}");
             assert_within(&format!("folded {what}"), &out[1], &out[0], &bound);
             assert_within(&format!("folded vs f64 {what}"), &out[1], &want, &bound);
         }
@@ -395,9 +461,17 @@ fn bad_shapes_are_errors() {
     };
     let d = Conv2dOpts::default();
     let w2 = g.zeros(&[4, 2, 3, 3]).unwrap();
-    expect(run(&x, &w2, &d), "conv2d", &["[1, 3, 5, 5]", "[4, 2, 3, 3]"]);
+    expect(
+        run(&x, &w2, &d),
+        "conv2d",
+        &["[1, 3, 5, 5]", "[4, 2, 3, 3]"],
+    );
     let big = g.zeros(&[4, 3, 7, 3]).unwrap();
-    expect(run(&x, &big, &d), "conv2d", &["larger", "[1, 3, 5, 5]", "[4, 3, 7, 3]"]);
+    expect(
+        run(&x, &big, &d),
+        "conv2d",
+        &["larger", "[1, 3, 5, 5]", "[4, 3, 7, 3]"],
+    );
     let o = Conv2dOpts {
         stride: (1, 0),
         ..d
@@ -414,7 +488,11 @@ fn bad_shapes_are_errors() {
         residual: Some(&r),
         ..d
     };
-    expect(run(&x, &w, &o), "conv2d", &["residual", "[1, 4, 5, 5]", "[1, 4, 3, 3]"]);
+    expect(
+        run(&x, &w, &o),
+        "conv2d",
+        &["residual", "[1, 4, 5, 5]", "[1, 4, 3, 3]"],
+    );
     let x3 = g.zeros(&[3, 5, 5]).unwrap();
     expect(run(&x3, &w, &d), "conv2d", &["[3, 5, 5]"]);
 
@@ -427,5 +505,9 @@ fn bad_shapes_are_errors() {
         eps: 1e-5,
     };
     let mut enc = g.encoder();
-    expect(conv::batch_norm(&mut enc, &x, &bn), "batch_norm", &["mean", "[4]", "[1, 3, 5, 5]"]);
+    expect(
+        conv::batch_norm(&mut enc, &x, &bn),
+        "batch_norm",
+        &["mean", "[4]", "[1, 3, 5, 5]"],
+    );
 }

@@ -20,7 +20,14 @@ fn unary_ops_match_reference() {
         (Unary::Gelu, 1e-6, 2e-6),
         (Unary::Sigmoid, 1e-6, 2e-6),
         (Unary::Exp, 1e-6, 2e-6),
-        (Unary::Affine { alpha: -0.37, beta: 2.5 }, 5e-7, 1e-6),
+        (
+            Unary::Affine {
+                alpha: -0.37,
+                beta: 2.5,
+            },
+            5e-7,
+            1e-6,
+        ),
     ];
     for (si, shape) in SHAPES.iter().enumerate() {
         let n: usize = shape.iter().product();
@@ -31,7 +38,13 @@ fn unary_ops_match_reference() {
             let y = elementwise::unary(&mut enc, &xt, op).unwrap();
             let got = enc.submit_read(&[&y]).unwrap().pop().unwrap();
             assert_eq!(y.shape(), *shape);
-            assert_close(&format!("{op:?} {shape:?}"), &got, &cpu::unary(&x, op), atol, rtol);
+            assert_close(
+                &format!("{op:?} {shape:?}"),
+                &got,
+                &cpu::unary(&x, op),
+                atol,
+                rtol,
+            );
         }
     }
 }
@@ -41,7 +54,13 @@ fn gelu_is_the_erf_form() {
     // Independent of the shared erf: values of PyTorch's exact GELU (computed with mpmath).
     let x = [-3.0f32, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0];
     let want = [
-        -0.0040496627, -0.15865526, -0.15426877, 0.0, 0.34573123, 0.8413447, 2.9959502,
+        -0.0040496627,
+        -0.15865526,
+        -0.15426877,
+        0.0,
+        0.34573123,
+        0.8413447,
+        2.9959502,
     ];
     let g = gpu();
     let t = g.upload(&[7], &x).unwrap();
@@ -69,7 +88,13 @@ fn binary_ops_broadcast() {
             let mut enc = g.encoder();
             let y = elementwise::binary(&mut enc, &at, &bt, op).unwrap();
             let got = enc.submit_read(&[&y]).unwrap().pop().unwrap();
-            assert_close(&format!("{op:?} {sa:?}+{sb:?}"), &got, &cpu::binary(&a, &b, op), 0.0, 0.0);
+            assert_close(
+                &format!("{op:?} {sa:?}+{sb:?}"),
+                &got,
+                &cpu::binary(&a, &b, op),
+                0.0,
+                0.0,
+            );
         }
     }
 }
@@ -80,6 +105,11 @@ fn binary_rejects_non_broadcastable() {
     let a = g.zeros(&[4, 6]).unwrap();
     let b = g.zeros(&[4]).unwrap();
     let mut enc = g.encoder();
-    let err = elementwise::binary(&mut enc, &a, &b, Binary::Add).unwrap_err().to_string();
-    assert!(err.contains("add") && err.contains("[4]") && err.contains("[4, 6]"), "{err}");
+    let err = elementwise::binary(&mut enc, &a, &b, Binary::Add)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("add") && err.contains("[4]") && err.contains("[4, 6]"),
+        "{err}"
+    );
 }

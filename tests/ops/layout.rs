@@ -38,10 +38,14 @@ fn assert_bits(what: &str, got: &[u32], want: &[u32]) {
     }
 }
 
+/// A shape and its (before, after) padding per dimension.
+type PadCase = (&'static [usize], &'static [(usize, usize)]);
+
 #[test]
 fn pad_matches_reference() {
     let g = gpu();
-    let cases: [(&[usize], &[(usize, usize)]); 7] = [
+    // Innermost output dims below, at and across the 16-element runs each invocation copies.
+    let cases: [PadCase; 8] = [
         (&[], &[]),
         (&[5], &[(2, 3)]),
         (&[3, 1], &[(0, 0), (1, 2)]),
@@ -49,6 +53,7 @@ fn pad_matches_reference() {
         (&[1, 33, 33, 3], &[(0, 0), (0, 2), (0, 2), (0, 0)]),
         (&[2, 3, 4, 5], &[(1, 1), (2, 0), (0, 3), (1, 1)]),
         (&[2, 0, 3], &[(0, 0), (1, 1), (0, 0)]),
+        (&[2, 3, 40], &[(0, 1), (1, 0), (3, 20)]),
     ];
     for (i, (shape, pads)) in cases.iter().enumerate() {
         let x = data(700 + i as u64, shape.iter().product());
@@ -86,7 +91,7 @@ fn pad_converts_the_value_for_integer_tensors() {
 #[test]
 fn slice_matches_reference() {
     let g = gpu();
-    let cases: [(&[usize], usize, usize, usize); 7] = [
+    let cases: [(&[usize], usize, usize, usize); 8] = [
         (&[7], 0, 2, 3),
         (&[7], 0, 0, 7),
         (&[4, 9], 1, 8, 1),
@@ -94,6 +99,7 @@ fn slice_matches_reference() {
         (&[2, 5, 3, 6], 2, 1, 2),
         (&[1, 292, 5], 1, 0, 289),
         (&[3, 2, 2, 3, 5], 4, 2, 3),
+        (&[3, 50, 7], 1, 5, 40),
     ];
     for (i, &(shape, axis, start, len)) in cases.iter().enumerate() {
         let x = data(800 + i as u64, shape.iter().product());
@@ -149,6 +155,7 @@ fn concat_matches_reference() {
     check_concat(&[vec![2, 3, 5], vec![2, 1, 5], vec![2, 4, 5]], 1, 920);
     check_concat(&[vec![2, 3, 1], vec![2, 3, 2]], 2, 930);
     check_concat(&[vec![4, 7]], 0, 940);
+    check_concat(&[vec![2, 17, 3], vec![2, 40, 3], vec![2, 5, 3]], 1, 945);
     // An empty input, and more inputs than one dispatch binds (7).
     check_concat(&[vec![2, 2], vec![2, 0], vec![2, 3]], 1, 950);
     let many: Vec<Vec<usize>> = (0..17).map(|i| vec![3, 1 + i % 4, 2]).collect();
@@ -158,7 +165,7 @@ fn concat_matches_reference() {
 #[test]
 fn permute_matches_reference() {
     let g = gpu();
-    let cases: [(&[usize], &[usize]); 9] = [
+    let cases: [(&[usize], &[usize]); 10] = [
         (&[], &[]),
         (&[6], &[0]),
         (&[5, 7], &[1, 0]),
@@ -168,6 +175,7 @@ fn permute_matches_reference() {
         (&[2, 9, 7, 16], &[0, 3, 1, 2]),
         (&[3, 4, 5, 6], &[3, 2, 1, 0]),
         (&[1, 2, 1, 3], &[2, 3, 0, 1]),
+        (&[37, 2, 19], &[2, 1, 0]),
     ];
     for (i, (shape, perm)) in cases.iter().enumerate() {
         let x = data(1000 + i as u64, shape.iter().product());

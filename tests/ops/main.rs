@@ -3,13 +3,13 @@
 
 mod common;
 
-mod elementwise;
-mod matmul;
+mod attention;
 mod conv;
+mod decode;
+mod elementwise;
+mod layout;
+mod matmul;
 mod norm;
 mod softmax;
-mod layout;
-mod window;
-mod attention;
 mod topk;
-mod decode;
+mod window;

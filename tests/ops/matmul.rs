@@ -1,11 +1,13 @@
 //! Matmul / linear kernels against `ops::matmul::cpu` (f64 accumulation), on every kernel the
 //! adapter can run (tiled, register, and subgroup where the adapter has 8-lane subgroups).
 //!
-//! Tolerances: inputs are uniform in [-1, 1), so a K-term f32 dot product (sequential FMAs) is
-//! off by at most about K·eps·Σ|a||b| ≤ K²·eps / 2 in the worst case and ~√K·eps·|Σ| typically.
-//! We allow atol = 1e-6·K (K = 300: 3e-4, ~50× the typical error, still far below the O(0.1)
-//! error of a wrong or missing term) plus rtol 1e-5 for the epilogue: the bias add rounds once,
-//! GELU adds the shader's erf error (1.2e-7 absolute, times |x|/2) and exp's few ulp.
+//! Tolerances: inputs are uniform in [-1, 1). A K-term f32 dot product accumulated with FMAs is
+//! off by at most K·u·Σ|a||b| ≤ K²·u (u = 2⁻²⁴) and in practice behaves like a random walk of
+//! roundings of the partial sums (|partial| ~ √k/3), about u·K/4. We allow atol = 1e-6·K
+//! (K = 300: 3e-4, some 70× the typical error, yet far below the ~0.1 error a wrong or missing
+//! term leaves somewhere in a tile), plus rtol 1e-5 for the epilogue: the bias and residual adds
+//! round once each, GELU adds the shader's erf error (1.2e-7 absolute, times |x|/2) and exp's few
+//! ulp.
 
 use sparsett::ops::matmul::{self, cpu, Activation, Epilogue, Kernel};
 use sparsett::{Tensor, Variant};
@@ -130,6 +132,8 @@ fn plain_products_match_reference() {
         case(3, 17, 9, 23, true, true, false),
         case(2, 33, 16, 40, true, true, true),
         case(1, 5, 6, 7, true, true, false),
+        // K = 0: the output is the epilogue of an empty sum.
+        case(1, 3, 0, 5, false, false, false),
     ];
     for kernel in kernels() {
         for (i, c) in cases.iter().enumerate() {
@@ -178,6 +182,33 @@ fn two_d_operand_broadcasts_over_batch() {
             9,
         );
     }
+}
+
+#[test]
+fn empty_outputs_and_grids_over_the_dimension_limit() {
+    let g = gpu();
+    let mut enc = g.encoder();
+    let y = matmul::matmul(
+        &mut enc,
+        &g.zeros(&[0, 4]).unwrap(),
+        &g.zeros(&[4, 3]).unwrap(),
+        false,
+        &Epilogue::default(),
+    )
+    .unwrap();
+    assert_eq!(y.shape(), [0, 3]);
+    assert_eq!(enc.dispatch_count(), 0);
+    // 70000 one-element products: more 64×64 tiles than a grid dimension holds (65535), so the
+    // host splits the grid and the shader must ignore the padding workgroups.
+    let batch = 70000;
+    let a = rand_vec(60, batch, -1.0, 1.0);
+    let b = rand_vec(61, batch, -1.0, 1.0);
+    let at = g.upload(&[batch, 1, 1], &a).unwrap();
+    let bt = g.upload(&[batch, 1, 1], &b).unwrap();
+    let y = matmul::matmul(&mut enc, &at, &bt, false, &Epilogue::default()).unwrap();
+    let got = enc.submit_read(&[&y]).unwrap().pop().unwrap();
+    let want: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x * y).collect();
+    assert_close("70000 batches", &got, &want, 0.0, 0.0);
 }
 
 #[test]

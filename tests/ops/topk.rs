@@ -42,10 +42,20 @@ fn assert_select_exact(what: &str, x: &[f32], n: usize, k: usize, variant: Varia
     let (gv, gi) = select(x, n, k, variant);
     let (wv, wi) = cpu::topk_select(x, n, k);
     for (p, (a, b)) in gi.iter().zip(&wi).enumerate() {
-        assert_eq!(a, b, "{what} {variant:?} n {n} K {k}: index at row {} rank {}", p / k, p % k);
+        assert_eq!(
+            a,
+            b,
+            "{what} {variant:?} n {n} K {k}: index at row {} rank {}",
+            p / k,
+            p % k
+        );
     }
     for (p, (a, b)) in gv.iter().zip(&wv).enumerate() {
-        assert_eq!(a.to_bits(), b.to_bits(), "{what} {variant:?} n {n} K {k}: value at {p}");
+        assert_eq!(
+            a.to_bits(),
+            b.to_bits(),
+            "{what} {variant:?} n {n} K {k}: value at {p}"
+        );
     }
 }
 
@@ -72,7 +82,10 @@ fn tricky_rows(seed: u64, n: usize) -> Vec<f32> {
 #[test]
 fn select_matches_reference_exactly() {
     for variant in Variant::ALL {
-        for (s, n) in [1usize, 2, 31, 32, 33, 361, 1000, 1024].into_iter().enumerate() {
+        for (s, n) in [1usize, 2, 31, 32, 33, 361, 1000, 1024]
+            .into_iter()
+            .enumerate()
+        {
             let x = tricky_rows(100 + s as u64, n);
             let mut ks: Vec<usize> = [1, 32, 64].into_iter().filter(|&k| k <= n).collect();
             if n <= 64 && !ks.contains(&n) {
@@ -106,19 +119,38 @@ fn select_rejects_bad_shapes() {
     let mut enc = g.encoder();
     let t = g.zeros(&[3, 4]).unwrap();
     for variant in Variant::ALL {
-        let e = topk::topk_select_with(&mut enc, &t, 5, variant).unwrap_err().to_string();
-        assert!(e.contains("topk_select") && e.contains("K = 5") && e.contains("n = 4"), "{e}");
-        let e = topk::topk_select_with(&mut enc, &t, 0, variant).unwrap_err().to_string();
+        let e = topk::topk_select_with(&mut enc, &t, 5, variant)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("topk_select") && e.contains("K = 5") && e.contains("n = 4"),
+            "{e}"
+        );
+        let e = topk::topk_select_with(&mut enc, &t, 0, variant)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("topk_select") && e.contains("K = 0"), "{e}");
     }
     let wide = g.zeros(&[2, 100]).unwrap();
-    let e = topk::topk_select(&mut enc, &wide, 65).unwrap_err().to_string();
-    assert!(e.contains("topk_select") && e.contains("K = 65") && e.contains("64"), "{e}");
+    let e = topk::topk_select(&mut enc, &wide, 65)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("topk_select") && e.contains("K = 65") && e.contains("64"),
+        "{e}"
+    );
     let long = g.zeros(&[1, 1025]).unwrap();
-    let e = topk::topk_select(&mut enc, &long, 8).unwrap_err().to_string();
-    assert!(e.contains("topk_select") && e.contains("1025") && e.contains("1024"), "{e}");
+    let e = topk::topk_select(&mut enc, &long, 8)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("topk_select") && e.contains("1025") && e.contains("1024"),
+        "{e}"
+    );
     let ints = g.upload_u32(&[2, 8], &[0; 16]).unwrap();
-    let e = topk::topk_select(&mut enc, &ints, 2).unwrap_err().to_string();
+    let e = topk::topk_select(&mut enc, &ints, 2)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("topk_select") && e.contains("f32"), "{e}");
 }
 
@@ -143,7 +175,10 @@ fn logit_bounds(q: &cpu::View, k: &cpu::View, heads: usize, hd: usize, scale: f3
     let ka: Vec<f32> = k.data.iter().map(|x| x.abs()).collect();
     let (qv, kv) = (cpu::View { data: &qa, ..*q }, cpu::View { data: &ka, ..*k });
     let u = (hd as f64 + 2.0) * 2f64.powi(-24);
-    cpu::topk_logits(qv, kv, heads, hd, scale).into_iter().map(|s| s * u).collect()
+    cpu::topk_logits(qv, kv, heads, hd, scale)
+        .into_iter()
+        .map(|s| s * u)
+        .collect()
 }
 
 fn check_attention(name: &str, c: &Case, variant: Variant) {
@@ -179,7 +214,11 @@ fn check_attention(name: &str, c: &Case, variant: Variant) {
         let v = rand_vec(seed + 2, c.batch * c.lk * width, -2.0, 2.0);
         (q, k, v, width, width + 5)
     };
-    let (q_off, k_off, v_off) = if c.packed { (0, width, 2 * width) } else { (0, 5, 0) };
+    let (q_off, k_off, v_off) = if c.packed {
+        (0, width, 2 * width)
+    } else {
+        (0, 5, 0)
+    };
     let v_stride = if c.packed { 3 * width } else { width };
     let qt = g.upload(&[c.batch, c.lq, qs], &qd).unwrap();
     let (kt, vt) = if c.packed {
@@ -205,7 +244,8 @@ fn check_attention(name: &str, c: &Case, variant: Variant) {
     let scale = 1.0 / (c.hd as f32).sqrt();
 
     let mut enc = g.encoder();
-    let logits = topk::topk_logits_with(&mut enc, q, k, c.heads, c.hd, scale, variant).unwrap();
+    let logits =
+        topk::topk_attention_logits(&mut enc, q, k, v, c.heads, c.keep, scale, variant).unwrap();
     let r = topk::topk_attention_with(&mut enc, q, k, v, c.heads, c.keep, scale, variant).unwrap();
     assert_eq!(r.out.shape(), [c.batch, c.lq, width]);
     assert_eq!(r.indices.shape(), [c.batch, c.heads, c.lq, c.keep]);
@@ -237,8 +277,14 @@ fn check_attention(name: &str, c: &Case, variant: Variant) {
     }
 
     // 1. The picks are exactly the selection on the GPU's own logits.
-    let own: Vec<u32> = glog.chunks(c.lk).flat_map(|row| cpu::top_indices(row, c.keep)).collect();
-    assert_eq!(gidx, own, "{what}: indices differ from the selection on the GPU logits");
+    let own: Vec<u32> = glog
+        .chunks(c.lk)
+        .flat_map(|row| cpu::top_indices(row, c.keep))
+        .collect();
+    assert_eq!(
+        gidx, own,
+        "{what}: indices differ from the selection on the GPU logits"
+    );
 
     // 2. Softmax and w·v on those picks.
     let glog64: Vec<f64> = glog.iter().map(|&x| x as f64).collect();
@@ -296,23 +342,113 @@ fn check_attention(name: &str, c: &Case, variant: Variant) {
         }
         v
     };
-    assert_close(&format!("{what} out vs exact"), &mask(&gout), &mask(&reference.out), 5e-5, 0.0);
+    assert_close(
+        &format!("{what} out vs exact"),
+        &mask(&gout),
+        &mask(&reference.out),
+        5e-5,
+        0.0,
+    );
 }
 
 #[test]
 fn attention_reduced_model_shapes() {
     let cases = [
         // The decoder's self-attention, fewer rows and heads: packed qkv, D = 32, K = 32.
-        Case { batch: 2, lq: 45, lk: 45, heads: 2, hd: 32, keep: 32, packed: true, tie_period: 0, max_differing_rows: 1 },
+        Case {
+            batch: 2,
+            lq: 45,
+            lk: 45,
+            heads: 2,
+            hd: 32,
+            keep: 32,
+            packed: true,
+            tie_period: 0,
+            max_differing_rows: 1,
+        },
         // Exact logit ties everywhere (7 distinct key rows): ties resolve to the lower index.
-        Case { batch: 1, lq: 40, lk: 40, heads: 3, hd: 32, keep: 32, packed: true, tie_period: 7, max_differing_rows: 0 },
+        Case {
+            batch: 1,
+            lq: 40,
+            lk: 40,
+            heads: 3,
+            hd: 32,
+            keep: 32,
+            packed: true,
+            tie_period: 7,
+            max_differing_rows: 0,
+        },
         // Cross-attention: separate q / offset k / v, odd head width, Lq ≠ Lk.
-        Case { batch: 2, lq: 7, lk: 100, heads: 4, hd: 20, keep: 13, packed: false, tie_period: 0, max_differing_rows: 1 },
+        Case {
+            batch: 2,
+            lq: 7,
+            lk: 100,
+            heads: 4,
+            hd: 20,
+            keep: 13,
+            packed: false,
+            tie_period: 0,
+            max_differing_rows: 1,
+        },
         // K = Lk (plain softmax attention) and Lk = K = 1.
-        Case { batch: 1, lq: 9, lk: 33, heads: 1, hd: 8, keep: 33, packed: false, tie_period: 0, max_differing_rows: 0 },
-        Case { batch: 3, lq: 5, lk: 1, heads: 2, hd: 4, keep: 1, packed: false, tie_period: 0, max_differing_rows: 0 },
+        Case {
+            batch: 1,
+            lq: 9,
+            lk: 33,
+            heads: 1,
+            hd: 8,
+            keep: 33,
+            packed: false,
+            tie_period: 0,
+            max_differing_rows: 0,
+        },
+        Case {
+            batch: 3,
+            lq: 5,
+            lk: 1,
+            heads: 2,
+            hd: 4,
+            keep: 1,
+            packed: false,
+            tie_period: 0,
+            max_differing_rows: 0,
+        },
+        // Fused register path with K < 32, batch 2, Lq not a multiple of 32.
+        Case {
+            batch: 2,
+            lq: 37,
+            lk: 37,
+            heads: 3,
+            hd: 32,
+            keep: 5,
+            packed: true,
+            tie_period: 0,
+            max_differing_rows: 1,
+        },
+        // Head width 32 but K > 32 (64-slot register network), unaligned k view.
+        Case {
+            batch: 1,
+            lq: 33,
+            lk: 50,
+            heads: 2,
+            hd: 32,
+            keep: 40,
+            packed: false,
+            tie_period: 4,
+            max_differing_rows: 0,
+        },
         // K = 64 from rows longer than one power of two.
-        Case { batch: 1, lq: 6, lk: 700, heads: 2, hd: 16, keep: 64, packed: false, tie_period: 3, max_differing_rows: 0 },
+        Case {
+            batch: 1,
+            lq: 6,
+            lk: 700,
+            heads: 2,
+            hd: 16,
+            keep: 64,
+            packed: false,
+            tie_period: 3,
+            max_differing_rows: 0,
+        },
     ];
     for variant in Variant::ALL {
         for (ci, c) in cases.iter().enumerate() {
@@ -349,11 +485,19 @@ fn attention_rejects_bad_inputs() {
     let v = HeadsView::packed(&qkv, 3, 2).unwrap();
     let err = |r: sparsett::Result<topk::TopK>| r.unwrap_err().to_string();
     for variant in Variant::ALL {
-        let e = err(topk::topk_attention_with(&mut enc, q, k, v, 2, 11, 1.0, variant));
-        assert!(e.contains("topk_attention") && e.contains("K = 11") && e.contains("n = 10"), "{e}");
+        let e = err(topk::topk_attention_with(
+            &mut enc, q, k, v, 2, 11, 1.0, variant,
+        ));
+        assert!(
+            e.contains("topk_attention") && e.contains("K = 11") && e.contains("n = 10"),
+            "{e}"
+        );
     }
     let e = err(topk::topk_attention(&mut enc, q, k, v, 3, 4, 1.0));
-    assert!(e.contains("topk_attention") && e.contains("64") && e.contains("3 heads"), "{e}");
+    assert!(
+        e.contains("topk_attention") && e.contains("64") && e.contains("3 heads"),
+        "{e}"
+    );
     let e = err(topk::topk_attention(&mut enc, q, k, v, 2, 0, 1.0));
     assert!(e.contains("topk_attention") && e.contains("K = 0"), "{e}");
     let long = g.zeros(&[1, 1100, 3 * 64]).unwrap();
@@ -363,7 +507,10 @@ fn attention_rejects_bad_inputs() {
         HeadsView::packed(&long, 3, 2).unwrap(),
     );
     let e = err(topk::topk_attention(&mut enc, lq, lk, lv, 2, 65, 1.0));
-    assert!(e.contains("topk_attention") && e.contains("1100") && e.contains("1024"), "{e}");
+    assert!(
+        e.contains("topk_attention") && e.contains("1100") && e.contains("1024"),
+        "{e}"
+    );
     // Batch mismatch, k/v length mismatch, a view that runs past its tensor, offset outside rows.
     let e = err(topk::topk_attention(&mut enc, lq, k, v, 2, 4, 1.0));
     assert!(e.contains("topk_attention") && e.contains("batch"), "{e}");
@@ -374,14 +521,55 @@ fn attention_rejects_bad_inputs() {
     let kp = HeadsView { batch: 3, ..k };
     let vp = HeadsView { batch: 3, ..v };
     let e = err(topk::topk_attention(&mut enc, past, kp, vp, 2, 4, 1.0));
-    assert!(e.contains("topk_attention") && e.contains("does not fit"), "{e}");
+    assert!(
+        e.contains("topk_attention") && e.contains("does not fit"),
+        "{e}"
+    );
     let outside = HeadsView { offset: 192, ..v };
     let e = err(topk::topk_attention(&mut enc, q, k, outside, 2, 4, 1.0));
-    assert!(e.contains("topk_attention") && e.contains("offset 192"), "{e}");
-    let e = topk::topk_logits_with(&mut enc, q, k, 4, 64, 1.0, Variant::Register)
+    assert!(
+        e.contains("topk_attention") && e.contains("offset 192"),
+        "{e}"
+    );
+    let e = topk::topk_attention_logits(&mut enc, q, k, v, 2, 11, 1.0, Variant::Register)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("topk_logits") && e.contains("does not fit"), "{e}");
+    assert!(
+        e.contains("topk_attention_logits") && e.contains("K = 11") && e.contains("n = 10"),
+        "{e}"
+    );
+}
+
+#[test]
+fn register_variant_fuses_with_subgroups_of_eight() {
+    // The model shape runs as one dispatch where the adapter has subgroups of exactly 8 (lavapipe),
+    // as logits + selection otherwise; odd head widths, K > 32 and unaligned views never fuse.
+    let g = gpu();
+    let fused = g.has_subgroups() && g.info.subgroup_min_size == 8 && g.info.subgroup_max_size == 8;
+    let qkv = g.zeros(&[1, 40, 3 * 64]).unwrap();
+    let view = |i| HeadsView::packed(&qkv, 3, i).unwrap();
+    let dispatches = |heads, keep, variant| {
+        let mut enc = g.encoder();
+        topk::topk_attention_with(
+            &mut enc,
+            view(0),
+            view(1),
+            view(2),
+            heads,
+            keep,
+            1.0,
+            variant,
+        )
+        .unwrap();
+        enc.dispatch_count()
+    };
+    assert_eq!(
+        dispatches(2, 32, Variant::Register),
+        if fused { 1 } else { 2 }
+    );
+    assert_eq!(dispatches(2, 33, Variant::Register), 2);
+    assert_eq!(dispatches(4, 8, Variant::Register), 2);
+    assert_eq!(dispatches(2, 32, Variant::Tiled), 2);
 }
 
 /// `cargo test --release --test ops topk::bench -- --ignored --nocapture` prints the kernel table.

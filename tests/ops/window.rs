@@ -4,6 +4,8 @@
 //! move (or select) values, so results must be bitwise equal to the reference; the fused residual
 //! add is one f32 addition per element, rounded identically on both sides. The CPU references
 //! themselves are checked against hand-worked cases and against Swin's original index formula.
+//! Every access width (`Width::ALL`) the channel count allows is run; the kernels have no
+//! Register/Tiled split (data movement gains nothing from workgroup memory).
 
 use sparsett::ops::window::{self, cpu, Width, WindowGrid};
 use sparsett::Tensor;
@@ -176,9 +178,10 @@ fn region_mask_matches_reference() {
 
 #[test]
 fn cpu_region_mask_by_hand() {
-    // 14×14, window 7, shift 3: rows/cols split 0..7 | 7..11 | 11..14. Windows 0-2 each hold one
-    // region along the split axis pattern; the bottom-right window holds four regions of 4×4, 4×3,
-    // 3×4 and 3×3 tokens, so 49² − (16² + 12² + 12² + 9²) = 1776 of its pairs are masked.
+    // 14×14, window 7, shift 3: rows and columns split 0..7 | 7..11 | 11..14. The top-left window
+    // is one region; the top-right and bottom-left ones hold two (28 and 21 tokens); the
+    // bottom-right one holds four of 4×4, 4×3, 3×4 and 3×3 tokens, so 49² − (16² + 12² + 12² + 9²)
+    // = 1776 of its pairs are masked.
     let m = cpu::region_mask(14, 14, 7, 3);
     let per = 49 * 49;
     let masked = |w: usize| {

@@ -266,7 +266,9 @@ def mixed_safetensors():
 
 
 if __name__ == "__main__":
-    default_meta = os.path.join(HERE, "../../../../shared/golden/seed0/meta.json")
+    candidates = [os.path.join(HERE, "../golden/seed0/meta.json"),
+                  os.path.join(HERE, "../../../../shared/golden/seed0/meta.json")]
+    default_meta = next((p for p in candidates if os.path.exists(p)), None)
     rows = official_keys(sys.argv[1] if len(sys.argv) > 1 else default_meta)
     bare_v2()
     dataparallel_p4()
