@@ -117,14 +117,7 @@ fn run(cli: &Cli) -> sparsett::Result<()> {
         }
         Cmd::Convert { input, output } => {
             let r = sparsett::model::weights::convert(input, output)?;
-            println!(
-                "{} → {}: {} entries ({} unused by inference), {:.2} M parameters",
-                input.display(),
-                output.display(),
-                r.entries,
-                r.unused_entries,
-                r.parameter_elements as f64 / 1e6
-            );
+            println!("{} → {}\n{r}", input.display(), output.display());
         }
         Cmd::GoldenWeights {
             small_params,
