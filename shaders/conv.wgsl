@@ -56,7 +56,7 @@ fn x_at(k: u32, j: u32) -> f32 {
     let q = j % p.pix;
     // Unsigned wrap-around sends rows/columns above or left of the input past the < test.
     let iy = (q / p.wo) * p.sh + r / p.kw - p.pt;
-    let ix = (q % p.wo) * p.sw + r % p.kw - p.pt;
+    let ix = (q % p.wo) * p.sw + r % p.kw - p.pl;
     if (iy >= p.h || ix >= p.w) {
         return 0.0;
     }
@@ -541,7 +541,7 @@ fn gemm_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
         c7_0 += s7 * b0; c7_1 += s7 * b1;
         let s8 = subgroupBroadcast(a0, 1u);
         c8_0 += s8 * b0; c8_1 += s8 * b1;
-        let s9 = subgroupBroadcast(a1, 2u);
+        let s9 = subgroupBroadcast(a1, 1u);
         c9_0 += s9 * b0; c9_1 += s9 * b1;
         let s10 = subgroupBroadcast(a2, 1u);
         c10_0 += s10 * b0; c10_1 += s10 * b1;

@@ -593,7 +593,7 @@ fn logits_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
 }
 
 // ---------------------------------------------------------------------------------------------
-// SUBGROUP KERNELS (the host compiles everything below only on devices with subgroups)
+// ==== SUBGROUP KERNELS ==== (the host compiles everything below only on devices with subgroups)
 //
 // attend_subgroup fuses logits, selection, softmax and w·v for head width 32, K ≤ 32, 16-byte
 // aligned q/k/v rows, one subgroup of 8 per workgroup, 4 query rows per invocation (32 per

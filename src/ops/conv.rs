@@ -355,7 +355,6 @@ fn output(enc: &Encoder, p: &Params) -> Result<Tensor> {
     enc.gpu().empty("conv2d", &shape, DType::F32)
 }
 
-
 /// The Register variant of [`conv2d`] with an explicit GEMM kernel. `Subgroup` on an adapter
 /// without subgroups of exactly 8 lanes is an error.
 pub fn conv2d_register(
@@ -523,7 +522,7 @@ pub fn fold_batch_norm(
     eps: f32,
 ) -> (Vec<f32>, Vec<f32>) {
     assert!(
-        co > 0 && w.len() % co == 0,
+        co > 0 && w.len().is_multiple_of(co),
         "fold_batch_norm: weight of {} values is not [{co}, ...]",
         w.len()
     );
@@ -659,7 +658,8 @@ pub mod cpu {
 pub fn bench(gpu: &Gpu, rows: &mut Vec<crate::bench::Row>) -> Result<()> {
     use crate::prng::SplitMix64;
     // (label, Ci, Co, k, stride, input edge, pad)
-    let cases: [(&str, usize, usize, usize, usize, usize, [usize; 4]); 6] = [
+    type Case = (&'static str, usize, usize, usize, usize, usize, [usize; 4]);
+    let cases: [Case; 6] = [
         ("3x3", 512, 512, 3, 1, 19, [1; 4]),
         ("1x1", 512, 1024, 1, 1, 19, [0; 4]),
         ("1x1", 1024, 256, 1, 1, 19, [0; 4]),

@@ -22,7 +22,7 @@ const SOURCE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/
 
 /// Byte offset of the subgroup kernels in the shader file: devices without subgroups compile
 /// only what comes before.
-const SUBGROUP_PART: usize = find(SOURCE.as_bytes(), b"// SUBGROUP KERNELS");
+const SUBGROUP_PART: usize = find(SOURCE.as_bytes(), b"// ==== SUBGROUP KERNELS ====");
 
 const fn find(hay: &[u8], needle: &[u8]) -> usize {
     let mut i = 0;
@@ -36,7 +36,7 @@ const fn find(hay: &[u8], needle: &[u8]) -> usize {
         }
         i += 1;
     }
-    panic!("topk.wgsl lacks its SUBGROUP KERNELS marker")
+    panic!("topk.wgsl lacks its ==== SUBGROUP KERNELS ==== marker")
 }
 
 const PLAIN_SOURCE: &str = match std::str::from_utf8(SOURCE.as_bytes().split_at(SUBGROUP_PART).0) {
@@ -261,7 +261,7 @@ fn plan(
         // its row (in any packed q/k/v layout at least one of them is the last block).
         width = width.min(x.stride - x.offset);
     }
-    if heads == 0 || width % heads != 0 {
+    if heads == 0 || !width.is_multiple_of(heads) {
         return Err(Error::shape(
             op,
             format!(
@@ -305,7 +305,7 @@ fn plan(
     let hd = width / heads;
     let aligned = [q, k, v]
         .iter()
-        .all(|x| x.stride % 4 == 0 && x.offset % 4 == 0);
+        .all(|x| x.stride.is_multiple_of(4) && x.offset.is_multiple_of(4));
     let info = &gpu.info;
     // The subgroup kernel assumes exactly 8 lanes (one per quarter of a 32-wide row).
     let eight_lanes =

@@ -36,20 +36,13 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
     );
     let mut worst = (0usize, 0f32, 0f32);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let excess = (g - w).abs() - (atol + rtol * w.abs());
-        if !(excess <= worst.1) {
-            worst = (
-                i,
-                if excess.is_nan() {
-                    f32::INFINITY
-                } else {
-                    excess
-                },
-                g,
-            );
-        }
         if g.is_nan() != w.is_nan() {
             panic!("{what}: element {i} is {g}, expected {w}");
+        }
+        // Both NaN gives a NaN excess, which never counts as worse.
+        let excess = (g - w).abs() - (atol + rtol * w.abs());
+        if excess > worst.1 {
+            worst = (i, excess, g);
         }
     }
     if worst.1 > 0.0 {

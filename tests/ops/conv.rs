@@ -199,7 +199,13 @@ fn three_by_three_pad_1() {
             .relu(),
     );
     // Two 64-row tiles (the second ragged) and two column tiles.
-    run_case(13, &Case::new([1, 8, 9, 10], [70, 8, 3, 3]).pad([1; 4]).bias().relu());
+    run_case(
+        13,
+        &Case::new([1, 8, 9, 10], [70, 8, 3, 3])
+            .pad([1; 4])
+            .bias()
+            .relu(),
+    );
     // Kernel larger than the unpadded input.
     run_case(12, &Case::new([1, 2, 2, 2], [3, 2, 3, 3]).pad([1; 4]));
 }

@@ -7,8 +7,9 @@
 //! - Logits: the GPU sums D rounded products `(scale·q)·k` in f32, so
 //!   |gpu − exact| ≤ (D + 2)·2⁻²⁴·Σ_d |scale·q_d·k_d| (=: δ, computed per logit).
 //! - Against the exact (f64-logit) selection: f32 rounding may swap keys whose logits are within
-//!   2δ, so the check is |ℓ(gpu pick r) − ℓ(ref pick r)| ≤ 2δ for every rank r, with ℓ the f64
-//!   logits; rows whose pick sets differ are counted and must be rare (near-ties in random data).
+//!   2δ, so the check is |ℓ(gpu pick r) − ℓ(ref pick r)| ≤ 2·max δ of the row for every rank r
+//!   (the r-th largest of values that are each off by ≤ δ is off by ≤ δ), with ℓ the f64 logits;
+//!   rows whose picks differ are counted and must be rare (near-ties in random data).
 //! - Weights and `out` against the f64 softmax on the GPU's own logits and picks: the GPU exp is
 //!   good to 3 + 2|x| ulp (WGSL), x = logit − max ≥ −46 here (|logit| ≤ D·2·2·scale ≈ 23), so
 //!   ≤ 95 ulp ≈ 5.7e-6 relative, and the K-term f32 sum adds ≤ K·2⁻²⁴ ≈ 2e-6 (K ≤ 32 in these
@@ -306,11 +307,13 @@ fn check_attention(name: &str, c: &Case, variant: Variant) {
         }
         differing += 1;
         let l = &exact[row * c.lk..(row + 1) * c.lk];
-        let d = &delta[row * c.lk..(row + 1) * c.lk];
+        let d = delta[row * c.lk..(row + 1) * c.lk]
+            .iter()
+            .fold(0.0f64, |a, &x| a.max(x));
         for (&x, &y) in a.iter().zip(b) {
             let (x, y) = (x as usize, y as usize);
             assert!(
-                (l[x] - l[y]).abs() <= 2.0 * (d[x] + d[y]),
+                (l[x] - l[y]).abs() <= 2.0 * d,
                 "{what}: row {row} picks key {x} (logit {}) where the exact order has {y} ({})",
                 l[x],
                 l[y]
@@ -322,12 +325,11 @@ fn check_attention(name: &str, c: &Case, variant: Variant) {
         "{what}: {differing} rows pick differently from the exact logits"
     );
     let (b, i, hd) = (c.batch, c.lq, c.hd);
-    let mut ok = vec![true; b * i * c.heads];
-    for row in 0..b * c.heads * i {
-        let same = gidx[row * c.keep..(row + 1) * c.keep]
-            == reference.indices[row * c.keep..(row + 1) * c.keep];
-        ok[row] = same;
-    }
+    let ok: Vec<bool> = gidx
+        .chunks(c.keep)
+        .zip(reference.indices.chunks(c.keep))
+        .map(|(a, b)| a == b)
+        .collect();
     let mask = |v: &[f32]| -> Vec<f32> {
         // Zero the out entries of rows whose picks differ (compared separately above).
         let mut v = v.to_vec();
