@@ -5,15 +5,16 @@
 // the top K of a row, and their order, are unique: all kernels and the CPU reference agree exactly.
 //
 // Entry points (the host binds exactly the tensors each one uses, from binding 1):
-//   select_register / select_tiled    rows of `src` -> top_val, top_idx                  [rows, K]
-//   logits_register / logits_tiled    q (`src`), k views -> logits                       [B, H, Lq, Lk]
+//   select_register / select_tiled    rows of `src` -> top_val, top_idx            [rows, K]
+//   logits_register / logits_tiled    q (`src`), k views -> logits                 [B, H, Lq, Lk]
 //   attend_register / attend_tiled    logits (`src`), v view -> att_out [B, Lq, H·D],
 //                                     att_idx, att_w [B, H, Lq, K]
 //   attend_subgroup / logits_subgroup (after the SUBGROUP KERNELS marker; the host compiles that
 //                                     part only on devices with subgroups) fused logits,
 //                                     selection, softmax and w·v for D = 32, subgroups of 8.
 //
-// Linear workgroup id: the host splits large counts over a 2-D grid (wg.x + wg.y * num_workgroups.x).
+// Linear workgroup id: the host splits large counts over a 2-D grid
+// (wg.x + wg.y * num_workgroups.x).
 //
 // Why the register kernels look the way they do (Mesa lavapipe, the CPU adapter they are for):
 // every storage-buffer load or store costs a loop over the SIMD lanes (tens of cycles per lane and
@@ -45,8 +46,9 @@ struct Params {
 
 // ---------------------------------------------------------------------------------------------
 // Sorted top-32 "network" kept in registers: slot t is component t % 4 of k{t/4} (order key) and
-// x{t/4} (index). Inserting (s, j) moves every slot that s beats one place down; elements arrive in
-// index order, so an equal value never beats an earlier one and a strict compare gives the tie rule.
+// x{t/4} (index). Inserting (s, j) moves every slot that s beats one place down; elements arrive
+// in index order, so an equal value never beats an earlier one and a strict compare gives the tie
+// rule.
 
 const KEY_MIN: i32 = -2147483647i - 1i; // below the key of every float but NaN: empty slots
 const NO_INDEX: u32 = 0xffffffffu;
@@ -596,9 +598,9 @@ fn logits_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
 // ==== SUBGROUP KERNELS ==== (the host compiles everything below only on devices with subgroups)
 //
 // attend_subgroup fuses logits, selection, softmax and w·v for head width 32, K ≤ 32, 16-byte
-// aligned q/k/v rows, one subgroup of 8 per workgroup, 4 query rows per invocation (32 per
+// aligned q/k/v rows, one subgroup of 8 per workgroup, 8 query rows per invocation (64 per
 // subgroup). Each key (and value) row is loaded once per subgroup as one vec4 per lane and
-// broadcast, so every load serves 32 query rows; w·v runs densely over all keys, picking each
+// broadcast, so every load serves 64 query rows; w·v runs densely over all keys, picking each
 // row's weight for the key out of its 32 slots, which costs far fewer loads than gathering the
 // kept value rows one by one.
 
@@ -622,7 +624,7 @@ fn load_q(b: u32, i: u32, h: u32) -> Row32 {
                  q4[o + 4u] * s, q4[o + 5u] * s, q4[o + 6u] * s, q4[o + 7u] * s);
 }
 
-// The 32-wide row whose quarter m lane m holds.
+// The 32-wide row of which lane m holds elements 4m .. 4m + 3.
 fn gather_row(v: vec4<f32>) -> Row32 {
     return Row32(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u),
                  subgroupBroadcast(v, 3u), subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u),
@@ -717,8 +719,10 @@ fn put_out(b: u32, i: u32, h: u32, a: Row32) {
     }
 }
 
-// Workgroup g covers query rows 32·(g mod blocks) .. of logits row block bh = g / blocks; lane l
-// owns rows i0 .. i0 + 3.
+const SG_LANE_ROWS: u32 = 8u;
+
+// Workgroup g covers query rows 64·(g mod blocks) .. of logits row block bh = g / blocks; lane l
+// owns rows i0 .. i0 + 7.
 struct SgRows {
     bh: u32,
     b: u32,
@@ -727,9 +731,11 @@ struct SgRows {
 }
 
 fn sg_rows(g: u32, l: u32) -> SgRows {
-    let blocks = (p.lq + 31u) / 32u;
+    let rows = 8u * SG_LANE_ROWS;
+    let blocks = (p.lq + rows - 1u) / rows;
     let bh = g / blocks;
-    return SgRows(bh, bh / p.heads, bh % p.heads, (g - bh * blocks) * 32u + l * 4u);
+    let i0 = (g - bh * blocks) * rows + l * SG_LANE_ROWS;
+    return SgRows(bh, bh / p.heads, bh % p.heads, i0);
 }
 
 @compute @workgroup_size(8)
@@ -743,10 +749,18 @@ fn attend_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
     let q1 = load_q(r.b, r.i0 + 1u, r.h);
     let q2 = load_q(r.b, r.i0 + 2u, r.h);
     let q3 = load_q(r.b, r.i0 + 3u, r.h);
+    let q4 = load_q(r.b, r.i0 + 4u, r.h);
+    let q5 = load_q(r.b, r.i0 + 5u, r.h);
+    let q6 = load_q(r.b, r.i0 + 6u, r.h);
+    let q7 = load_q(r.b, r.i0 + 7u, r.h);
     var n0 = net_new();
     var n1 = net_new();
     var n2 = net_new();
     var n3 = net_new();
+    var n4 = net_new();
+    var n5 = net_new();
+    var n6 = net_new();
+    var n7 = net_new();
     let kb = (r.b * p.n * p.k_stride + p.k_off + r.h * 32u) / 4u + l;
     let ks = p.k_stride / 4u;
     for (var j = 0u; j < p.n; j++) {
@@ -755,17 +769,29 @@ fn attend_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
         n1 = net_insert(n1, order_key(qk(q1, k)), j);
         n2 = net_insert(n2, order_key(qk(q2, k)), j);
         n3 = net_insert(n3, order_key(qk(q3, k)), j);
+        n4 = net_insert(n4, order_key(qk(q4, k)), j);
+        n5 = net_insert(n5, order_key(qk(q5, k)), j);
+        n6 = net_insert(n6, order_key(qk(q6, k)), j);
+        n7 = net_insert(n7, order_key(qk(q7, k)), j);
     }
     let row = r.bh * p.lq + r.i0;
     let w0 = finish_row(n0, row, r.i0 < p.lq);
     let w1 = finish_row(n1, row + 1u, r.i0 + 1u < p.lq);
     let w2 = finish_row(n2, row + 2u, r.i0 + 2u < p.lq);
     let w3 = finish_row(n3, row + 3u, r.i0 + 3u < p.lq);
+    let w4 = finish_row(n4, row + 4u, r.i0 + 4u < p.lq);
+    let w5 = finish_row(n5, row + 5u, r.i0 + 5u < p.lq);
+    let w6 = finish_row(n6, row + 6u, r.i0 + 6u < p.lq);
+    let w7 = finish_row(n7, row + 7u, r.i0 + 7u < p.lq);
     let z = vec4<f32>(0.0);
     var a0 = Row32(z, z, z, z, z, z, z, z);
     var a1 = a0;
     var a2 = a0;
     var a3 = a0;
+    var a4 = a0;
+    var a5 = a0;
+    var a6 = a0;
+    var a7 = a0;
     let vb = (r.b * p.n * p.v_stride + p.v_off + r.h * 32u) / 4u + l;
     let vs = p.v_stride / 4u;
     for (var j = 0u; j < p.n; j++) {
@@ -774,11 +800,19 @@ fn attend_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
         a1 = axpy(a1, weight_of(n1, w1, j), v);
         a2 = axpy(a2, weight_of(n2, w2, j), v);
         a3 = axpy(a3, weight_of(n3, w3, j), v);
+        a4 = axpy(a4, weight_of(n4, w4, j), v);
+        a5 = axpy(a5, weight_of(n5, w5, j), v);
+        a6 = axpy(a6, weight_of(n6, w6, j), v);
+        a7 = axpy(a7, weight_of(n7, w7, j), v);
     }
     put_out(r.b, r.i0, r.h, a0);
     put_out(r.b, r.i0 + 1u, r.h, a1);
     put_out(r.b, r.i0 + 2u, r.h, a2);
     put_out(r.b, r.i0 + 3u, r.h, a3);
+    put_out(r.b, r.i0 + 4u, r.h, a4);
+    put_out(r.b, r.i0 + 5u, r.h, a5);
+    put_out(r.b, r.i0 + 6u, r.h, a6);
+    put_out(r.b, r.i0 + 7u, r.h, a7);
 }
 
 // The logits attend_subgroup selects from, computed by the same code (tests compare selections).
@@ -789,30 +823,16 @@ fn logits_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
     if (r.bh >= p.rows) {
         return;
     }
-    let q0 = load_q(r.b, r.i0, r.h);
-    let q1 = load_q(r.b, r.i0 + 1u, r.h);
-    let q2 = load_q(r.b, r.i0 + 2u, r.h);
-    let q3 = load_q(r.b, r.i0 + 3u, r.h);
     let kb = (r.b * p.n * p.k_stride + p.k_off + r.h * 32u) / 4u + l;
     let ks = p.k_stride / 4u;
-    let o = (r.bh * p.lq + r.i0) * p.n;
-    for (var j = 0u; j < p.n; j++) {
-        let k = gather_row(k4[kb + j * ks]);
-        let s0 = qk(q0, k);
-        let s1 = qk(q1, k);
-        let s2 = qk(q2, k);
-        let s3 = qk(q3, k);
-        if (r.i0 < p.lq) {
-            logits[o + j] = s0;
-        }
-        if (r.i0 + 1u < p.lq) {
-            logits[o + p.n + j] = s1;
-        }
-        if (r.i0 + 2u < p.lq) {
-            logits[o + 2u * p.n + j] = s2;
-        }
-        if (r.i0 + 3u < p.lq) {
-            logits[o + 3u * p.n + j] = s3;
+    for (var i = r.i0; i < r.i0 + SG_LANE_ROWS; i++) {
+        let q = load_q(r.b, i, r.h);
+        let o = (r.bh * p.lq + i) * p.n;
+        for (var j = 0u; j < p.n; j++) {
+            let s = qk(q, gather_row(k4[kb + j * ks]));
+            if (i < p.lq) {
+                logits[o + j] = s;
+            }
         }
     }
 }

@@ -75,8 +75,8 @@ const REG_WG: u64 = 64;
 const SORT_N: usize = 1024;
 /// Slots of one register network; K above this takes a second one (`WIDE`).
 const NET_SLOTS: usize = 32;
-/// Query rows per workgroup of the subgroup kernels (8 lanes × 4 rows).
-const SG_ROWS: usize = 32;
+/// Query rows per workgroup of the subgroup kernels (8 lanes × 8 rows).
+const SG_ROWS: usize = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -307,7 +307,7 @@ fn plan(
         .iter()
         .all(|x| x.stride.is_multiple_of(4) && x.offset.is_multiple_of(4));
     let info = &gpu.info;
-    // The subgroup kernel assumes exactly 8 lanes (one per quarter of a 32-wide row).
+    // The subgroup kernel assumes exactly 8 lanes (each holds 4 of the 32 values of a row).
     let eight_lanes =
         gpu.has_subgroups() && info.subgroup_min_size == 8 && info.subgroup_max_size == 8;
     Ok(Plan {
