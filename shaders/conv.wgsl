@@ -45,24 +45,6 @@ const INVALID: u32 = 0xffffffffu;
 @group(0) @binding(1) var<storage, read> xs: array<f32>;
 @group(0) @binding(2) var<storage, read_write> b_out: array<vec4<f32>>;
 
-fn x_at(k: u32, j: u32) -> f32 {
-    if (k >= p.k || j >= p.ncols) {
-        return 0.0;
-    }
-    let khw = p.kh * p.kw;
-    let c = k / khw;
-    let r = k % khw;
-    let n = j / p.pix;
-    let q = j % p.pix;
-    // Unsigned wrap-around sends rows/columns above or left of the input past the < test.
-    let iy = (q / p.wo) * p.sh + r / p.kw - p.pt;
-    let ix = (q % p.wo) * p.sw + r % p.kw - p.pl;
-    if (iy >= p.h || ix >= p.w) {
-        return 0.0;
-    }
-    return xs[((n * p.ci + c) * p.h + iy) * p.w + ix];
-}
-
 @compute @workgroup_size(256)
 fn im2col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
           @builtin(local_invocation_index) li: u32) {
@@ -71,8 +53,38 @@ fn im2col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec
         return;
     }
     let k = i / p.nq;
-    let j = (i % p.nq) * 4u;
-    b_out[i] = vec4<f32>(x_at(k, j), x_at(k, j + 1u), x_at(k, j + 2u), x_at(k, j + 3u));
+    let j0 = (i % p.nq) * 4u;
+    var v = vec4<f32>(0.0);
+    if (k < p.k) {
+        // Integer division is scalar on CPU adapters: decode k and the first column once, then
+        // step (image, row, column) for the other three.
+        let khw = p.kh * p.kw;
+        let c = k / khw;
+        let ky = (k % khw) / p.kw;
+        let kx = k % p.kw;
+        var n = j0 / p.pix;
+        let q = j0 % p.pix;
+        var oh = q / p.wo;
+        var ow = q % p.wo;
+        for (var t = 0u; t < 4u; t++) {
+            // Unsigned wrap-around sends rows/columns above or left of the input past the < test.
+            let iy = oh * p.sh + ky - p.pt;
+            let ix = ow * p.sw + kx - p.pl;
+            if (j0 + t < p.ncols && iy < p.h && ix < p.w) {
+                v[t] = xs[((n * p.ci + c) * p.h + iy) * p.w + ix];
+            }
+            ow += 1u;
+            if (ow == p.wo) {
+                ow = 0u;
+                oh += 1u;
+                if (oh == p.ho) {
+                    oh = 0u;
+                    n += 1u;
+                }
+            }
+        }
+    }
+    b_out[i] = v;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -250,11 +262,13 @@ fn gemm_register(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
 
 // ---------------------------------------------------------------------------------------------
 // conv_tiled: implicit GEMM, 64 × 64 outputs per workgroup of 16 × 16 invocations (4 × 4 each),
-// K in steps of 16 through workgroup memory (2 × 4 KiB).
+// K in steps of 16 through workgroup memory (about 8 KiB).
 
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 
-var<workgroup> ta: array<f32, 1024>; // [16 k][64 co]
+// ta rows are padded to 65 so that the 16 invocations storing one co (consecutive k) hit
+// different banks.
+var<workgroup> ta: array<f32, 1040>; // [16 k][65: 64 co + pad]
 var<workgroup> tb: array<f32, 1024>; // [16 k][64 j]
 
 @compute @workgroup_size(256)
@@ -289,7 +303,7 @@ fn conv_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw:
             if (co < p.co && k < p.k) {
                 v = wt[co * p.k + k];
             }
-            ta[ka * 64u + row] = v;
+            ta[ka * 65u + row] = v;
         }
         for (var i = 0u; i < 4u; i++) {
             let kk = li / 64u + 4u * i;
@@ -307,8 +321,8 @@ fn conv_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw:
         }
         workgroupBarrier();
         for (var kk = 0u; kk < 16u; kk++) {
-            let a = vec4<f32>(ta[kk * 64u + ty * 4u], ta[kk * 64u + ty * 4u + 1u],
-                              ta[kk * 64u + ty * 4u + 2u], ta[kk * 64u + ty * 4u + 3u]);
+            let a = vec4<f32>(ta[kk * 65u + ty * 4u], ta[kk * 65u + ty * 4u + 1u],
+                              ta[kk * 65u + ty * 4u + 2u], ta[kk * 65u + ty * 4u + 3u]);
             let b = vec4<f32>(tb[kk * 64u + tx * 4u], tb[kk * 64u + tx * 4u + 1u],
                               tb[kk * 64u + tx * 4u + 2u], tb[kk * 64u + tx * 4u + 3u]);
             acc[0] += a.x * b;
@@ -429,6 +443,10 @@ fn store4(co: u32, v: vec4<f32>, base: vec4<u32>) {
 // all 64 rows (128 vec4 accumulators), loads weight rows co0 + 8l .. 8l + 7, and receives the
 // other rows' weights from their owners by subgroupBroadcast. The host dispatches this only
 // where the subgroup size is exactly 8, so lanes 0..7 are the whole workgroup.
+// The body is unrolled (it was generated): c{i}_{u} accumulates row co0 + i, column group u;
+// a[r] holds this lane's row 8l + r, and s{i} = row i's weight broadcast from lane i / 8.
+// Named variables because subgroupBroadcast needs a constant lane and an accumulator array
+// with computed indices would live in memory.
 @compute @workgroup_size(8)
 fn gemm_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
                  @builtin(subgroup_invocation_id) l: u32) {

@@ -411,7 +411,7 @@ pub mod cpu {
             }
         }
 
-        fn at(&self, b: usize, i: usize, c: usize) -> f64 {
+        pub(crate) fn at(&self, b: usize, i: usize, c: usize) -> f64 {
             self.data[(b * self.len + i) * self.stride + self.offset + c] as f64
         }
     }

@@ -529,22 +529,8 @@ pub fn topk_attention_logits(
 
 /// Plain-loop references.
 pub mod cpu {
-    /// A `[batch, len, heads·D]` view of a slice: element (b, i, h, d) at
-    /// `b·len·stride + i·stride + offset + h·D + d` (as [`crate::ops::HeadsView`]).
-    #[derive(Clone, Copy, Debug)]
-    pub struct View<'a> {
-        pub data: &'a [f32],
-        pub batch: usize,
-        pub len: usize,
-        pub stride: usize,
-        pub offset: usize,
-    }
-
-    impl View<'_> {
-        fn at(&self, b: usize, i: usize, col: usize) -> f64 {
-            self.data[(b * self.len + i) * self.stride + self.offset + col] as f64
-        }
-    }
+    /// The host view shared with the dense attention reference.
+    pub use crate::ops::attention::cpu::View;
 
     /// Indices of the `k` first entries of `row` in the order (value desc, index asc).
     pub fn top_indices<T: PartialOrd + Copy>(row: &[T], k: usize) -> Vec<u32> {

@@ -46,7 +46,7 @@ fn conv_by(
 
 const U: f64 = 1.0 / 16_777_216.0; // 2⁻²⁴
 
-/// |got − want| ≤ bound element-wise; names the worst element.
+/// |got − want| ≤ bound element-wise; names the first element over its bound.
 #[track_caller]
 fn assert_within(what: &str, got: &[f32], want: &[f32], bound: &[f64]) {
     assert_eq!(
