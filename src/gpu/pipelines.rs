@@ -1,7 +1,7 @@
 //! Compute pipelines compiled once per (shader, entry point, override constants) and cached.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::Gpu;
 use crate::{Error, Result};
@@ -50,16 +50,22 @@ pub(crate) struct CachedPipeline {
 }
 
 type Key = (&'static str, String, Vec<(String, u64)>);
+type Slot = OnceLock<Result<Arc<CachedPipeline>, String>>;
 
 #[derive(Default)]
 pub(crate) struct PipelineCache {
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
-    pipelines: Mutex<HashMap<Key, Arc<CachedPipeline>>>,
+    /// One slot per key, filled once: threads that miss together wait for a single compile
+    /// instead of each compiling the same (possibly very large) kernel.
+    pipelines: Mutex<HashMap<Key, Arc<Slot>>>,
 }
 
 impl PipelineCache {
     pub(crate) fn len(&self) -> usize {
-        self.pipelines.lock().unwrap().len()
+        let map = self.pipelines.lock().unwrap();
+        map.values()
+            .filter(|s| matches!(s.get(), Some(Ok(_))))
+            .count()
     }
 }
 
@@ -91,9 +97,31 @@ impl Gpu {
                 .map(|(k, v)| (k.to_string(), v.to_bits()))
                 .collect(),
         );
-        if let Some(p) = self.pipelines.pipelines.lock().unwrap().get(&key) {
-            return Ok(p.clone());
+        let slot = self
+            .pipelines
+            .pipelines
+            .lock()
+            .unwrap()
+            .entry(key)
+            .or_default()
+            .clone();
+        let compiled = slot.get_or_init(|| {
+            self.compile(shader, entry, constants)
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        });
+        match compiled {
+            Ok(p) => Ok(p.clone()),
+            Err(msg) => Err(Error::Gpu(msg.clone())),
         }
+    }
+
+    fn compile(
+        &self,
+        shader: &'static Shader,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> Result<CachedPipeline> {
         if shader.needs.f16 && !self.has_f16() {
             return Err(Error::Other(format!(
                 "{}: needs the shader-f16 feature, which '{}' lacks",
@@ -135,21 +163,13 @@ impl Gpu {
                 cache: None,
             });
         if let Some(e) = pollster_block(scope.pop()) {
-            // A broken module stays broken: forget it so a fixed build is not masked in tests.
-            self.pipelines.modules.lock().unwrap().remove(shader.name);
             return Err(Error::Gpu(format!(
                 "compiling {} entry '{entry}' failed: {e}",
                 shader.name
             )));
         }
         let layout = pipeline.get_bind_group_layout(0);
-        let cached = Arc::new(CachedPipeline { pipeline, layout });
-        self.pipelines
-            .pipelines
-            .lock()
-            .unwrap()
-            .insert(key, cached.clone());
-        Ok(cached)
+        Ok(CachedPipeline { pipeline, layout })
     }
 
     /// Number of distinct pipelines compiled so far.
