@@ -8,7 +8,7 @@ use crate::model::load::Loader;
 use crate::model::taps::Taps;
 use crate::ops::attention::{attention, AttnOpts};
 use crate::ops::elementwise::{binary, Binary};
-use crate::ops::layout::{embed_2d, permute};
+use crate::ops::layout::permute;
 use crate::ops::matmul::{linear, Activation, Epilogue};
 use crate::ops::norm::add_layer_norm;
 use crate::ops::topk::topk_attention;
@@ -116,23 +116,20 @@ impl Ffn {
     }
 }
 
+/// The learned 2-D positional encoding of one input, built once at load time: `[s·s, 256]`.
 struct Embed {
-    row: Tensor,
-    col: Tensor,
+    pos: Tensor,
     side: usize,
 }
 
 impl Embed {
     fn load(l: &Loader, p: &str, side: usize) -> Result<Embed> {
+        let key = |t: &str| format!("{p}.spatial_position_encoding.{t}_embed.weight");
+        let row = l.host(&key("row"), &[side, D / 2])?;
+        let col = l.host(&key("col"), &[side, D / 2])?;
+        let pos = crate::ops::layout::cpu::embed_2d(&row, &col, D / 2, side, side);
         Ok(Embed {
-            row: l.tensor(
-                &format!("{p}.spatial_position_encoding.row_embed.weight"),
-                &[side, D / 2],
-            )?,
-            col: l.tensor(
-                &format!("{p}.spatial_position_encoding.col_embed.weight"),
-                &[side, D / 2],
-            )?,
+            pos: l.gpu.upload(&[side * side, D], &pos)?,
             side,
         })
     }
@@ -141,8 +138,7 @@ impl Embed {
     fn tokens(&self, enc: &mut Encoder, x: &Tensor) -> Result<Tensor> {
         let (b, s) = (x.dim(0), self.side);
         let t = permute(enc, &x.reshape(&[b, D, s * s])?, &[0, 2, 1])?;
-        let pos = embed_2d(enc, &self.row, &self.col, s, s)?;
-        binary(enc, &t, &pos, Binary::Add)
+        binary(enc, &t, &self.pos, Binary::Add)
     }
 }
 

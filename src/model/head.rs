@@ -8,6 +8,7 @@ use crate::model::load::Loader;
 use crate::model::taps::Taps;
 use crate::ops::conv::{conv2d, Conv2dOpts};
 use crate::ops::decode::{decode, DecodeParams, Decoded};
+use crate::ops::matmul::{matmul, Activation, Epilogue};
 use crate::{Encoder, Result};
 
 pub const IN: usize = 512;
@@ -29,6 +30,27 @@ impl Conv {
         relu: bool,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
+        let [co, ci, kh, kw] = [self.w.dim(0), self.w.dim(1), self.w.dim(2), self.w.dim(3)];
+        if kh == 1 && kw == 1 && self.pad == 0 && residual.is_none() {
+            // A 1×1 convolution is W·X per image: the matmul skips the convolution's im2col copy.
+            let (b, h, w) = (x.dim(0), x.dim(2), x.dim(3));
+            let y = matmul(
+                enc,
+                &self.w.reshape(&[co, ci])?,
+                &x.reshape(&[b, ci, h * w])?,
+                false,
+                &Epilogue {
+                    row_bias: Some(&self.b),
+                    act: if relu {
+                        Activation::Relu
+                    } else {
+                        Activation::None
+                    },
+                    ..Default::default()
+                },
+            )?;
+            return y.reshape(&[b, co, h, w]);
+        }
         let p = self.pad;
         conv2d(
             enc,
