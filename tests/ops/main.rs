@@ -10,6 +10,7 @@ mod elementwise;
 mod layout;
 mod matmul;
 mod norm;
+mod runtime;
 mod softmax;
 mod topk;
 mod window;
