@@ -1,4 +1,4 @@
-# Generates /work/main/shaders/matmul.wgsl. The register kernels are written out in full because
+# Generates shaders/matmul.wgsl (run: python3 scripts/gen_matmul_wgsl.py). The register kernels are written out in full because
 # naga bounds every loop (so drivers cannot unroll them) and subgroupBroadcast needs constant lanes.
 R = 8   # rows per lane (subgroup kernel) / per invocation (register kernel)
 J = 8   # column groups of 8 (subgroup kernel: one load per lane each)
@@ -348,4 +348,5 @@ w("    }")
 w("}")
 text = "\n".join(out) + "\n"
 text = "\n".join(line.rstrip() for line in text.split("\n"))
-open("/work/main/shaders/matmul.wgsl", "w").write(text)
+import os
+open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shaders", "matmul.wgsl"), "w").write(text)
