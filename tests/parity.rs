@@ -40,41 +40,60 @@ struct Gold {
     v: Vec<f64>,
 }
 
+/// Reads `forward.safetensors` and any `forward.*.safetensors` beside it: the project's copy is
+/// split into parts under 5 MB, the shared golden folders keep one file.
 fn load_golden(dir: &std::path::Path) -> BTreeMap<String, Gold> {
-    let bytes = std::fs::read(dir.join("forward.safetensors")).expect("forward.safetensors");
-    let st = SafeTensors::deserialize(&bytes).expect("valid safetensors");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("golden folder")
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with("forward") && n.ends_with(".safetensors")
+        })
+        .collect();
+    files.sort();
+    assert!(
+        !files.is_empty(),
+        "{}: no forward*.safetensors",
+        dir.display()
+    );
     let mut out = BTreeMap::new();
-    for (name, view) in st.tensors() {
-        let d = view.data();
-        let v: Vec<f64> = match view.dtype() {
-            Dtype::F32 => d
-                .chunks(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-                .collect(),
-            Dtype::F64 => d
-                .chunks(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            Dtype::I16 => d
-                .chunks(2)
-                .map(|c| i16::from_le_bytes(c.try_into().unwrap()) as f64)
-                .collect(),
-            Dtype::I64 => d
-                .chunks(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
-                .collect(),
-            Dtype::U8 => d.iter().map(|&b| b as f64).collect(),
-            other => panic!("{name}: unexpected dtype {other:?}"),
-        };
-        out.insert(
-            name.to_string(),
-            Gold {
-                shape: view.shape().to_vec(),
-                v,
-            },
-        );
+    for file in files {
+        let bytes = std::fs::read(&file).expect("readable golden file");
+        let st = SafeTensors::deserialize(&bytes).expect("valid safetensors");
+        for (name, view) in st.tensors() {
+            out.insert(name.to_string(), gold_of(&name, &view));
+        }
     }
     out
+}
+
+fn gold_of(name: &str, view: &safetensors::tensor::TensorView) -> Gold {
+    let d = view.data();
+    let v: Vec<f64> = match view.dtype() {
+        Dtype::F32 => d
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        Dtype::F64 => d
+            .chunks(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        Dtype::I16 => d
+            .chunks(2)
+            .map(|c| i16::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        Dtype::I64 => d
+            .chunks(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        Dtype::U8 => d.iter().map(|&b| b as f64).collect(),
+        other => panic!("{name}: unexpected dtype {other:?}"),
+    };
+    Gold {
+        shape: view.shape().to_vec(),
+        v,
+    }
 }
 
 fn gpu() -> &'static Gpu {

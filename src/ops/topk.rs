@@ -145,6 +145,44 @@ fn wide(k: usize) -> [(&'static str, f64); 1] {
     [("WIDE", if k > NET_SLOTS { 1.0 } else { 0.0 })]
 }
 
+/// One row-parallel dispatch of a selection stage: the register entry runs an invocation per row,
+/// the tiled entry a workgroup per group of rows that share the sort buffer.
+#[allow(clippy::too_many_arguments)]
+fn dispatch_rows(
+    enc: &mut Encoder,
+    variant: Variant,
+    (register, tiled): (&str, &str),
+    k: usize,
+    mut p: Params,
+    tensors: &[&Tensor],
+    rows: usize,
+    p2: usize,
+) -> Result<()> {
+    let gpu = enc.gpu();
+    match variant {
+        Variant::Register => enc.dispatch(
+            &TOPK,
+            register,
+            &wide(k),
+            bytemuck::bytes_of(&p),
+            tensors,
+            gpu.grid((rows as u64).div_ceil(REG_WG)),
+        ),
+        Variant::Tiled => {
+            let g = group_rows(rows, p2);
+            p.group_rows = g as u32;
+            enc.dispatch(
+                &TOPK,
+                tiled,
+                &[],
+                bytemuck::bytes_of(&p),
+                tensors,
+                gpu.grid(rows.div_ceil(g) as u64),
+            )
+        }
+    }
+}
+
 /// The `k` largest entries of each row of `logits` (`[.., n]`), in descending order, ties to the
 /// lower index: `(values [.., k] f32, indices [.., k] u32)`. Uses the device's variant.
 pub fn topk_select(enc: &mut Encoder, logits: &Tensor, k: usize) -> Result<(Tensor, Tensor)> {
@@ -183,7 +221,7 @@ pub fn topk_select_with(
     }
     u32_of(OP, "element count", logits.numel())?;
     let p2 = n.next_power_of_two();
-    let mut p = Params {
+    let p = Params {
         rows: rows as u32,
         n: n as u32,
         keep: k as u32,
@@ -191,28 +229,16 @@ pub fn topk_select_with(
         ..Default::default()
     };
     let tensors = [logits, &values, &indices];
-    match variant {
-        Variant::Register => enc.dispatch(
-            &TOPK,
-            "select_register",
-            &wide(k),
-            bytemuck::bytes_of(&p),
-            &tensors,
-            gpu.grid((rows as u64).div_ceil(REG_WG)),
-        )?,
-        Variant::Tiled => {
-            let g = group_rows(rows, p2);
-            p.group_rows = g as u32;
-            enc.dispatch(
-                &TOPK,
-                "select_tiled",
-                &[],
-                bytemuck::bytes_of(&p),
-                &tensors,
-                gpu.grid(rows.div_ceil(g) as u64),
-            )?
-        }
-    }
+    dispatch_rows(
+        enc,
+        variant,
+        ("select_register", "select_tiled"),
+        k,
+        p,
+        &tensors,
+        rows,
+        p2,
+    )?;
     Ok((values, indices))
 }
 
@@ -457,34 +483,22 @@ pub fn topk_attention_with(
     }
     let logits = logits_dispatch(OP, enc, &pl, &q, &k, heads, base, variant)?;
     let p2 = pl.lk.next_power_of_two();
-    let mut p = Params {
+    let p = Params {
         rows: rows as u32,
         p2: p2 as u32,
         ..base
     };
     let tensors = [&logits, v.t, &result.out, &result.indices, &result.weights];
-    match variant {
-        Variant::Register => enc.dispatch(
-            &TOPK,
-            "attend_register",
-            &wide(keep),
-            bytemuck::bytes_of(&p),
-            &tensors,
-            gpu.grid((rows as u64).div_ceil(REG_WG)),
-        )?,
-        Variant::Tiled => {
-            let g = group_rows(rows, p2);
-            p.group_rows = g as u32;
-            enc.dispatch(
-                &TOPK,
-                "attend_tiled",
-                &[],
-                bytemuck::bytes_of(&p),
-                &tensors,
-                gpu.grid(rows.div_ceil(g) as u64),
-            )?
-        }
-    }
+    dispatch_rows(
+        enc,
+        variant,
+        ("attend_register", "attend_tiled"),
+        keep,
+        p,
+        &tensors,
+        rows,
+        p2,
+    )?;
     Ok(result)
 }
 
