@@ -11,90 +11,16 @@
 //! 2e-2 relative and 0.5 px, and the test says so.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use safetensors::{Dtype, SafeTensors};
 use sparsett::model::golden::{forward_all, Named};
 use sparsett::model::weights::golden_state_dict;
 use sparsett::model::SparseTT;
 use sparsett::Gpu;
 
-fn golden_dir() -> PathBuf {
-    std::env::var_os("SPARSETT_GOLDEN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden/seed0")
-        })
-}
-
-fn seed(dir: &std::path::Path) -> u64 {
-    let meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).expect("meta.json")).unwrap();
-    meta["seed"].as_u64().expect("meta.json has a seed")
-}
-
-/// A golden tensor converted to f64 (float, int16 and int64 entries alike).
-struct Gold {
-    shape: Vec<usize>,
-    v: Vec<f64>,
-}
-
-/// Reads `forward.safetensors` and any `forward.*.safetensors` beside it: the project's copy is
-/// split into parts under 5 MB, the shared golden folders keep one file.
-fn load_golden(dir: &std::path::Path) -> BTreeMap<String, Gold> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("golden folder")
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let n = p.file_name().unwrap().to_string_lossy();
-            n.starts_with("forward") && n.ends_with(".safetensors")
-        })
-        .collect();
-    files.sort();
-    assert!(
-        !files.is_empty(),
-        "{}: no forward*.safetensors",
-        dir.display()
-    );
-    let mut out = BTreeMap::new();
-    for file in files {
-        let bytes = std::fs::read(&file).expect("readable golden file");
-        let st = SafeTensors::deserialize(&bytes).expect("valid safetensors");
-        for (name, view) in st.tensors() {
-            out.insert(name.to_string(), gold_of(&name, &view));
-        }
-    }
-    out
-}
-
-fn gold_of(name: &str, view: &safetensors::tensor::TensorView) -> Gold {
-    let d = view.data();
-    let v: Vec<f64> = match view.dtype() {
-        Dtype::F32 => d
-            .chunks(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-            .collect(),
-        Dtype::F64 => d
-            .chunks(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-            .collect(),
-        Dtype::I16 => d
-            .chunks(2)
-            .map(|c| i16::from_le_bytes(c.try_into().unwrap()) as f64)
-            .collect(),
-        Dtype::I64 => d
-            .chunks(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
-            .collect(),
-        Dtype::U8 => d.iter().map(|&b| b as f64).collect(),
-        other => panic!("{name}: unexpected dtype {other:?}"),
-    };
-    Gold {
-        shape: view.shape().to_vec(),
-        v,
-    }
-}
+#[path = "support/golden.rs"]
+mod golden;
+use golden::{golden_dir, load_golden, seed, Gold};
 
 fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();

@@ -3,6 +3,7 @@
 //! that the tests compare against.
 pub mod attention;
 pub mod conv;
+pub mod crop;
 pub mod elementwise;
 pub mod layout;
 pub mod matmul;

@@ -5,6 +5,7 @@ mod common;
 
 mod attention;
 mod conv;
+mod crop;
 mod decode;
 mod elementwise;
 mod layout;
