@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Installs what sparsett needs on Debian 12 without a GPU: Mesa's lavapipe (a Vulkan CPU adapter).
+# Installs what sparsett needs on Debian 12 without a GPU: Mesa's lavapipe (a Vulkan CPU adapter)
+# and ffmpeg (video files other than image folders and .y4m).
 # Idempotent: does nothing when everything is present. Needs root (or sudo).
 set -euo pipefail
-pkgs=(mesa-vulkan-drivers libvulkan1)
+pkgs=(mesa-vulkan-drivers libvulkan1 ffmpeg)
+# The --show window tests: a virtual X server, a key sender, and the X11 libraries winit loads at
+# run time.
+pkgs+=(xvfb xauth xdotool libxkbcommon-x11-0 libx11-xcb1 libxcursor1 libxrandr2 libxi6)
 if [ "${SPARSETT_CROSS_CHECK:-0}" = 1 ]; then
   # Debian's rustc-web + std sources type-check the crate for macOS (Metal) and Windows (DX12).
   pkgs+=(rustc-web cargo-web rust-web-src)

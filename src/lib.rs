@@ -16,6 +16,7 @@ pub mod ops;
 pub mod prng;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod render;
+pub mod tracker;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod video;
 

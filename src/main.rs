@@ -1,10 +1,14 @@
 //! The `sparsett` command line.
 
-use std::process::ExitCode;
+mod cli;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use cli::{bench, eval, forward, track};
+use sparsett::tracker::Preset;
 use sparsett::{Gpu, GpuOptions, Variant};
 
 #[derive(Parser)]
@@ -27,6 +31,69 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Track one or several targets through a video.
+    Track {
+        /// An image folder (JPEG/PNG, benchmark layouts), a .y4m file, or anything ffmpeg reads
+        /// (mp4, avi, webm, /dev/video0).
+        #[arg(long)]
+        video: String,
+        /// The target in the first frame: x,y,w,h in pixels. Repeat for several targets.
+        #[arg(long = "init", required = true, value_parser = track::parse_rect)]
+        init: Vec<[f32; 4]>,
+        /// Weights: official .pkl or safetensors (default: the built-in untrained reference weights).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Hyper-parameters: got10k (also lasot, trackingnet), otb or uav.
+        #[arg(long, default_value = "got10k", value_parser = parse_preset)]
+        preset: Preset,
+        /// Write one x,y,w,h line per frame (GOT-10k result format); several targets get
+        /// NAME.1.txt, NAME.2.txt, ….
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Draw the boxes and scores: a video file (.mp4/.webm/.avi via ffmpeg, .y4m natively) or
+        /// a folder of JPEG frames (a path ending in /).
+        #[arg(long)]
+        render: Option<String>,
+        /// Play the video with the live boxes in a desktop window.
+        #[arg(long)]
+        show: bool,
+        /// Stop after this many frames.
+        #[arg(long)]
+        frames: Option<usize>,
+        /// No progress bar or summary.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Run the tracker over a benchmark and score it with the toolkits' metrics.
+    Eval {
+        /// got10k, lasot, trackingnet, otb or uav123.
+        #[arg(long, value_parser = parse_dataset)]
+        dataset: sparsett::eval::DatasetKind,
+        /// The dataset's folder, in the layout its toolkit expects.
+        #[arg(long)]
+        root: PathBuf,
+        /// Split: GOT-10k val (default) / test / train; LaSOT test / all; TrackingNet TEST / TRAIN_i.
+        #[arg(long)]
+        split: Option<String>,
+        /// Result folder(s): this run writes into the first (sequences with results are skipped,
+        /// so an interrupted run resumes); every folder is scored in one table.
+        #[arg(long, required = true)]
+        results: Vec<PathBuf>,
+        /// Only score the result folders (e.g. other trackers' results); do not track.
+        #[arg(long)]
+        score_only: bool,
+        /// Hyper-parameters (default: the benchmark's official preset).
+        #[arg(long, value_parser = parse_preset)]
+        preset: Option<Preset>,
+        /// Metric conventions (default: the benchmark's toolkit).
+        #[arg(long, value_parser = parse_protocol)]
+        protocol: Option<sparsett::eval::Protocol>,
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Where the success/precision PNGs go (default: the first result folder).
+        #[arg(long)]
+        plots: Option<PathBuf>,
+    },
     /// Print the adapter, backend, device type, features and the limits that matter.
     Info,
     /// Convert an official checkpoint (torch `.pkl` zip, or safetensors) to validated safetensors.
@@ -79,6 +146,18 @@ enum BenchWhat {
     Track,
 }
 
+fn parse_preset(s: &str) -> Result<Preset, String> {
+    s.parse().map_err(|e: sparsett::Error| e.to_string())
+}
+
+fn parse_dataset(s: &str) -> Result<sparsett::eval::DatasetKind, String> {
+    s.parse().map_err(|e: sparsett::Error| e.to_string())
+}
+
+fn parse_protocol(s: &str) -> Result<sparsett::eval::Protocol, String> {
+    s.parse().map_err(|e: sparsett::Error| e.to_string())
+}
+
 fn parse_variant(s: &str) -> Result<Variant, String> {
     Variant::parse(s).map_err(|e| e.to_string())
 }
@@ -92,25 +171,66 @@ fn gpu(cli: &Cli, profile: bool) -> sparsett::Result<Gpu> {
     })
 }
 
-type BenchFn = fn(&Gpu, &mut Vec<sparsett::bench::Row>) -> sparsett::Result<()>;
-
-fn kernel_benches() -> Vec<(&'static str, BenchFn)> {
-    use sparsett::ops::*;
-    vec![
-        ("matmul", matmul::bench),
-        ("conv", conv::bench),
-        ("attention", attention::bench),
-        ("topk", topk::bench),
-        ("window", window::bench),
-        ("norm", norm::bench),
-        ("softmax", softmax::bench),
-        ("layout", layout::bench),
-        ("elementwise", elementwise::bench),
-    ]
-}
-
 fn run(cli: &Cli) -> sparsett::Result<()> {
     match &cli.cmd {
+        Cmd::Track {
+            video,
+            init,
+            weights,
+            preset,
+            out,
+            render,
+            show,
+            frames,
+            quiet,
+        } => {
+            let g = Arc::new(gpu(cli, false)?);
+            track::run(
+                g,
+                track::TrackArgs {
+                    video: video.clone(),
+                    init: init.clone(),
+                    weights: weights.clone(),
+                    preset: *preset,
+                    out: out.clone(),
+                    render: render.clone(),
+                    show: *show,
+                    frames: *frames,
+                    quiet: *quiet,
+                },
+            )?;
+        }
+        Cmd::Eval {
+            dataset,
+            root,
+            split,
+            results,
+            score_only,
+            preset,
+            protocol,
+            weights,
+            plots,
+        } => {
+            let g = if *score_only {
+                None
+            } else {
+                Some(Arc::new(gpu(cli, false)?))
+            };
+            eval::run(
+                g,
+                &eval::EvalArgs {
+                    dataset: *dataset,
+                    root,
+                    split: split.as_deref(),
+                    results,
+                    score_only: *score_only,
+                    preset: *preset,
+                    protocol: *protocol,
+                    weights: weights.as_deref(),
+                    plots: plots.as_deref(),
+                },
+            )?;
+        }
         Cmd::Info => {
             let g = gpu(cli, false)?;
             println!("{}", g.describe());
@@ -132,14 +252,14 @@ fn run(cli: &Cli) -> sparsett::Result<()> {
             weights,
             inputs,
             out,
-        } => forward(cli, weights, inputs, out)?,
+        } => forward::run(&gpu(cli, false)?, weights, inputs, out)?,
         Cmd::Bench {
             what: BenchWhat::Track,
             profile,
             weights,
             iters,
             ..
-        } => bench_track(cli, *profile, weights.as_ref(), *iters)?,
+        } => bench::model(&gpu(cli, false)?, *profile, weights.as_deref(), *iters)?,
         Cmd::Bench {
             what: BenchWhat::Kernels,
             filter,
@@ -149,7 +269,7 @@ fn run(cli: &Cli) -> sparsett::Result<()> {
             let g = gpu(cli, *profile)?;
             println!("adapter: {}", g.adapter_line());
             let mut rows = Vec::new();
-            for (name, f) in kernel_benches() {
+            for (name, f) in bench::kernel_benches() {
                 if filter.as_deref().is_some_and(|p| !name.contains(p)) {
                     continue;
                 }
@@ -159,137 +279,11 @@ fn run(cli: &Cli) -> sparsett::Result<()> {
             }
             print!("{}", sparsett::bench::table(&rows));
             if *profile {
-                print_profile(&g);
+                bench::print_profile(&g);
             }
         }
     }
     Ok(())
-}
-
-fn forward(cli: &Cli, weights: &PathBuf, inputs: &PathBuf, out: &PathBuf) -> sparsett::Result<()> {
-    use sparsett::model::golden::NamedData;
-    use sparsett::model::weights::{HostTensor, StateDict};
-    let sd = StateDict::load_checked(weights)?;
-    let inp = StateDict::load(inputs)?;
-    let get = |k: &str| -> sparsett::Result<Vec<f32>> { Ok(inp.f32(k)?.to_vec()) };
-    let (z, x) = (get("input.z")?, get("input.x")?);
-    let g = gpu(cli, false)?;
-    let model = sparsett::model::SparseTT::load(&g, &sd)?;
-    let all = sparsett::model::golden::forward_all(&g, &model, &z, &x)?;
-    let mut dict = StateDict::new();
-    for (k, v) in all {
-        let t = match v.data {
-            NamedData::F32(d) => HostTensor::f32(&v.shape, d),
-            NamedData::U32(d) => HostTensor::i64(&v.shape, d.into_iter().map(i64::from).collect()),
-        };
-        dict.insert(k, t);
-    }
-    dict.save_safetensors(out)?;
-    println!("wrote {} tensors to {}", dict.len(), out.display());
-    Ok(())
-}
-
-fn bench_track(
-    cli: &Cli,
-    profile: bool,
-    weights: Option<&PathBuf>,
-    iters: usize,
-) -> sparsett::Result<()> {
-    use sparsett::model::sparsett::{X_SIZE, Z_SIZE};
-    use sparsett::model::{SparseTT, Taps};
-    use std::time::Instant;
-    let sd = match weights {
-        Some(w) => sparsett::model::weights::StateDict::load_checked(w)?,
-        None => {
-            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden/seed0");
-            sparsett::model::weights::golden_state_dict(&dir.join("small_params.safetensors"), 0)?
-        }
-    };
-    let g = gpu(cli, false)?;
-    println!("adapter: {}", g.adapter_line());
-    let model = SparseTT::load(&g, &sd)?;
-    drop(sd);
-    let mut rng = sparsett::prng::SplitMix64::new(1);
-    let z = g.upload(
-        &[1, 3, Z_SIZE, Z_SIZE],
-        &rng.vec_f32(3 * Z_SIZE * Z_SIZE, -2.0, 2.0),
-    )?;
-    let x_host = rng.vec_f32(3 * X_SIZE * X_SIZE, -2.0, 2.0);
-
-    let template = || -> sparsett::Result<(sparsett::model::TemplateFeatures, f64, u64)> {
-        let t0 = Instant::now();
-        let mut enc = g.encoder();
-        let tf = model.template(&mut enc, &z, &mut Taps::off())?;
-        let n = enc.dispatch_count();
-        enc.submit()?;
-        g.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| sparsett::Error::Gpu(e.to_string()))?;
-        Ok((tf, t0.elapsed().as_secs_f64() * 1e3, n))
-    };
-    let (tf, _, _) = template()?; // compiles the pipelines
-    let (tf2, t_ms, t_disp) = template()?;
-    drop(tf2);
-    let step = || -> sparsett::Result<(f64, u64)> {
-        let t0 = Instant::now();
-        let x = g.upload(&[1, 3, X_SIZE, X_SIZE], &x_host)?;
-        let mut enc = g.encoder();
-        let out = model.track(&mut enc, &tf, &x, &mut Taps::off())?;
-        let n = enc.dispatch_count();
-        enc.submit_read(&[&out.score, &out.boxes])?;
-        Ok((t0.elapsed().as_secs_f64() * 1e3, n))
-    };
-    step()?;
-    step()?; // warm-up: pipelines compiled, pool filled
-    let before = g.stats();
-    g.set_profiling(profile);
-    let mut times = Vec::new();
-    let mut dispatches = 0;
-    for _ in 0..iters.max(1) {
-        let (ms, n) = step()?;
-        times.push(ms);
-        dispatches = n;
-    }
-    let after = g.stats();
-    times.sort_by(|a, b| a.total_cmp(b));
-    let med = times[times.len() / 2];
-    let n = iters.max(1) as u64;
-    println!("template step: {t_ms:.1} ms, {t_disp} dispatches");
-    println!(
-        "track step:    {med:.1} ms median of {n} ({:.2} GFLOP/s against 26.1 GFLOP), {dispatches} dispatches",
-        26.1 / med * 1e3
-    );
-    println!(
-        "after warm-up: {} bytes allocated, {:.1} GPU→CPU syncs and {:.1} submits per step",
-        after.pool.allocated_bytes - before.pool.allocated_bytes,
-        (after.syncs - before.syncs) as f64 / n as f64,
-        (after.submits - before.submits) as f64 / n as f64
-    );
-    if profile {
-        print_profile(&g);
-    }
-    Ok(())
-}
-
-fn print_profile(g: &Gpu) {
-    let entries = g.take_profile();
-    if entries.is_empty() {
-        println!("(no timestamps: the adapter lacks timestamp queries)");
-        return;
-    }
-    let mut by: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
-    for e in entries {
-        let s = by.entry(e.label).or_default();
-        s.0 += 1;
-        s.1 += e.ns;
-    }
-    println!(
-        "\nGPU time per dispatch (timestamps):\n{:<44} {:>7} {:>12}",
-        "shader:entry", "count", "mean ms"
-    );
-    for (label, (n, ns)) in by {
-        println!("{label:<44} {n:>7} {:>12.3}", ns / n as f64 / 1e6);
-    }
 }
 
 fn main() -> ExitCode {

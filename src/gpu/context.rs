@@ -92,6 +92,9 @@ pub struct GpuStats {
 /// A device and everything shared by the ops that run on it. Cheap to share by reference; all
 /// interior state is behind locks so tests can share one `Gpu` across threads.
 pub struct Gpu {
+    /// Kept for presenting (a window's surface must come from the same instance and adapter).
+    pub instance: wgpu::Instance,
+    pub adapter: wgpu::Adapter,
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
@@ -205,6 +208,8 @@ impl Gpu {
         Ok(Gpu {
             pool: Arc::new(Pool::new(device.clone())),
             pipelines: PipelineCache::default(),
+            instance,
+            adapter,
             device,
             queue,
             info,

@@ -17,5 +17,5 @@ pub mod taps;
 pub mod weights;
 
 pub use load::WeightSource;
-pub use sparsett::{SparseTT, TemplateFeatures, TrackOut};
+pub use sparsett::{SparseTT, TemplateFeatures, TrackOut, SCORE_SIDE, X_SIZE, Z_SIZE};
 pub use taps::Taps;

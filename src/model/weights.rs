@@ -680,7 +680,12 @@ pub const PRNG_MIN_NUMEL: usize = 4096;
 /// from `small_params` (`seed<S>/small_params.safetensors`), the derived buffers from their
 /// formulas. The result has all 438 entries and has passed [`StateDict::validate`].
 pub fn golden_state_dict(small_params: &Path, seed: u64) -> Result<StateDict> {
-    let mut small = StateDict::load(small_params)?;
+    let small = StateDict::load(small_params)?;
+    golden_state_dict_from(small, seed).map_err(|e| at_path(small_params, e))
+}
+
+/// [`golden_state_dict`] from small parameters already in memory.
+pub fn golden_state_dict_from(mut small: StateDict, seed: u64) -> Result<StateDict> {
     let mut sd = StateDict::new();
     let mut missing = Vec::new();
     for spec in keys::official_schema() {
@@ -703,18 +708,15 @@ pub fn golden_state_dict(small_params: &Path, seed: u64) -> Result<StateDict> {
     }
     let extra: Vec<String> = small.keys().map(str::to_string).collect();
     if !missing.is_empty() || !extra.is_empty() {
-        return Err(at_path(
-            small_params,
-            Error::Other(format!(
-                "not the golden small-parameter file: {} entries missing ({}), {} unexpected ({})",
-                missing.len(),
-                list(&missing),
-                extra.len(),
-                list(&extra)
-            )),
-        ));
+        return Err(Error::Other(format!(
+            "not the golden small-parameter file: {} entries missing ({}), {} unexpected ({})",
+            missing.len(),
+            list(&missing),
+            extra.len(),
+            list(&extra)
+        )));
     }
-    sd.validate().map_err(|e| at_path(small_params, e))?;
+    sd.validate()?;
     Ok(sd)
 }
 

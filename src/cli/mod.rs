@@ -1,0 +1,8 @@
+//! The command implementations behind `src/main.rs` (argument parsing stays there).
+
+pub mod bench;
+pub mod eval;
+pub mod forward;
+pub mod show;
+pub mod track;
+pub mod weights;
