@@ -16,6 +16,8 @@ pub mod ops;
 pub mod prng;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod render;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod synth;
 pub mod tracker;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod video;

@@ -135,6 +135,12 @@ enum Cmd {
         /// Timed iterations.
         #[arg(long, default_value_t = 5)]
         iters: usize,
+        /// Video for the whole-loop part of `bench track` (default: the cup clip in tests/data).
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/cup.mp4"))]
+        video: String,
+        /// Frames of that video to time.
+        #[arg(long, default_value_t = 6)]
+        frames: usize,
     },
 }
 
@@ -258,8 +264,17 @@ fn run(cli: &Cli) -> sparsett::Result<()> {
             profile,
             weights,
             iters,
+            video,
+            frames,
             ..
-        } => bench::model(&gpu(cli, false)?, *profile, weights.as_deref(), *iters)?,
+        } => bench::track(
+            Arc::new(gpu(cli, false)?),
+            *profile,
+            weights.as_deref(),
+            *iters,
+            video,
+            *frames,
+        )?,
         Cmd::Bench {
             what: BenchWhat::Kernels,
             filter,

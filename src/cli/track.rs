@@ -68,7 +68,9 @@ fn draw(frame: &mut image::RgbImage, results: &[Update]) {
             format!("{:.2}", r.score)
         };
         let y = (r.rect[1] as i32 - 9 * scale as i32 - thick as i32).max(0);
-        draw_label(frame, r.rect[0] as i32, y, &label, [0, 0, 0], c, scale);
+        // Keep the label on screen when the box leaves the frame.
+        let x = (r.rect[0] as i32).min(frame.width() as i32 - 8).max(0);
+        draw_label(frame, x, y, &label, [0, 0, 0], c, scale);
     }
 }
 

@@ -1,0 +1,323 @@
+//! The `sparsett` command line end to end, as a subprocess, on generated sequences: a real photo
+//! patch (a cat, from the golden negative pair) moving over a real background (the golden frame).
+//! The built-in weights are untrained, so these tests check the pipeline and the files it writes,
+//! not tracking quality. Full-size model: a few frames only.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use image::RgbImage;
+use safetensors::SafeTensors;
+use sparsett::synth::{generate, write_got10k, SynthSpec};
+
+#[path = "support/golden.rs"]
+mod golden;
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sparsett-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn bgr_to_rgb(bgr: &[u8], w: u32, h: u32) -> RgbImage {
+    let rgb: Vec<u8> = bgr
+        .chunks_exact(3)
+        .flat_map(|p| [p[2], p[1], p[0]])
+        .collect();
+    RgbImage::from_raw(w, h, rgb).unwrap()
+}
+
+/// Background: the golden frame 1 (400×320); object: the centre of the negative pair's search
+/// crop (a cat).
+fn photos() -> (RgbImage, RgbImage) {
+    let dir = golden::golden_dir();
+    let g = golden::load_golden(&dir);
+    let f = &g["frame1_bgr_u8"];
+    let bg = bgr_to_rgb(&f.u8(), f.shape[1] as u32, f.shape[0] as u32);
+    let bytes = std::fs::read(dir.join("train.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let x = st.tensor("x_crop_bgr_u8").unwrap();
+    let one = 289 * 289 * 3;
+    let cat = bgr_to_rgb(&x.data()[one..2 * one], 289, 289);
+    let obj = image::imageops::crop_imm(&cat, 84, 84, 120, 120).to_image();
+    (bg, obj)
+}
+
+fn sequence(dir: &Path, frames: usize, seed: u64) -> Vec<[u32; 4]> {
+    let (bg, obj) = photos();
+    let s = generate(
+        &bg,
+        &obj,
+        &SynthSpec {
+            frames,
+            object_size: (56, 48),
+            seed,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    write_got10k(dir, &s, true).unwrap();
+    s.boxes
+}
+
+fn sparsett(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sparsett"))
+        .args(args)
+        .env(
+            "WGPU_BACKEND",
+            std::env::var("WGPU_BACKEND").unwrap_or("vulkan".into()),
+        )
+        .output()
+        .expect("the sparsett binary runs")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn boxes(path: &Path) -> Vec<[f32; 4]> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Vec<f32> = l.split(',').map(|s| s.parse().unwrap()).collect();
+            v.try_into().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn track_writes_boxes_and_rendered_frames() {
+    let d = scratch("track");
+    let seq = d.join("seq");
+    let gt = sequence(&seq, 3, 7);
+    let init = gt[0].map(|v| v.to_string()).join(",");
+    let out = d.join("boxes.txt");
+    let render = d.join("render/");
+    let o = sparsett(&[
+        "track",
+        "--video",
+        seq.to_str().unwrap(),
+        "--init",
+        &init,
+        "--out",
+        out.to_str().unwrap(),
+        "--render",
+        &format!("{}/", render.display()),
+        "--quiet",
+    ]);
+    let (so, se) = text(&o);
+    assert!(o.status.success(), "stdout {so}\nstderr {se}");
+    let b = boxes(&out);
+    assert_eq!(b.len(), 3, "one line per frame");
+    assert_eq!(
+        b[0],
+        gt[0].map(|v| v as f32),
+        "the first line is the init box"
+    );
+    // The tracker clamps the centre into the frame and the size into [10, frame side].
+    for r in &b[1..] {
+        let (cx, cy) = (r[0] + (r[2] - 1.0) / 2.0, r[1] + (r[3] - 1.0) / 2.0);
+        assert!(
+            (0.0..=400.0).contains(&cx) && (0.0..=320.0).contains(&cy),
+            "{r:?}"
+        );
+        assert!(
+            (10.0..=400.0).contains(&r[2]) && (10.0..=320.0).contains(&r[3]),
+            "{r:?}"
+        );
+    }
+    let frames: Vec<_> = std::fs::read_dir(&render).unwrap().collect();
+    assert_eq!(frames.len(), 3, "one rendered frame per input frame");
+    // The first rendered frame shows the init box outline in the first palette colour.
+    let first = image::open(render.join("00000001.jpg"))
+        .unwrap()
+        .into_rgb8();
+    assert_eq!(first.dimensions(), (400, 320));
+    let src = image::open(seq.join("00000001.png")).unwrap().into_rgb8();
+    let [x, y, _, h] = gt[0];
+    let diff = |a: &image::Rgb<u8>, b: &image::Rgb<u8>| {
+        a.0.iter()
+            .zip(b.0)
+            .map(|(p, q)| p.abs_diff(q) as u32)
+            .sum::<u32>()
+    };
+    let on_edge = diff(first.get_pixel(x, y + h / 2), src.get_pixel(x, y + h / 2));
+    assert!(
+        on_edge > 60,
+        "box outline not drawn (colour change {on_edge})"
+    );
+}
+
+#[test]
+fn eval_tracks_skips_broken_scores_and_resumes() {
+    let d = scratch("eval");
+    let root = d.join("got10k");
+    let mut gts = Vec::new();
+    for (name, seed) in [("seq_a", 1u64), ("seq_b", 2)] {
+        gts.push((name, sequence(&root.join(name), 3, seed)));
+    }
+    // A broken sequence: frames without ground truth.
+    sequence(&root.join("seq_broken"), 3, 3);
+    std::fs::remove_file(root.join("seq_broken/groundtruth.txt")).unwrap();
+    std::fs::write(root.join("list.txt"), "seq_a\nseq_b\nseq_broken\n").unwrap();
+    let ours = d.join("results/ours");
+    let args = [
+        "eval",
+        "--dataset",
+        "got10k",
+        "--root",
+        root.to_str().unwrap(),
+        "--results",
+        ours.to_str().unwrap(),
+    ];
+    let o = sparsett(&args);
+    let (so, se) = text(&o);
+    assert!(o.status.success(), "stdout {so}\nstderr {se}");
+    assert!(
+        se.contains("seq_broken") && se.contains("groundtruth.txt"),
+        "{se}"
+    );
+    for (name, gt) in &gts {
+        let r = boxes(&ours.join(name).join(format!("{name}_001.txt")));
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[0], gt[0].map(|v| v as f32));
+    }
+    assert!(ours.join("success.png").is_file());
+
+    // A perfect "tracker" (the ground truth as results) scores AO = 1 next to ours.
+    let perfect = d.join("results/perfect");
+    for (name, gt) in &gts {
+        let dir = perfect.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let t: String = gt
+            .iter()
+            .map(|b| format!("{},{},{},{}\n", b[0], b[1], b[2], b[3]))
+            .collect();
+        std::fs::write(dir.join(format!("{name}_001.txt")), t).unwrap();
+    }
+    let o = sparsett(&[
+        "eval",
+        "--dataset",
+        "got10k",
+        "--root",
+        root.to_str().unwrap(),
+        "--results",
+        ours.to_str().unwrap(),
+        "--results",
+        perfect.to_str().unwrap(),
+        "--score-only",
+    ]);
+    let (so, se) = text(&o);
+    assert!(o.status.success(), "stdout {so}\nstderr {se}");
+    let row = so
+        .lines()
+        .find(|l| l.trim_start().starts_with("perfect"))
+        .unwrap_or_else(|| panic!("no row for 'perfect' in\n{so}"));
+    // The table is in percent: AO, SR0.5 and SR0.75 all 100.
+    assert!(
+        row.contains("100.00  100.00  100.00"),
+        "perfect AO must be 1: {row}"
+    );
+    assert!(
+        so.lines().any(|l| l.trim_start().starts_with("ours")),
+        "{so}"
+    );
+
+    // Resuming: every good sequence already has results, so nothing is tracked again.
+    let o = sparsett(&args);
+    let (so, se) = text(&o);
+    assert!(o.status.success(), "stdout {so}\nstderr {se}");
+    assert!(se.contains("2 already have results"), "{se}");
+}
+
+#[test]
+fn bad_input_gives_one_clear_line() {
+    let d = scratch("bad");
+    let seq = d.join("seq");
+    sequence(&seq, 2, 5);
+    let empty = d.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let junk = d.join("junk.safetensors");
+    std::fs::write(&junk, b"not a checkpoint at all").unwrap();
+    let missing = d.join("nope.mp4");
+    let s = seq.to_str().unwrap();
+    for (args, words) in [
+        (
+            vec![
+                "track",
+                "--video",
+                missing.to_str().unwrap(),
+                "--init",
+                "1,1,5,5",
+            ],
+            "nope.mp4",
+        ),
+        (
+            vec![
+                "track",
+                "--video",
+                empty.to_str().unwrap(),
+                "--init",
+                "1,1,5,5",
+            ],
+            "no JPEG or PNG",
+        ),
+        (
+            vec!["track", "--video", s, "--init", "500,10,20,20"],
+            "outside the 400×320 frame",
+        ),
+        (vec!["track", "--video", s, "--init", "10,10,0,20"], "empty"),
+        (vec!["track", "--video", s, "--init", "10,10,20"], "x,y,w,h"),
+        (
+            vec![
+                "track",
+                "--video",
+                s,
+                "--init",
+                "10,10,20,20",
+                "--weights",
+                junk.to_str().unwrap(),
+            ],
+            "junk.safetensors",
+        ),
+        (
+            vec![
+                "track",
+                "--video",
+                s,
+                "--init",
+                "10,10,20,20",
+                "--preset",
+                "vot",
+            ],
+            "got10k",
+        ),
+        (
+            vec!["eval", "--dataset", "vot", "--root", s, "--results", s],
+            "got10k",
+        ),
+        (
+            vec![
+                "eval",
+                "--dataset",
+                "otb",
+                "--root",
+                missing.to_str().unwrap(),
+                "--results",
+                s,
+            ],
+            "nope.mp4",
+        ),
+    ] {
+        let o = sparsett(&args);
+        let (_, se) = text(&o);
+        assert!(!o.status.success(), "{args:?} should fail");
+        assert!(se.contains(words), "{args:?}: expected {words:?} in\n{se}");
+        assert!(!se.contains("panicked"), "{args:?} panicked:\n{se}");
+    }
+}
