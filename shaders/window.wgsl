@@ -20,7 +20,11 @@ struct Params {
     shift: u32,
     nww: u32,   // windows per row of the padded map
     nw: u32,    // windows per image
-    n: u32,     // heads (relative position bias)
+    n: u32,     // heads (relative position bias); batch (win_partition_ln)
+    eps: f32,   // LayerNorm epsilon (win_partition_ln)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 const NONE: u32 = 0xffffffffu;
@@ -37,6 +41,8 @@ const NONE: u32 = 0xffffffffu;
 @group(0) @binding(2) var<storage, read> res_v: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> out_s: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out_v: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> ln_w: array<f32>;
+@group(0) @binding(4) var<storage, read> ln_b: array<f32>;
 
 // ---- window partition: pad → roll(−shift) → cut windows -------------------------------------
 // Grid: (ceil(WIN²·CV / 64), windows per image, batch).
@@ -79,6 +85,56 @@ fn win_partition_v4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
         for (var k = 0u; k < K; k++) { dst_v[o + k] = vec4<f32>(0.0); }
     } else {
         for (var k = 0u; k < K; k++) { dst_v[o + k] = src_v[s + k]; }
+    }
+}
+
+// ---- LayerNorm fused into the partition (Swin's norm1 → pad → roll → windows) --------------
+// One invocation per window token, all C = CV channels (scalar access); grid: 1-D over the
+// B·nW·WIN² tokens (split by Gpu::grid). Pad tokens stay zero: mmdet pads after the norm. The
+// statistics are ln_register's (norm.wgsl): Chan et al.'s merge of 4-element chunks on values
+// shifted by the token's first channel, so both paths round alike.
+@compute @workgroup_size(64)
+fn win_partition_ln(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) li: u32) {
+    let tok = (wg.x + wg.y * nwg.x) * 64u + li;
+    let per_img = p.nw * (WIN * WIN);
+    if (tok >= p.n * per_img) { return; }
+    let b = tok / per_img;
+    let r = tok - b * per_img;
+    let win = r / (WIN * WIN);
+    let t = r - win * (WIN * WIN);
+    let base = partition_src(b, win, t * CV);
+    let o = tok * CV;
+    if (base == NONE) {
+        for (var i = 0u; i < CV; i++) { dst_s[o + i] = 0.0; }
+        return;
+    }
+    let c4 = CV & ~3u;
+    let k = src_s[base];
+    var mean = 0.0;
+    var m2 = 0.0;
+    var n = 0.0;
+    for (var i = 0u; i < c4; i += 4u) {
+        let v = vec4<f32>(src_s[base + i], src_s[base + i + 1u], src_s[base + i + 2u],
+                          src_s[base + i + 3u]) - k;
+        let cm = ((v.x + v.y) + (v.z + v.w)) * 0.25;
+        let d = v - cm;
+        let delta = cm - mean;
+        n += 4.0;
+        let f = 4.0 / n;
+        mean += delta * f;
+        m2 += dot(d, d) + delta * delta * (n - 4.0) * f;
+    }
+    for (var i = c4; i < CV; i++) {
+        let v = src_s[base + i] - k;
+        n += 1.0;
+        let delta = v - mean;
+        mean += delta / n;
+        m2 += delta * (v - mean);
+    }
+    let rs = 1.0 / sqrt(m2 / f32(CV) + p.eps);
+    for (var i = 0u; i < CV; i++) {
+        dst_s[o + i] = (src_s[base + i] - k - mean) * rs * ln_w[i] + ln_b[i];
     }
 }
 

@@ -13,7 +13,7 @@ use crate::ops::conv::{conv2d, Conv2dOpts};
 use crate::ops::layout::permute;
 use crate::ops::matmul::{linear, Activation, Epilogue};
 use crate::ops::norm::layer_norm;
-use crate::ops::window::{self, patch_merge, window_partition, window_reverse};
+use crate::ops::window::{self, patch_merge, window_partition_ln, window_reverse};
 use crate::ops::HeadsView;
 use crate::{Encoder, Result};
 
@@ -90,8 +90,15 @@ impl Block {
     /// `x`: `[B, H, W, C]`; `mask`: the shifted-window region mask for this map size.
     fn run(&self, enc: &mut Encoder, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let [b, h, w, c] = [x.dim(0), x.dim(1), x.dim(2), x.dim(3)];
-        let y = self.norm1.run(enc, x)?;
-        let win = window_partition(enc, &y, WINDOW, self.shift)?;
+        let win = window_partition_ln(
+            enc,
+            x,
+            &self.norm1.w,
+            &self.norm1.b,
+            EPS,
+            WINDOW,
+            self.shift,
+        )?;
         let qkv = linear(
             enc,
             &win,

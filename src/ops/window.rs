@@ -92,6 +92,8 @@ struct Params {
     nww: u32,
     nw: u32,
     n: u32,
+    eps: f32,
+    _pad: [u32; 3],
 }
 
 /// Sizes of the padded, windowed map.
@@ -219,6 +221,7 @@ pub fn window_partition_with(
         nww: g.nww as u32,
         nw: u32_of(OP, "windows", nw)?,
         n: 0,
+        ..bytemuck::Zeroable::zeroed()
     };
     let per_window = window * window * c / width.channels();
     let groups = grid(enc, OP, [per_window.div_ceil(WG), nw, b])?;
@@ -228,6 +231,60 @@ pub fn window_partition_with(
         &consts,
         bytemuck::bytes_of(&p),
         &[x, &out],
+        groups,
+    )?;
+    Ok(out)
+}
+
+/// `window_partition(layer_norm(x))` in one dispatch (Swin's norm1 before the windows): every
+/// token of `x` (`[B, H, W, C]`) normalised over C with `gamma`, `beta`, `eps`, then padded with
+/// zeros, rolled and cut as [`window_partition`] does. Pad tokens stay zero, as mmdet pads after
+/// the norm.
+pub fn window_partition_ln(
+    enc: &mut Encoder,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f32,
+    window: usize,
+    shift: usize,
+) -> Result<Tensor> {
+    const OP: &str = "window_partition_ln";
+    check_window(OP, window, shift)?;
+    let [b, h, w, c] = check_map(OP, x)?;
+    for (name, t) in [("gamma", gamma), ("beta", beta)] {
+        if t.shape() != [c] || t.dtype() != DType::F32 {
+            return Err(Error::shape(
+                OP,
+                format!("{name} must be [{c}] f32, got {:?}", t.shape()),
+            ));
+        }
+    }
+    let g = WindowGrid::new(h, w, window)?;
+    let nw = g.count();
+    let tokens = b * nw * window * window;
+    let out = enc
+        .gpu()
+        .empty(OP, &[b * nw, window * window, c], DType::F32)?;
+    let p = Params {
+        h: u32_of(OP, "H", h)?,
+        w: u32_of(OP, "W", w)?,
+        hp: u32_of(OP, "Hp", g.hp)?,
+        wp: u32_of(OP, "Wp", g.wp)?,
+        shift: shift as u32,
+        nww: g.nww as u32,
+        nw: u32_of(OP, "windows", nw)?,
+        n: u32_of(OP, "batch", b)?,
+        eps,
+        _pad: [0; 3],
+    };
+    let groups = enc.gpu().grid(tokens.div_ceil(WG) as u64);
+    enc.dispatch(
+        &WINDOW,
+        "win_partition_ln",
+        &[("WIN", window as f64), ("CV", c as f64)],
+        bytemuck::bytes_of(&p),
+        &[x, &out, gamma, beta],
         groups,
     )?;
     Ok(out)
@@ -337,6 +394,7 @@ pub fn window_reverse_with(
         nww: g.nww as u32,
         nw: u32_of(OP, "windows", nw)?,
         n: 0,
+        ..bytemuck::Zeroable::zeroed()
     };
     let groups = grid(enc, OP, [(w * c / width.channels()).div_ceil(WG), h, b])?;
     let base = if residual.is_some() {

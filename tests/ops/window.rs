@@ -105,6 +105,62 @@ fn partition_and_reverse_match_reference() {
     }
 }
 
+/// LayerNorm fused into the partition equals the CPU LayerNorm then partition (tolerance of
+/// tests/ops/norm.rs: 1e-5 + 1e-5·|want|, the same arithmetic as the register LayerNorm), equals
+/// the unfused register path within a few ulp (same statistics code; the channel count is a
+/// compile-time constant here, so the compiler may turn one division into a reciprocal
+/// multiply), and keeps pad tokens zero (the reference pads after the norm).
+#[test]
+fn partition_with_layer_norm_matches_reference() {
+    use sparsett::ops::norm::{self, cpu as ncpu};
+    use sparsett::Variant;
+    let g = gpu();
+    for (mi, &(b, h, w, c, win)) in MAPS.iter().enumerate() {
+        let dims = [b, h, w, c];
+        // An offset row mean, as Swin activations have, exercises the shifted statistics.
+        let x: Vec<f32> = rand_vec(300 + mi as u64, b * h * w * c, -2.0, 2.0)
+            .iter()
+            .map(|v| v + 7.0)
+            .collect();
+        let gam = rand_vec(400 + mi as u64, c, 0.5, 1.5);
+        let bet = rand_vec(500 + mi as u64, c, -1.0, 1.0);
+        let (xt, gt, bt) = (
+            g.upload(&dims, &x).unwrap(),
+            g.upload(&[c], &gam).unwrap(),
+            g.upload(&[c], &bet).unwrap(),
+        );
+        let normed = ncpu::layer_norm(&x, c, &gam, &bet, 1e-5);
+        for shift in shifts(win) {
+            let what = format!("{dims:?} window {win} shift {shift}");
+            let want = cpu::window_partition(&normed, dims, win, shift);
+            let mut enc = g.encoder();
+            let fused =
+                window::window_partition_ln(&mut enc, &xt, &gt, &bt, 1e-5, win, shift).unwrap();
+            let ln =
+                norm::layer_norm_with(&mut enc, &xt, &gt, &bt, 1e-5, Variant::Register).unwrap();
+            let two =
+                window::window_partition_with(&mut enc, &ln, win, shift, Width::Scalar).unwrap();
+            let got = enc.submit_read(&[&fused, &two]).unwrap();
+            crate::common::assert_close(&what, &got[0], &want, 1e-5, 1e-5);
+            crate::common::assert_close(
+                &format!("fused vs unfused {what}"),
+                &got[0],
+                &got[1],
+                1e-6,
+                1e-6,
+            );
+        }
+    }
+    let mut enc = g.encoder();
+    let x = g.zeros(&[1, 4, 4, 8]).unwrap();
+    let bad = g.zeros(&[7]).unwrap();
+    let e = window::window_partition_ln(&mut enc, &x, &bad, &bad, 1e-5, 3, 0)
+        .err()
+        .expect("gamma of the wrong length")
+        .to_string();
+    assert!(e.contains("gamma") && e.contains("[8]"), "{e}");
+}
+
 #[test]
 fn default_entry_points_pick_a_width() {
     let g = gpu();
