@@ -23,6 +23,11 @@ override D: u32 = 32u;           // head width
 override HAS_BIAS: bool = false;
 override HAS_MASK: bool = false;
 override R: u32 = 8u;            // query rows per lane in the register kernels, 1..=8
+// Scatter mode (Swin): batch item b is window b mod nW of image b / nW, and each output row is
+// written where Swin's window reverse would put it (un-roll by the shift, crop the padding), so
+// no separate reverse pass is needed. WIN is the window side.
+override SCATTER: bool = false;
+override WIN: u32 = 7u;
 
 const NEG: f32 = -1.0e30;        // finite "minus infinity": exp(NEG - x) is 0 without inf arithmetic
 const LANES: u32 = 8u;           // register kernels: one subgroup of 8 lanes per workgroup
@@ -41,9 +46,41 @@ struct Params {
     row_tiles: u32,   // workgroups per (b, h)
     groups: u32,      // batch·heads·row_tiles
     scale: f32,
+    sc_shift: u32,    // scatter mode: shift, windows per row and per image, map and padded sizes
+    sc_nww: u32,
+    sc_nwi: u32,
+    sc_h: u32,
+    sc_w: u32,
+    sc_hp: u32,
+    sc_wp: u32,
     _p0: u32,
     _p1: u32,
     _p2: u32,
+    _p3: u32,
+}
+
+const DROP: u32 = 0xffffffffu;
+
+// The output token of query `row` of batch item `b`, or DROP for a pad token in scatter mode.
+fn out_row(b: u32, row: u32) -> u32 {
+    if (!SCATTER) {
+        return b * p.lq + row;
+    }
+    let img = b / p.sc_nwi;
+    let win = b - img * p.sc_nwi;
+    let wy = win / p.sc_nww;
+    let wx = win - wy * p.sc_nww;
+    let ty = row / WIN;
+    let tx = row - ty * WIN;
+    // roll by +shift: out[y] = merged[(y − shift) mod Hp], i.e. merged row r lands at r + shift.
+    var y = wy * WIN + ty + p.sc_shift;
+    if (y >= p.sc_hp) { y -= p.sc_hp; }
+    var x = wx * WIN + tx + p.sc_shift;
+    if (x >= p.sc_wp) { x -= p.sc_wp; }
+    if (y >= p.sc_h || x >= p.sc_w) {
+        return DROP;
+    }
+    return (img * p.sc_h + y) * p.sc_w + x;
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -174,7 +211,11 @@ fn row_store(it: Item, row: u32, s: RowState) {
     if (row >= p.lq) {
         return;
     }
-    let at = ((it.b * p.lq + row) * (p.heads * D) + it.h * D) / 4u;
+    let r = out_row(it.b, row);
+    if (r == DROP) {
+        return;
+    }
+    let at = (r * (p.heads * D) + it.h * D) / 4u;
     let lo = s.acc.lo * (1.0 / s.l);
     let hi = s.acc.hi * (1.0 / s.l);
     let n = D / 4u;
@@ -327,8 +368,9 @@ fn attn_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
         // The next tile overwrites k_tile and v_tile.
         workgroupBarrier();
     }
-    if (row < p.lq) {
-        let ob = (it.b * p.lq + row) * (p.heads * D) + it.h * D;
+    let orow = out_row(it.b, row);
+    if (row < p.lq && orow != DROP) {
+        let ob = orow * (p.heads * D) + it.h * D;
         let inv = 1.0 / l;
         for (var d = 0u; d < D; d++) {
             out[ob + d] = acc[d] * inv;

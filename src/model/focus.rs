@@ -237,6 +237,7 @@ impl FocusNet {
                     scale: scale(),
                     bias: None,
                     mask: None,
+                    scatter: None,
                 },
             )?;
             let o = layer.out.run(enc, &a, Activation::None)?;
@@ -289,6 +290,7 @@ impl FocusNet {
                     scale: scale(),
                     bias: None,
                     mask: None,
+                    scatter: None,
                 },
             )?;
             let o = layer.cross_out.run(enc, &c, Activation::None)?;

@@ -8,12 +8,12 @@
 use crate::gpu::Tensor;
 use crate::model::load::Loader;
 use crate::model::taps::Taps;
-use crate::ops::attention::{attention, AttnOpts};
+use crate::ops::attention::{attention, AttnOpts, Scatter};
 use crate::ops::conv::{conv2d, Conv2dOpts};
 use crate::ops::layout::permute;
 use crate::ops::matmul::{linear, Activation, Epilogue};
 use crate::ops::norm::layer_norm;
-use crate::ops::window::{self, patch_merge, window_partition_ln, window_reverse};
+use crate::ops::window::{self, patch_merge, window_partition_ln};
 use crate::ops::HeadsView;
 use crate::{Encoder, Result};
 
@@ -108,7 +108,10 @@ impl Block {
                 ..Default::default()
             },
         )?;
-        let att = attention(
+        // The output goes straight back to the token map (window reverse fused into the
+        // attention), so the per-token projection runs on the map: pad tokens are never
+        // projected and the residual add fuses into the projection.
+        let merged = attention(
             enc,
             HeadsView::packed(&qkv, 3, 0)?,
             HeadsView::packed(&qkv, 3, 1)?,
@@ -118,11 +121,15 @@ impl Block {
                 scale: ((self.c / self.heads) as f32).powf(-0.5),
                 bias: Some(&self.rel_bias),
                 mask: if self.shift > 0 { mask } else { None },
+                scatter: Some(Scatter {
+                    h,
+                    w,
+                    window: WINDOW,
+                    shift: self.shift,
+                }),
             },
-        )?;
-        // The projection is per token, so it can run after the windows are merged back: pad
-        // tokens are dropped first and the residual add fuses into the projection.
-        let merged = window_reverse(enc, &att, b, h, w, WINDOW, self.shift)?;
+        )?
+        .reshape(&[b, h, w, c])?;
         let x = linear(
             enc,
             &merged,

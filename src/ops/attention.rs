@@ -97,6 +97,21 @@ pub struct AttnOpts<'a> {
     /// `[nW, Lq, Lk]`; batch item `b` adds `mask[b % nW]` (Swin's shifted-window mask: the batch
     /// is `B·nW` windows in window order, so the batch must be a multiple of `nW`).
     pub mask: Option<&'a Tensor>,
+    /// Write the output in Swin's window-reversed layout (see [`Scatter`]).
+    pub scatter: Option<Scatter>,
+}
+
+/// Swin's window reverse fused into the attention output. The batch is `B·nW` windows of
+/// `window²` tokens of a `h × w` map (padded to whole windows, rolled by `−shift`, as
+/// `window::window_partition` cuts it); each output row goes straight to its place in the
+/// `[B, h·w, width]` map, un-rolled and with the pad tokens dropped, exactly as
+/// `window::window_reverse` would put it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scatter {
+    pub h: usize,
+    pub w: usize,
+    pub window: usize,
+    pub shift: usize,
 }
 
 #[repr(C)]
@@ -115,7 +130,14 @@ struct Params {
     row_tiles: u32,
     groups: u32,
     scale: f32,
-    _pad: [u32; 3],
+    sc_shift: u32,
+    sc_nww: u32,
+    sc_nwi: u32,
+    sc_h: u32,
+    sc_w: u32,
+    sc_hp: u32,
+    sc_wp: u32,
+    _pad: [u32; 4],
 }
 
 /// The width shared by q, k and v: views carry no width, so it is the narrowest
@@ -326,7 +348,29 @@ pub fn attention_kernel(
             }
         )));
     }
-    let out = gpu.empty(OP, &[batch, lq, width], DType::F32)?;
+    let mut geo = None;
+    if let Some(sc) = opts.scatter {
+        let g = crate::ops::window::WindowGrid::new(sc.h, sc.w, sc.window)?;
+        let nwi = g.count();
+        if sc.window == 0
+            || sc.shift >= sc.window
+            || lq != sc.window * sc.window
+            || !batch.is_multiple_of(nwi)
+        {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "scatter into a {}×{} map needs windows of {}² = Lq (got {lq}) queries, a                      shift below the window and a batch that is a multiple of the {nwi} windows                      per image (got {batch})",
+                    sc.h, sc.w, sc.window
+                ),
+            ));
+        }
+        geo = Some((sc, g, nwi));
+    }
+    let out = match geo {
+        Some((sc, _, nwi)) => gpu.empty(OP, &[batch / nwi, sc.h * sc.w, width], DType::F32)?,
+        None => gpu.empty(OP, &[batch, lq, width], DType::F32)?,
+    };
     if batch * lq == 0 {
         return Ok(out);
     }
@@ -356,7 +400,14 @@ pub fn attention_kernel(
         row_tiles: row_tiles as u32,
         groups: to_u32("workgroup count", groups)?,
         scale: opts.scale,
-        _pad: [0; 3],
+        sc_shift: geo.map_or(0, |(sc, _, _)| sc.shift as u32),
+        sc_nww: geo.map_or(0, |(_, g, _)| g.nww as u32),
+        sc_nwi: geo.map_or(1, |(_, _, n)| n as u32),
+        sc_h: geo.map_or(0, |(sc, _, _)| sc.h as u32),
+        sc_w: geo.map_or(0, |(sc, _, _)| sc.w as u32),
+        sc_hp: geo.map_or(0, |(_, g, _)| g.hp as u32),
+        sc_wp: geo.map_or(0, |(_, g, _)| g.wp as u32),
+        _pad: [0; 4],
     };
     let (shader, entry) = match kernel {
         Kernel::Tiled => (&ATTENTION, "attn_tiled"),
@@ -371,6 +422,10 @@ pub fn attention_kernel(
     ];
     if kernel != Kernel::Tiled {
         constants.push(("R", rows_per_lane as f64));
+    }
+    if let Some(sc) = opts.scatter {
+        constants.push(("SCATTER", 1.0));
+        constants.push(("WIN", sc.window as f64));
     }
     // Absent bias/mask bindings still exist in the layout: bind q there (read-only, never read).
     let bias = opts.bias.unwrap_or(q.t);
@@ -512,6 +567,7 @@ pub fn bench(gpu: &crate::gpu::Gpu, rows: &mut Vec<crate::bench::Row>) -> Result
             scale: 1.0 / (hd as f32).sqrt(),
             bias: bias.as_ref(),
             mask: mask.as_ref(),
+            scatter: None,
         };
         let qv = if lq == lk {
             HeadsView::packed(&qkv, 3, 0)?

@@ -132,6 +132,7 @@ fn run_case(c: &Case, seed: u64) {
         scale: c.scale,
         bias: bias_t.as_ref(),
         mask: mask_t.as_ref(),
+        scatter: None,
     };
     let kview = gpu_view(&kv_t, Block { index: ki, ..kvb }, width);
     let vview = gpu_view(&kv_t, Block { index: vi, ..kvb }, width);
@@ -209,6 +210,101 @@ fn swin_window_attention_with_bias_and_shift_mask() {
             batch as u64,
         );
     }
+}
+
+/// Scatter mode equals attention over the windows followed by the CPU window reverse (the values
+/// are the same attention outputs, only moved: tolerance TOL), for every kernel, with and
+/// without shift, on maps that need padding and with two images.
+#[test]
+fn swin_attention_scatters_into_the_map() {
+    use sparsett::ops::attention::Scatter;
+    use sparsett::ops::window::{cpu as wcpu, WindowGrid};
+    let g = gpu();
+    let (heads, hd, win) = (2, 8, 3);
+    let width = heads * hd;
+    for (imgs, h, w, shift) in [(1, 6, 6, 0), (2, 7, 5, 1), (1, 8, 10, 2), (2, 3, 3, 0)] {
+        let grid = WindowGrid::new(h, w, win).unwrap();
+        let nw = grid.count();
+        let batch = imgs * nw;
+        let lq = win * win;
+        let qkv = rand_vec(
+            (h * 100 + w * 10 + shift) as u64,
+            batch * lq * 3 * width,
+            -1.0,
+            1.0,
+        );
+        let bias = rand_vec(7, heads * lq * lq, -2.0, 2.0);
+        let mask = (shift > 0).then(|| swin_mask(grid.hp, grid.wp, win, shift));
+        let view = |i| cpu::View {
+            data: &qkv,
+            batch,
+            len: lq,
+            stride: 3 * width,
+            offset: i * width,
+        };
+        let windows = cpu::attention(
+            view(0),
+            view(1),
+            view(2),
+            width,
+            heads,
+            0.3,
+            Some(&bias),
+            mask.as_deref(),
+        );
+        let want = wcpu::window_reverse(&windows, [imgs, h, w, width], win, shift);
+        let qkv_t = g.upload(&[batch, lq, 3 * width], &qkv).unwrap();
+        let bias_t = g.upload(&[heads, lq, lq], &bias).unwrap();
+        let mask_t = mask.as_ref().map(|m| g.upload(&[nw, lq, lq], m).unwrap());
+        let opts = AttnOpts {
+            heads,
+            scale: 0.3,
+            bias: Some(&bias_t),
+            mask: mask_t.as_ref(),
+            scatter: Some(Scatter {
+                h,
+                w,
+                window: win,
+                shift,
+            }),
+        };
+        for kernel in kernels(hd, true) {
+            let mut enc = g.encoder();
+            let pv = |i| HeadsView::packed(&qkv_t, 3, i).unwrap();
+            let y =
+                attention::attention_kernel(&mut enc, pv(0), pv(1), pv(2), &opts, kernel).unwrap();
+            assert_eq!(y.shape(), [imgs, h * w, width]);
+            let got = enc.submit_read(&[&y]).unwrap().pop().unwrap();
+            let what = format!("scatter {imgs}×{h}×{w} shift {shift} [{}]", kernel.name());
+            assert_close(&what, &got, &want, TOL.0, TOL.1);
+        }
+    }
+    // A batch that is not whole images, or queries that are not a window, is refused.
+    let t = g.zeros(&[5, 9, 48]).unwrap();
+    let pv = |i| HeadsView::packed(&t, 3, i).unwrap();
+    let mut enc = g.encoder();
+    let e = attention::attention(
+        &mut enc,
+        pv(0),
+        pv(1),
+        pv(2),
+        &AttnOpts {
+            heads: 2,
+            scale: 1.0,
+            bias: None,
+            mask: None,
+            scatter: Some(Scatter {
+                h: 6,
+                w: 6,
+                window: 3,
+                shift: 0,
+            }),
+        },
+    )
+    .err()
+    .expect("5 windows are not whole 6×6 images")
+    .to_string();
+    assert!(e.contains("multiple of the 4 windows"), "{e}");
 }
 
 #[test]
@@ -355,6 +451,7 @@ fn register_variant_picks_a_kernel_that_fits() {
         scale: 1.0,
         bias: None,
         mask: None,
+        scatter: None,
     };
     let mut enc = g.encoder();
     let e =
@@ -379,6 +476,7 @@ fn register_variant_picks_a_kernel_that_fits() {
         scale: 0.2,
         bias: None,
         mask: None,
+        scatter: None,
     };
     let mut outs = Vec::new();
     for variant in Variant::ALL {
@@ -460,6 +558,7 @@ fn large_logits_are_max_subtracted() {
         scale: 1.0,
         bias: None,
         mask: None,
+        scatter: None,
     };
     for kernel in kernels(hd, true) {
         let mut enc = g.encoder();
@@ -501,6 +600,7 @@ fn bad_shapes_are_errors_naming_the_op() {
         scale: 1.0,
         bias: None,
         mask: None,
+        scatter: None,
     };
     let mut enc = g.encoder();
     let mut err = |q: HeadsView, k: HeadsView, v: HeadsView, o: AttnOpts, want: &[&str]| {
@@ -529,6 +629,7 @@ fn bad_shapes_are_errors_naming_the_op() {
     err(qv, kv_k, kv_v, b, &["bias", "[2, 5, 7]", "[2, 5, 6]"]);
     let m = AttnOpts {
         mask: Some(&mask_bad),
+        scatter: None,
         ..opts(2)
     };
     err(qv, kv_k, kv_v, m, &["mask", "[3, 5, 7]", "batch 2"]);
