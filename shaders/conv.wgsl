@@ -5,13 +5,14 @@
 // needs no optional feature; the second uses subgroup operations and is compiled only on adapters
 // that have them (a module that mentions subgroup builtins is rejected everywhere else).
 //
-// Register variant (CPU adapters, no barriers): `im2col` writes the zero-padded B matrix
-// [Kpad, Npad] (Kpad a multiple of 4, Npad of 8) so that the GEMMs read it as aligned vec4s.
+// Register variant (CPU adapters, no barriers): `gemm_subgroup` gathers the B matrix
+// (im2col) from the input as it goes; the fallback `gemm_register` reads it from a zero-padded
+// [Kpad, Npad] copy (Kpad a multiple of 4, Npad of 8) that `im2col` writes, as aligned vec4s.
 // lavapipe executes every storage-buffer load as a loop over the 8 SIMD lanes with a branch per
 // component (~25 cycles per float per lane) while arithmetic runs 8 lanes wide, so the GEMMs are
 // designed around loads per FMA:
 // - `gemm_subgroup` (second module, subgroups of 8): one workgroup = one subgroup computes a
-//   64 × 64 tile; per k each lane loads 8 weights and 8 B values, and the weights reach the
+//   64 × 64 tile; per k each lane loads 8 weights and 8 input taps, and the weights reach the
 //   other lanes by subgroupBroadcast (a register shuffle), so every value is loaded once per
 //   tile: 16 loads per 512 FMAs per lane. Bigger tiles ran up to 25% faster but took LLVM
 //   15-40 s to compile; 4 k per iteration compiled 2-3× slower for no gain.
@@ -390,7 +391,32 @@ const INVALID: u32 = 0xffffffffu;
 @group(0) @binding(0) var<uniform> p: Conv;
 
 @group(0) @binding(1) var<storage, read> ws: array<f32>;
-@group(0) @binding(2) var<storage, read> bv: array<vec4<f32>>;
+// The input image itself: the GEMM gathers its B operand (implicit im2col).
+@group(0) @binding(2) var<storage, read> xi: array<f32>;
+
+// Column j of the implicit B matrix as (image offset, top row, left column) of its receptive
+// field; rows and columns wrap below zero (u32), so one unsigned `<` test per tap covers both
+// edges. A column past the last one gets a row that never passes the test.
+fn col_geo(j: u32) -> vec3<u32> {
+    if (j >= p.ncols) {
+        return vec3<u32>(0u, 0x40000000u, 0u);
+    }
+    let n = j / p.pix;
+    let q = j - n * p.pix;
+    let oh = q / p.wo;
+    let ow = q - oh * p.wo;
+    return vec3<u32>(n * p.ci * p.h * p.w, oh * p.sh - p.pt, ow * p.sw - p.pl);
+}
+
+// B[k][j] for the tap (ky, kx) of channel offset `xo` = c·H·W: the input pixel or the zero pad.
+fn xat(g: vec3<u32>, xo: u32, ky: u32, kx: u32) -> f32 {
+    let iy = g.y + ky;
+    let ix = g.z + kx;
+    if (iy < p.h && ix < p.w) {
+        return xi[g.x + xo + iy * p.w + ix];
+    }
+    return 0.0;
+}
 
 // Epilogue: GEMM column j is pixel j mod (Ho·Wo) of image j / (Ho·Wo); `base` is the column's
 // offset in y for channel 0, or INVALID past the last column. The flags are uniform, so the
@@ -438,8 +464,9 @@ fn store4(co: u32, v: vec4<f32>, base: vec4<u32>) {
 }
 
 // gemm_subgroup: a 64 × 64 tile of Y = W · B per workgroup of 8 invocations (one subgroup).
-// W is the weight tensor as given ([Co, K], no padding needed: its loads are scalar), B is
-// [Kpad, Npad]. Lane l owns columns 4·(qt + l) .. +3 and 4·(qt + 8 + l) .. +3 of the tile for
+// W is the weight tensor as given ([Co, K], no padding needed: its loads are scalar); B is never
+// stored: each lane gathers its columns' taps straight from the input (implicit im2col: the
+// same 8 loads per k as the stored matrix cost, and no extra pass over memory). Lane l owns columns 4·(qt + l) .. +3 and 4·(qt + 8 + l) .. +3 of the tile for
 // all 64 rows (128 vec4 accumulators), loads weight rows co0 + 8l .. 8l + 7, and receives the
 // other rows' weights from their owners by subgroupBroadcast. The host dispatches this only
 // where the subgroup size is exactly 8, so lanes 0..7 are the whole workgroup.
@@ -462,9 +489,7 @@ fn gemm_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     let ra6 = min(co0 + l * 8u + 6u, p.co - 1u) * p.k;
     let ra7 = min(co0 + l * 8u + 7u, p.co - 1u) * p.k;
     let q0 = qt + 0u + l;
-    let bq0 = min(q0, p.nq - 1u);
     let q1 = qt + 8u + l;
-    let bq1 = min(q1, p.nq - 1u);
     var c0_0 = vec4<f32>(0.0); var c0_1 = vec4<f32>(0.0);
     var c1_0 = vec4<f32>(0.0); var c1_1 = vec4<f32>(0.0);
     var c2_0 = vec4<f32>(0.0); var c2_1 = vec4<f32>(0.0);
@@ -529,7 +554,18 @@ fn gemm_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     var c61_0 = vec4<f32>(0.0); var c61_1 = vec4<f32>(0.0);
     var c62_0 = vec4<f32>(0.0); var c62_1 = vec4<f32>(0.0);
     var c63_0 = vec4<f32>(0.0); var c63_1 = vec4<f32>(0.0);
-    var bo = 0u;
+    let g0 = col_geo(q0 * 4u);
+    let g1 = col_geo(q0 * 4u + 1u);
+    let g2 = col_geo(q0 * 4u + 2u);
+    let g3 = col_geo(q0 * 4u + 3u);
+    let g4 = col_geo(q1 * 4u);
+    let g5 = col_geo(q1 * 4u + 1u);
+    let g6 = col_geo(q1 * 4u + 2u);
+    let g7 = col_geo(q1 * 4u + 3u);
+    let hw = p.h * p.w;
+    var xo = 0u;
+    var ky = 0u;
+    var kx = 0u;
     for (var k = 0u; k < p.k; k++) {
         let a0 = ws[ra0 + k];
         let a1 = ws[ra1 + k];
@@ -539,8 +575,20 @@ fn gemm_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
         let a5 = ws[ra5 + k];
         let a6 = ws[ra6 + k];
         let a7 = ws[ra7 + k];
-        let b0 = bv[bo + bq0]; let b1 = bv[bo + bq1];
-        bo += p.nq;
+        let b0 = vec4<f32>(xat(g0, xo, ky, kx), xat(g1, xo, ky, kx), xat(g2, xo, ky, kx),
+                           xat(g3, xo, ky, kx));
+        let b1 = vec4<f32>(xat(g4, xo, ky, kx), xat(g5, xo, ky, kx), xat(g6, xo, ky, kx),
+                           xat(g7, xo, ky, kx));
+        // k = (c·kh + ky)·kw + kx, stepped instead of divided.
+        kx += 1u;
+        if (kx == p.kw) {
+            kx = 0u;
+            ky += 1u;
+            if (ky == p.kh) {
+                ky = 0u;
+                xo += hw;
+            }
+        }
         let s0 = subgroupBroadcast(a0, 0u);
         c0_0 += s0 * b0; c0_1 += s0 * b1;
         let s1 = subgroupBroadcast(a1, 0u);

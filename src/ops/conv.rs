@@ -394,18 +394,9 @@ pub fn conv2d_register(
     p.nq = (npad / 4) as u32;
     p.col_blocks = (npad / REG_BLOCK) as u32;
 
-    let b = gpu.empty("conv2d", &[kpad, npad], DType::F32)?;
-    let quads = (kpad * npad / 4) as u64;
-    enc.dispatch(
-        &CONV,
-        "im2col",
-        &[],
-        bytemuck::bytes_of(&p),
-        &[x, &b],
-        gpu.grid(quads.div_ceil(256)),
-    )?;
     match kernel {
         RegisterKernel::Subgroup => {
+            // Implicit im2col: the GEMM gathers its B operand from `x` (one dispatch).
             p.co_blocks = (p.co as usize).div_ceil(TILE) as u32;
             let groups = p.co_blocks as u64 * (npad as u64).div_ceil(TILE as u64);
             enc.dispatch(
@@ -413,11 +404,21 @@ pub fn conv2d_register(
                 "gemm_subgroup",
                 &[],
                 bytemuck::bytes_of(&p),
-                &[w, &b, bias, res, &y],
+                &[w, x, bias, res, &y],
                 gpu.grid(groups),
             )?;
         }
         RegisterKernel::Plain => {
+            let b = gpu.empty("conv2d", &[kpad, npad], DType::F32)?;
+            let quads = (kpad * npad / 4) as u64;
+            enc.dispatch(
+                &CONV,
+                "im2col",
+                &[],
+                bytemuck::bytes_of(&p),
+                &[x, &b],
+                gpu.grid(quads.div_ceil(256)),
+            )?;
             // This GEMM reads weight rows as vec4s: pad them to Kpad when needed.
             let packed;
             let wm = if k == kpad {
