@@ -6,9 +6,13 @@ J = 8   # column groups of 8 (subgroup kernel: one load per lane each)
 out = []
 w = out.append
 
-w("""// Matrix products with a fused epilogue: out = act(A·B + bias[col] + row_bias[row]) + residual.
+w("""// Matrix products with a fused epilogue: out = act(A·B + bias[col] + row_bias[row]) + residual
+// (+ the previous contents of out when ACCUM, which backward passes use to add a gradient into an
+// existing one).
 //
-// A is row-major [batch?, M, K]. B element (k, n) of batch bi lives at
+// A element (m, k) of batch bi lives at bi·a_bs + m·lda_m + k·lda_k, so A [M, K] (lda_m = K,
+// lda_k = 1) and A stored transposed as [K, M] (lda_m = 1, lda_k = M, the dW = dYᵀ·X of a
+// backward pass) share every kernel. B element (k, n) of batch bi lives at
 // bi·b_bs + k·ldb_k + n·ldb_n, so B [K, N] (ldb_k = N, ldb_n = 1) and the PyTorch weight layout
 // W [N, K] (ldb_k = 1, ldb_n = K) share every kernel. A batch stride of 0 broadcasts an operand.
 // The output is contiguous [batch, M, N]. Every kernel covers a 64×64 output tile per workgroup;
@@ -46,8 +50,8 @@ struct Params {
     b_bs: u32,   // B batch stride (0 = broadcast)
     ldb_k: u32,
     ldb_n: u32,
-    _pad0: u32,
-    _pad1: u32,
+    lda_m: u32,
+    lda_k: u32,
 }
 
 // Epilogue switches: pipeline constants, so disabled parts cost nothing in the kernels.
@@ -55,6 +59,9 @@ override HAS_BIAS: bool = false;
 override HAS_ROW_BIAS: bool = false;
 override HAS_RES: bool = false;
 override ACT: u32 = 0u; // 0 none, 1 relu, 2 gelu (exact erf)
+// Adds the result to what out already holds instead of overwriting it (each element is read and
+// written by the one invocation that owns it, so there is no race).
+override ACCUM: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -90,6 +97,9 @@ fn epilogue(v: f32, bias_v: f32, row_v: f32, o: u32) -> f32 {
     }
     if (HAS_RES) {
         x += res[o];
+    }
+    if (ACCUM) {
+        x += out[o];
     }
     return x;
 }
@@ -148,15 +158,22 @@ fn mm_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: v
     var acc: array<vec4<f32>, 4>;
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
         for (var q = 0u; q < 4u; q++) {
-            // A: consecutive invocations walk k (contiguous in memory).
+            // A: consecutive invocations walk k, or m when A is stored transposed.
             let ia = li + q * 256u;
-            let am = ia / BK;
-            let ak = ia % BK;
+            var am: u32;
+            var ak: u32;
+            if (p.lda_k == 1u) {
+                am = ia / BK;
+                ak = ia % BK;
+            } else {
+                ak = ia / 64u;
+                am = ia % 64u;
+            }
             let row = t.m0 + am;
             let ka = k0 + ak;
             var av = 0.0;
             if (row < p.m && ka < p.k) {
-                av = a[abase + row * p.k + ka];
+                av = a[abase + row * p.lda_m + ka * p.lda_k];
             }
             sa[ak * 64u + am] = av;
             // B: consecutive invocations walk n, or k when B is stored transposed.
@@ -218,12 +235,13 @@ fn mm_register(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     let mmax = p.m - 1u;
     let nmax = p.n - 1u;""")
 for i in range(R):
-    w(f"    let ar{i} = abase + min(t.m0 + ly + {8*i}u, mmax) * p.k;")
+    w(f"    let ar{i} = abase + min(t.m0 + ly + {8*i}u, mmax) * p.lda_m;")
 for j in range(8):
     w(f"    let bc{j} = bbase + min(t.n0 + lx + {8*j}u, nmax) * p.ldb_n;")
 for i in range(R):
     w(f"    var c{i}l = vec4<f32>(0.0);")
     w(f"    var c{i}h = vec4<f32>(0.0);")
+w("    var ka = 0u;")
 w("    var kb = 0u;")
 w("    for (var k = 0u; k < p.k; k++) {")
 for j in range(8):
@@ -231,9 +249,10 @@ for j in range(8):
 w("        let bl = vec4(b0, b1, b2, b3);")
 w("        let bh = vec4(b4, b5, b6, b7);")
 for i in range(R):
-    w(f"        let a{i} = vec4(a[ar{i} + k]);")
+    w(f"        let a{i} = vec4(a[ar{i} + ka]);")
     w(f"        c{i}l = fma(a{i}, bl, c{i}l);")
     w(f"        c{i}h = fma(a{i}, bh, c{i}h);")
+w("        ka += p.lda_k;")
 w("        kb += p.ldb_k;")
 w("    }")
 for i in range(R):
@@ -271,17 +290,18 @@ fn mm_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     let mmax = p.m - 1u;
     let nmax = p.n - 1u;""")
 for i in range(R):
-    w(f"    let ar{i} = abase + min(t.m0 + l + {8*i}u, mmax) * p.k;")
+    w(f"    let ar{i} = abase + min(t.m0 + l + {8*i}u, mmax) * p.lda_m;")
 for j in range(J):
     w(f"    let bc{j} = bbase + min(t.n0 + {8*j}u + l, nmax) * p.ldb_n;")
 for i in range(R):
     for j in range(J):
         w(f"    var c{i}_{j}l = vec4<f32>(0.0);")
         w(f"    var c{i}_{j}h = vec4<f32>(0.0);")
+w("    var ka = 0u;")
 w("    var kb = 0u;")
 w("    for (var k = 0u; k < p.k; k++) {")
 for i in range(R):
-    w(f"        let a{i} = vec4(a[ar{i} + k]);")
+    w(f"        let a{i} = vec4(a[ar{i} + ka]);")
 for j in range(J):
     w(f"        let b{j} = b[kb + bc{j}];")
 for j in range(J):
@@ -292,6 +312,7 @@ for j in range(J):
     for i in range(R):
         w(f"        c{i}_{j}l = fma(a{i}, b{j}l, c{i}_{j}l);")
         w(f"        c{i}_{j}h = fma(a{i}, b{j}h, c{i}_{j}h);")
+w("        ka += p.lda_k;")
 w("        kb += p.ldb_k;")
 w("    }")
 w("""    // The store phase walks the tile 16 columns at a time, picking accumulators with selects:

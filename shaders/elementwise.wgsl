@@ -1,9 +1,13 @@
 // Element-wise ops: unary activations (one pipeline per op through the OP override constant, so the
-// hot loop has no branch) and binary ops with a broadcast second operand.
+// hot loop has no branch) and binary ops with a broadcast second operand; their backward passes
+// (unary_backward; the broadcast gradients of binary ops are sums, in reduce.wgsl) and
+// accumulate (dst += src), which adds a gradient into an existing one.
 //
 // Linear index of an invocation: the host splits large counts over a 2-D grid of workgroups.
 
 override OP: u32 = 0u;
+// Backward and binary entry points: add the result to what out holds instead of overwriting it.
+override ACCUM: bool = false;
 
 const OP_RELU: u32 = 0u;
 const OP_GELU: u32 = 1u;
@@ -85,5 +89,53 @@ fn binary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec
     } else {
         r = a[i] + bv;
     }
+    if (ACCUM) {
+        r += out[i];
+    }
     out[i] = r;
+}
+
+// d/dx of exact GELU: Φ(x) + x·φ(x), in PyTorch's order (GeluBackward, approximate='none').
+fn gelu_grad(x: f32) -> f32 {
+    let cdf = 0.5 * (1.0 + erf_approx(x * 0.70710678118654752));
+    let pdf = 0.39894228040143268 * exp(-0.5 * x * x);
+    return cdf + x * pdf;
+}
+
+// out = dy · f'(x), with a = the saved tensor (x for ReLU and GELU, y = f(x) for sigmoid and exp,
+// ignored by affine) and b = dy. ReLU passes dy where the saved value is > 0, which is the same
+// for x and for relu(x) (PyTorch's threshold_backward on the result).
+@compute @workgroup_size(256)
+fn unary_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+                  @builtin(local_invocation_index) li: u32) {
+    let i = (wg.x + wg.y * nw.x) * 256u + li;
+    if (i >= p.n) {
+        return;
+    }
+    let s = a[i];
+    let g = b[i];
+    var d: f32;
+    switch OP {
+        case 0u: { d = select(0.0, g, s > 0.0); }
+        case 1u: { d = g * gelu_grad(s); }
+        // PyTorch's sigmoid_backward: dy · (1 − y) · y.
+        case 2u: { d = g * (1.0 - s) * s; }
+        case 3u: { d = g * s; }
+        default: { d = p.alpha * g; }
+    }
+    if (ACCUM) {
+        d += out[i];
+    }
+    out[i] = d;
+}
+
+// y += a over n elements (a gradient added into an existing one).
+@compute @workgroup_size(256)
+fn accumulate(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+              @builtin(local_invocation_index) li: u32) {
+    let i = (wg.x + wg.y * nw.x) * 256u + li;
+    if (i >= p.n) {
+        return;
+    }
+    y[i] = y[i] + a[i];
 }

@@ -1,6 +1,10 @@
-// Matrix products with a fused epilogue: out = act(A·B + bias[col] + row_bias[row]) + residual.
+// Matrix products with a fused epilogue: out = act(A·B + bias[col] + row_bias[row]) + residual
+// (+ the previous contents of out when ACCUM, which backward passes use to add a gradient into an
+// existing one).
 //
-// A is row-major [batch?, M, K]. B element (k, n) of batch bi lives at
+// A element (m, k) of batch bi lives at bi·a_bs + m·lda_m + k·lda_k, so A [M, K] (lda_m = K,
+// lda_k = 1) and A stored transposed as [K, M] (lda_m = 1, lda_k = M, the dW = dYᵀ·X of a
+// backward pass) share every kernel. B element (k, n) of batch bi lives at
 // bi·b_bs + k·ldb_k + n·ldb_n, so B [K, N] (ldb_k = N, ldb_n = 1) and the PyTorch weight layout
 // W [N, K] (ldb_k = 1, ldb_n = K) share every kernel. A batch stride of 0 broadcasts an operand.
 // The output is contiguous [batch, M, N]. Every kernel covers a 64×64 output tile per workgroup;
@@ -38,8 +42,8 @@ struct Params {
     b_bs: u32,   // B batch stride (0 = broadcast)
     ldb_k: u32,
     ldb_n: u32,
-    _pad0: u32,
-    _pad1: u32,
+    lda_m: u32,
+    lda_k: u32,
 }
 
 // Epilogue switches: pipeline constants, so disabled parts cost nothing in the kernels.
@@ -47,6 +51,9 @@ override HAS_BIAS: bool = false;
 override HAS_ROW_BIAS: bool = false;
 override HAS_RES: bool = false;
 override ACT: u32 = 0u; // 0 none, 1 relu, 2 gelu (exact erf)
+// Adds the result to what out already holds instead of overwriting it (each element is read and
+// written by the one invocation that owns it, so there is no race).
+override ACCUM: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -82,6 +89,9 @@ fn epilogue(v: f32, bias_v: f32, row_v: f32, o: u32) -> f32 {
     }
     if (HAS_RES) {
         x += res[o];
+    }
+    if (ACCUM) {
+        x += out[o];
     }
     return x;
 }
@@ -140,15 +150,22 @@ fn mm_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: v
     var acc: array<vec4<f32>, 4>;
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
         for (var q = 0u; q < 4u; q++) {
-            // A: consecutive invocations walk k (contiguous in memory).
+            // A: consecutive invocations walk k, or m when A is stored transposed.
             let ia = li + q * 256u;
-            let am = ia / BK;
-            let ak = ia % BK;
+            var am: u32;
+            var ak: u32;
+            if (p.lda_k == 1u) {
+                am = ia / BK;
+                ak = ia % BK;
+            } else {
+                ak = ia / 64u;
+                am = ia % 64u;
+            }
             let row = t.m0 + am;
             let ka = k0 + ak;
             var av = 0.0;
             if (row < p.m && ka < p.k) {
-                av = a[abase + row * p.k + ka];
+                av = a[abase + row * p.lda_m + ka * p.lda_k];
             }
             sa[ak * 64u + am] = av;
             // B: consecutive invocations walk n, or k when B is stored transposed.
@@ -207,14 +224,14 @@ fn mm_register(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     let bbase = t.bi * p.b_bs;
     let mmax = p.m - 1u;
     let nmax = p.n - 1u;
-    let ar0 = abase + min(t.m0 + ly + 0u, mmax) * p.k;
-    let ar1 = abase + min(t.m0 + ly + 8u, mmax) * p.k;
-    let ar2 = abase + min(t.m0 + ly + 16u, mmax) * p.k;
-    let ar3 = abase + min(t.m0 + ly + 24u, mmax) * p.k;
-    let ar4 = abase + min(t.m0 + ly + 32u, mmax) * p.k;
-    let ar5 = abase + min(t.m0 + ly + 40u, mmax) * p.k;
-    let ar6 = abase + min(t.m0 + ly + 48u, mmax) * p.k;
-    let ar7 = abase + min(t.m0 + ly + 56u, mmax) * p.k;
+    let ar0 = abase + min(t.m0 + ly + 0u, mmax) * p.lda_m;
+    let ar1 = abase + min(t.m0 + ly + 8u, mmax) * p.lda_m;
+    let ar2 = abase + min(t.m0 + ly + 16u, mmax) * p.lda_m;
+    let ar3 = abase + min(t.m0 + ly + 24u, mmax) * p.lda_m;
+    let ar4 = abase + min(t.m0 + ly + 32u, mmax) * p.lda_m;
+    let ar5 = abase + min(t.m0 + ly + 40u, mmax) * p.lda_m;
+    let ar6 = abase + min(t.m0 + ly + 48u, mmax) * p.lda_m;
+    let ar7 = abase + min(t.m0 + ly + 56u, mmax) * p.lda_m;
     let bc0 = bbase + min(t.n0 + lx + 0u, nmax) * p.ldb_n;
     let bc1 = bbase + min(t.n0 + lx + 8u, nmax) * p.ldb_n;
     let bc2 = bbase + min(t.n0 + lx + 16u, nmax) * p.ldb_n;
@@ -239,6 +256,7 @@ fn mm_register(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     var c6h = vec4<f32>(0.0);
     var c7l = vec4<f32>(0.0);
     var c7h = vec4<f32>(0.0);
+    var ka = 0u;
     var kb = 0u;
     for (var k = 0u; k < p.k; k++) {
         let b0 = b[kb + bc0];
@@ -251,30 +269,31 @@ fn mm_register(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
         let b7 = b[kb + bc7];
         let bl = vec4(b0, b1, b2, b3);
         let bh = vec4(b4, b5, b6, b7);
-        let a0 = vec4(a[ar0 + k]);
+        let a0 = vec4(a[ar0 + ka]);
         c0l = fma(a0, bl, c0l);
         c0h = fma(a0, bh, c0h);
-        let a1 = vec4(a[ar1 + k]);
+        let a1 = vec4(a[ar1 + ka]);
         c1l = fma(a1, bl, c1l);
         c1h = fma(a1, bh, c1h);
-        let a2 = vec4(a[ar2 + k]);
+        let a2 = vec4(a[ar2 + ka]);
         c2l = fma(a2, bl, c2l);
         c2h = fma(a2, bh, c2h);
-        let a3 = vec4(a[ar3 + k]);
+        let a3 = vec4(a[ar3 + ka]);
         c3l = fma(a3, bl, c3l);
         c3h = fma(a3, bh, c3h);
-        let a4 = vec4(a[ar4 + k]);
+        let a4 = vec4(a[ar4 + ka]);
         c4l = fma(a4, bl, c4l);
         c4h = fma(a4, bh, c4h);
-        let a5 = vec4(a[ar5 + k]);
+        let a5 = vec4(a[ar5 + ka]);
         c5l = fma(a5, bl, c5l);
         c5h = fma(a5, bh, c5h);
-        let a6 = vec4(a[ar6 + k]);
+        let a6 = vec4(a[ar6 + ka]);
         c6l = fma(a6, bl, c6l);
         c6h = fma(a6, bh, c6h);
-        let a7 = vec4(a[ar7 + k]);
+        let a7 = vec4(a[ar7 + ka]);
         c7l = fma(a7, bl, c7l);
         c7h = fma(a7, bh, c7h);
+        ka += p.lda_k;
         kb += p.ldb_k;
     }
     store8(c0l, c0h, t.m0 + ly + 0u, t.n0 + lx, 8u, t);
@@ -315,14 +334,14 @@ fn mm_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     let bbase = t.bi * p.b_bs;
     let mmax = p.m - 1u;
     let nmax = p.n - 1u;
-    let ar0 = abase + min(t.m0 + l + 0u, mmax) * p.k;
-    let ar1 = abase + min(t.m0 + l + 8u, mmax) * p.k;
-    let ar2 = abase + min(t.m0 + l + 16u, mmax) * p.k;
-    let ar3 = abase + min(t.m0 + l + 24u, mmax) * p.k;
-    let ar4 = abase + min(t.m0 + l + 32u, mmax) * p.k;
-    let ar5 = abase + min(t.m0 + l + 40u, mmax) * p.k;
-    let ar6 = abase + min(t.m0 + l + 48u, mmax) * p.k;
-    let ar7 = abase + min(t.m0 + l + 56u, mmax) * p.k;
+    let ar0 = abase + min(t.m0 + l + 0u, mmax) * p.lda_m;
+    let ar1 = abase + min(t.m0 + l + 8u, mmax) * p.lda_m;
+    let ar2 = abase + min(t.m0 + l + 16u, mmax) * p.lda_m;
+    let ar3 = abase + min(t.m0 + l + 24u, mmax) * p.lda_m;
+    let ar4 = abase + min(t.m0 + l + 32u, mmax) * p.lda_m;
+    let ar5 = abase + min(t.m0 + l + 40u, mmax) * p.lda_m;
+    let ar6 = abase + min(t.m0 + l + 48u, mmax) * p.lda_m;
+    let ar7 = abase + min(t.m0 + l + 56u, mmax) * p.lda_m;
     let bc0 = bbase + min(t.n0 + 0u + l, nmax) * p.ldb_n;
     let bc1 = bbase + min(t.n0 + 8u + l, nmax) * p.ldb_n;
     let bc2 = bbase + min(t.n0 + 16u + l, nmax) * p.ldb_n;
@@ -459,16 +478,17 @@ fn mm_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     var c7_6h = vec4<f32>(0.0);
     var c7_7l = vec4<f32>(0.0);
     var c7_7h = vec4<f32>(0.0);
+    var ka = 0u;
     var kb = 0u;
     for (var k = 0u; k < p.k; k++) {
-        let a0 = vec4(a[ar0 + k]);
-        let a1 = vec4(a[ar1 + k]);
-        let a2 = vec4(a[ar2 + k]);
-        let a3 = vec4(a[ar3 + k]);
-        let a4 = vec4(a[ar4 + k]);
-        let a5 = vec4(a[ar5 + k]);
-        let a6 = vec4(a[ar6 + k]);
-        let a7 = vec4(a[ar7 + k]);
+        let a0 = vec4(a[ar0 + ka]);
+        let a1 = vec4(a[ar1 + ka]);
+        let a2 = vec4(a[ar2 + ka]);
+        let a3 = vec4(a[ar3 + ka]);
+        let a4 = vec4(a[ar4 + ka]);
+        let a5 = vec4(a[ar5 + ka]);
+        let a6 = vec4(a[ar6 + ka]);
+        let a7 = vec4(a[ar7 + ka]);
         let b0 = b[kb + bc0];
         let b1 = b[kb + bc1];
         let b2 = b[kb + bc2];
@@ -637,6 +657,7 @@ fn mm_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
         c6_7h = fma(a6, b7h, c6_7h);
         c7_7l = fma(a7, b7l, c7_7l);
         c7_7h = fma(a7, b7h, c7_7h);
+        ka += p.lda_k;
         kb += p.ldb_k;
     }
     // The store phase walks the tile 16 columns at a time, picking accumulators with selects:

@@ -1,6 +1,6 @@
 // Row softmax over the last dimension: out = exp(x − m) / Σ exp(x − m) with m the row maximum
 // (tiled) or a reference within LAZY of it (register); both are the same function, m only keeps
-// exp from overflowing.
+// exp from overflowing. The backward entry points are at the end of the file.
 
 // Threads per row in the tiled entry point: a power of two, at most 256.
 override TW: u32 = 256u;
@@ -125,5 +125,71 @@ fn softmax_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
 
     for (var i = li; i < n; i += TW) {
         out[base + i] = out[base + i] / total;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward: dx = y ⊙ (dy − Σⱼ dyⱼ·yⱼ) per row (PyTorch's _softmax_backward_data), from the
+// forward's output y (bound as x) and the upstream gradient dy. With ACCUM the result is added to
+// what dx holds (a gradient accumulated over several uses).
+
+override ACCUM: bool = false;
+
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+
+fn store_dx(i: u32, v: f32) {
+    if (ACCUM) {
+        dx[i] = dx[i] + v;
+    } else {
+        dx[i] = v;
+    }
+}
+
+// One invocation per row, no barriers: a dot product pass and a write pass.
+@compute @workgroup_size(RW)
+fn softmax_backward_register(@builtin(workgroup_id) wg: vec3<u32>,
+                             @builtin(num_workgroups) nw: vec3<u32>,
+                             @builtin(local_invocation_index) li: u32) {
+    let row = (wg.x + wg.y * nw.x) * RW + li;
+    if (row >= p.rows) {
+        return;
+    }
+    let n = p.n;
+    let base = row * n;
+    let n4 = n & ~3u;
+    var s = vec4<f32>(0.0);
+    for (var i = 0u; i < n4; i += 4u) {
+        let yv = vec4<f32>(x[base + i], x[base + i + 1u], x[base + i + 2u], x[base + i + 3u]);
+        let gv = vec4<f32>(dy[base + i], dy[base + i + 1u], dy[base + i + 2u], dy[base + i + 3u]);
+        s = fma(yv, gv, s);
+    }
+    for (var i = n4; i < n; i++) {
+        s.x = fma(x[base + i], dy[base + i], s.x);
+    }
+    let dot = (s.x + s.y) + (s.z + s.w);
+    for (var i = 0u; i < n; i++) {
+        store_dx(base + i, x[base + i] * (dy[base + i] - dot));
+    }
+}
+
+// One workgroup of TW threads per row.
+@compute @workgroup_size(TW)
+fn softmax_backward_tiled(@builtin(workgroup_id) wg: vec3<u32>,
+                          @builtin(num_workgroups) nw: vec3<u32>,
+                          @builtin(local_invocation_index) li: u32) {
+    let row = wg.x + wg.y * nw.x;
+    if (row >= p.rows) {
+        return;
+    }
+    let n = p.n;
+    let base = row * n;
+    var s = 0.0;
+    for (var i = li; i < n; i += TW) {
+        s = fma(x[base + i], dy[base + i], s);
+    }
+    let dot = wg_sum(li, s);
+    for (var i = li; i < n; i += TW) {
+        store_dx(base + i, x[base + i] * (dy[base + i] - dot));
     }
 }

@@ -8,6 +8,8 @@ pub mod elementwise;
 pub mod layout;
 pub mod matmul;
 pub mod norm;
+pub mod optim;
+pub mod reduce;
 pub mod softmax;
 pub mod topk;
 pub mod window;

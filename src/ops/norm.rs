@@ -1,5 +1,5 @@
 //! LayerNorm over the last dimension (PyTorch semantics: biased variance, `eps` inside the square
-//! root) and the transformer neck's fused post-norm residual `LN(x + y)`.
+//! root) and the transformer neck's fused post-norm residual `LN(x + y)`, with their backward.
 //! Shader: `shaders/norm.wgsl`.
 
 use crate::gpu::{DType, Encoder, Tensor, Variant};
@@ -190,8 +190,359 @@ fn run(
     Ok(out)
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ParamsBw {
+    rows: u32,
+    c: u32,
+    chunk: u32,
+    chunks: u32,
+}
+
+/// Existing tensors the gradients of [`layer_norm_backward`] are added into (`None`: a fresh
+/// tensor).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LayerNormInto<'a> {
+    pub dx: Option<&'a Tensor>,
+    pub dweight: Option<&'a Tensor>,
+    pub dbias: Option<&'a Tensor>,
+}
+
+/// Gradients of a LayerNorm: `dx` has the input's shape, `dweight` and `dbias` are `[C]`.
+#[derive(Debug)]
+pub struct LayerNormGrads {
+    pub dx: Tensor,
+    pub dweight: Tensor,
+    pub dbias: Tensor,
+}
+
+/// Backward of [`layer_norm`] for the upstream `dy` (shape of `x`): `dx`, `dweight = Σ dy·x̂`,
+/// `dbias = Σ dy` (sums over all rows). The statistics are recomputed from `x`; the bias is not
+/// needed. Gradients named in `into` are added into those tensors.
+pub fn layer_norm_backward(
+    enc: &mut Encoder,
+    x: &Tensor,
+    weight: &Tensor,
+    dy: &Tensor,
+    eps: f32,
+    into: &LayerNormInto,
+) -> Result<LayerNormGrads> {
+    let v = enc.gpu().variant();
+    layer_norm_backward_with(enc, x, weight, dy, eps, into, v)
+}
+
+/// [`layer_norm_backward`] with an explicit kernel variant.
+pub fn layer_norm_backward_with(
+    enc: &mut Encoder,
+    x: &Tensor,
+    weight: &Tensor,
+    dy: &Tensor,
+    eps: f32,
+    into: &LayerNormInto,
+    variant: Variant,
+) -> Result<LayerNormGrads> {
+    run_backward(
+        enc,
+        "layer_norm_backward",
+        x,
+        None,
+        weight,
+        dy,
+        eps,
+        into,
+        variant,
+    )
+}
+
+/// Backward of [`add_layer_norm`] (`LN(x + y)`): `dx` is the gradient of the sum, so of `x` and
+/// of `y` alike.
+pub fn add_layer_norm_backward(
+    enc: &mut Encoder,
+    x: &Tensor,
+    y: &Tensor,
+    weight: &Tensor,
+    dy: &Tensor,
+    eps: f32,
+    into: &LayerNormInto,
+) -> Result<LayerNormGrads> {
+    let v = enc.gpu().variant();
+    add_layer_norm_backward_with(enc, x, y, weight, dy, eps, into, v)
+}
+
+/// [`add_layer_norm_backward`] with an explicit kernel variant.
+#[allow(clippy::too_many_arguments)]
+pub fn add_layer_norm_backward_with(
+    enc: &mut Encoder,
+    x: &Tensor,
+    y: &Tensor,
+    weight: &Tensor,
+    dy: &Tensor,
+    eps: f32,
+    into: &LayerNormInto,
+    variant: Variant,
+) -> Result<LayerNormGrads> {
+    run_backward(
+        enc,
+        "add_layer_norm_backward",
+        x,
+        Some(y),
+        weight,
+        dy,
+        eps,
+        into,
+        variant,
+    )
+}
+
+/// A tensor a gradient is added into: f32, `numel` elements, no buffer shared with an input.
+fn check_into(
+    op: &'static str,
+    what: &str,
+    t: &Tensor,
+    numel: usize,
+    inputs: &[&Tensor],
+) -> Result<()> {
+    let shared = inputs
+        .iter()
+        .any(|i| std::sync::Arc::ptr_eq(i.pooled(), t.pooled()));
+    if t.dtype() != DType::F32 || t.numel() != numel || shared {
+        return Err(Error::shape(
+            op,
+            format!(
+                "into.{what} {t:?} must be an f32 tensor of {numel} elements apart from the inputs"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_backward(
+    enc: &mut Encoder,
+    op: &'static str,
+    x: &Tensor,
+    y: Option<&Tensor>,
+    weight: &Tensor,
+    dy: &Tensor,
+    eps: f32,
+    into: &LayerNormInto,
+    variant: Variant,
+) -> Result<LayerNormGrads> {
+    // The forward's checks cover x, y, weight and eps (weight doubles for the unused bias).
+    let shape = x.shape();
+    if shape.is_empty() {
+        return Err(Error::shape(
+            op,
+            "x must have at least one dimension, got a scalar []",
+        ));
+    }
+    for (name, t) in [
+        ("x", Some(x)),
+        ("y", y),
+        ("weight", Some(weight)),
+        ("dy", Some(dy)),
+    ] {
+        if let Some(t) = t {
+            if t.dtype() != DType::F32 {
+                return Err(Error::shape(op, format!("{name} must be f32, got {t:?}")));
+            }
+        }
+    }
+    let c = shape[shape.len() - 1];
+    for (name, t) in [("y", y), ("dy", Some(dy))] {
+        if let Some(t) = t {
+            if t.shape() != shape {
+                return Err(Error::shape(
+                    op,
+                    format!(
+                        "x {shape:?} and {name} {:?} must have the same shape",
+                        t.shape()
+                    ),
+                ));
+            }
+        }
+    }
+    if weight.shape() != [c] {
+        return Err(Error::shape(
+            op,
+            format!("weight {:?} must be [{c}] for x {shape:?}", weight.shape()),
+        ));
+    }
+    if !(eps >= 0.0 && eps.is_finite()) {
+        return Err(Error::shape(
+            op,
+            format!("eps must be finite and ≥ 0, got {eps}"),
+        ));
+    }
+    let n = x.numel();
+    if u32::try_from(n.max(3 * (n / c.max(1)))).is_err() {
+        return Err(Error::shape(
+            op,
+            format!("x {shape:?} has {n} elements, over u32 indexing"),
+        ));
+    }
+    let inputs: Vec<&Tensor> = [Some(x), y, Some(weight), Some(dy)]
+        .into_iter()
+        .flatten()
+        .collect();
+    if let Some(t) = into.dx {
+        check_into(op, "dx", t, n, &inputs)?;
+    }
+    for (what, t) in [("dweight", into.dweight), ("dbias", into.dbias)] {
+        if let Some(t) = t {
+            check_into(op, what, t, c, &inputs)?;
+        }
+    }
+    let gpu = enc.gpu();
+    let fresh = |t: Option<&Tensor>, shape: &[usize]| match t {
+        Some(t) => Ok(t.clone()),
+        None => gpu.empty(op, shape, DType::F32),
+    };
+    let dx = fresh(into.dx, shape)?;
+    let rows = n.checked_div(c).unwrap_or(0);
+    if rows == 0 || c == 0 {
+        // No rows: the parameter gradients are empty sums.
+        let zero = |t: Option<&Tensor>| match t {
+            Some(t) => Ok(t.clone()),
+            None => gpu.zeros(&[c]),
+        };
+        return Ok(LayerNormGrads {
+            dx,
+            dweight: zero(into.dweight)?,
+            dbias: zero(into.dbias)?,
+        });
+    }
+    let stats = gpu.empty(op, &[rows, 3], DType::F32)?;
+    let p = Params {
+        rows: rows as u32,
+        c: c as u32,
+        eps,
+        _pad: 0,
+    };
+    let add = if y.is_some() { 1.0 } else { 0.0 };
+    let (entry, constant, groups) = match variant {
+        Variant::Register => {
+            let rw = rows_per_group(rows);
+            (
+                "ln_backward_register",
+                ("RW", rw as f64),
+                gpu.grid((rows as u64).div_ceil(rw as u64)),
+            )
+        }
+        Variant::Tiled => (
+            "ln_backward_tiled",
+            ("TW", threads_per_row(c) as f64),
+            gpu.grid(rows as u64),
+        ),
+    };
+    let yb = y.unwrap_or(x);
+    enc.dispatch(
+        &NORM,
+        entry,
+        &[
+            ("ADD", add),
+            constant,
+            ("ACCUM", into.dx.is_some() as u8 as f64),
+        ],
+        bytemuck::bytes_of(&p),
+        &[x, yb, weight, dy, &dx, &stats],
+        groups,
+    )?;
+
+    // dweight and dbias: column sums over chunks of rows. One chunk writes (or adds) the results
+    // directly when both go the same way; otherwise the chunks' partial sums are summed (and
+    // added where asked) by the reduce kernel.
+    let (chunk, chunks) = crate::ops::reduce::split(rows, c);
+    let direct = chunks == 1 && into.dweight.is_some() == into.dbias.is_some();
+    let (pw, pb) = if direct {
+        (fresh(into.dweight, &[c])?, fresh(into.dbias, &[c])?)
+    } else {
+        (
+            gpu.empty(op, &[chunks, c], DType::F32)?,
+            gpu.empty(op, &[chunks, c], DType::F32)?,
+        )
+    };
+    let q = ParamsBw {
+        rows: rows as u32,
+        c: c as u32,
+        chunk: chunk as u32,
+        chunks: chunks as u32,
+    };
+    enc.dispatch(
+        &NORM,
+        "ln_backward_params",
+        &[
+            ("ADD", add),
+            ("ACCUM", (direct && into.dweight.is_some()) as u8 as f64),
+        ],
+        bytemuck::bytes_of(&q),
+        &[x, yb, &stats, dy, &pw, &pb],
+        gpu.grid(((c * chunks) as u64).div_ceil(64)),
+    )?;
+    if direct {
+        return Ok(LayerNormGrads {
+            dx,
+            dweight: pw,
+            dbias: pb,
+        });
+    }
+    use crate::ops::reduce::{reduce, Axes, Reduce};
+    let axes = Axes {
+        outer: chunks,
+        mid: c,
+        inner: 1,
+    };
+    let dweight = reduce(enc, Reduce::Sum, &pw, None, axes, into.dweight)?;
+    let dbias = reduce(enc, Reduce::Sum, &pb, None, axes, into.dbias)?;
+    Ok(LayerNormGrads { dx, dweight, dbias })
+}
+
 /// Plain-loop references (statistics in f64).
 pub mod cpu {
+    /// LayerNorm of each `c`-long row in f64 (the forward the backward is differentiated against).
+    pub fn layer_norm_f64(x: &[f64], c: usize, weight: &[f64], bias: &[f64], eps: f64) -> Vec<f64> {
+        let mut out = Vec::with_capacity(x.len());
+        for row in x.chunks(c) {
+            let mean = row.iter().sum::<f64>() / c as f64;
+            let var = row.iter().map(|&v| (v - mean).powi(2)).sum::<f64>() / c as f64;
+            let r = 1.0 / (var + eps).sqrt();
+            for (i, &v) in row.iter().enumerate() {
+                out.push((v - mean) * r * weight[i] + bias[i]);
+            }
+        }
+        out
+    }
+
+    /// `(dx, dweight, dbias)` of LayerNorm over `c`-long rows for the upstream `dy`:
+    /// with x̂ = (x − μ)·r and g = dy·w, `dx = r·(g − mean(g) − x̂·mean(g·x̂))`,
+    /// `dweight = Σ_rows dy·x̂`, `dbias = Σ_rows dy`.
+    pub fn layer_norm_backward(
+        x: &[f64],
+        c: usize,
+        weight: &[f64],
+        dy: &[f64],
+        eps: f64,
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let mut dx = Vec::with_capacity(x.len());
+        let mut dw = vec![0.0; c];
+        let mut db = vec![0.0; c];
+        for (row, g) in x.chunks(c).zip(dy.chunks(c)) {
+            let mean = row.iter().sum::<f64>() / c as f64;
+            let var = row.iter().map(|&v| (v - mean).powi(2)).sum::<f64>() / c as f64;
+            let r = 1.0 / (var + eps).sqrt();
+            let xh: Vec<f64> = row.iter().map(|&v| (v - mean) * r).collect();
+            let gw: Vec<f64> = g.iter().zip(weight).map(|(a, b)| a * b).collect();
+            let mg = gw.iter().sum::<f64>() / c as f64;
+            let mgx = gw.iter().zip(&xh).map(|(a, b)| a * b).sum::<f64>() / c as f64;
+            for i in 0..c {
+                dx.push(r * (gw[i] - mg - xh[i] * mgx));
+                dw[i] += g[i] * xh[i];
+                db[i] += g[i];
+            }
+        }
+        (dx, dw, db)
+    }
+
     /// LayerNorm of each `c`-long row of `x`.
     pub fn layer_norm(x: &[f32], c: usize, weight: &[f32], bias: &[f32], eps: f32) -> Vec<f32> {
         let mut out = Vec::with_capacity(x.len());

@@ -301,8 +301,7 @@ fn swin_attention_scatters_into_the_map() {
             }),
         },
     )
-    .err()
-    .expect("5 windows are not whole 6×6 images")
+    .expect_err("5 windows are not whole 6×6 images")
     .to_string();
     assert!(e.contains("multiple of the 4 windows"), "{e}");
 }

@@ -11,6 +11,8 @@ mod elementwise;
 mod layout;
 mod matmul;
 mod norm;
+mod optim;
+mod reduce;
 mod runtime;
 mod softmax;
 mod topk;

@@ -8,11 +8,19 @@
 //! term leaves somewhere in a tile), plus rtol 1e-5 for the epilogue: the bias and residual adds
 //! round once each, GELU adds the shader's erf error (1.2e-7 absolute, times |x|/2) and exp's few
 //! ulp.
+//!
+//! Backward: every gradient is again a dot product, over the dimension the product summed away:
+//! dA over N, dB over M (dW and db over the rows), times the batch where the operand was
+//! broadcast and its gradient is the sum over the batch. The same atol = 1e-6·(terms) applies;
+//! accumulating into an existing tensor adds one rounding of the (≤ 1e-6·terms·…) result. The
+//! f64 references are checked against central differences, which are exact up to rounding
+//! (≈1e-10) here because the loss is linear in each operand: tolerance 1e-8.
 
-use sparsett::ops::matmul::{self, cpu, Activation, Epilogue, Kernel};
+use sparsett::ops::matmul::{self, cpu, Activation, Epilogue, Gemm, Kernel};
 use sparsett::{Tensor, Variant};
 
 use crate::common::{assert_close, gpu, rand_vec};
+use crate::reduce::{assert_fd, numeric_grad, to32, to64};
 
 fn kernels() -> Vec<Kernel> {
     let g = gpu();
@@ -433,4 +441,487 @@ fn bench() {
     let mut rows = Vec::new();
     matmul::bench(g, &mut rows).unwrap();
     println!("{}\n{}", g.adapter_line(), sparsett::bench::table(&rows));
+}
+
+/// Row-major transpose of the last two dimensions of a `[batch, r, c]` array.
+fn transpose(x: &[f32], batch: usize, r: usize, c: usize) -> Vec<f32> {
+    let mut t = vec![0f32; x.len()];
+    for b in 0..batch {
+        for i in 0..r {
+            for j in 0..c {
+                t[b * r * c + j * r + i] = x[b * r * c + i * c + j];
+            }
+        }
+    }
+    t
+}
+
+#[test]
+fn gemm_with_transposed_a_and_accumulation() {
+    // op(A) = Aᵀ from A stored [batch?, K, M], against the forward reference on an explicitly
+    // transposed copy; then the same product added into an existing tensor, with a bias.
+    let g = gpu();
+    let cases = [
+        case(1, 1, 1, 1, false, false, false),
+        case(1, 65, 33, 70, false, false, false),
+        case(1, 7, 130, 5, false, false, true),
+        case(3, 17, 9, 66, true, true, false),
+        case(2, 66, 10, 9, true, false, true),
+        case(2, 9, 12, 20, false, true, false),
+    ];
+    for kernel in kernels() {
+        for (i, c) in cases.iter().enumerate() {
+            let ab = if c.a_batched { c.batch } else { 1 };
+            let bb = if c.b_batched { c.batch } else { 1 };
+            let a = rand_vec(200 + i as u64, ab * c.m * c.k, -1.0, 1.0);
+            let b = rand_vec(210 + i as u64, bb * c.k * c.n, -1.0, 1.0);
+            let bias = rand_vec(220 + i as u64, c.n, -1.0, 1.0);
+            let out_shape = if c.a_batched || c.b_batched {
+                vec![c.batch, c.m, c.n]
+            } else {
+                vec![c.m, c.n]
+            };
+            let init = rand_vec(230 + i as u64, out_shape.iter().product(), -1.0, 1.0);
+            let at = g
+                .upload(
+                    &shape3(c.a_batched, c.batch, c.k, c.m),
+                    &transpose(&a, ab, c.m, c.k),
+                )
+                .unwrap();
+            let b_shape = if c.trans_b {
+                shape3(c.b_batched, c.batch, c.n, c.k)
+            } else {
+                shape3(c.b_batched, c.batch, c.k, c.n)
+            };
+            let bt = g.upload(&b_shape, &b).unwrap();
+            let biast = g.upload(&[c.n], &bias).unwrap();
+            let acc = g.upload(&out_shape, &init).unwrap();
+            let spec = Gemm {
+                trans_a: true,
+                trans_b: c.trans_b,
+                into: None,
+            };
+            let mut enc = g.encoder();
+            let y = matmul::gemm_kernel(&mut enc, &at, &bt, &spec, &Epilogue::default(), kernel)
+                .unwrap();
+            let epi = Epilogue {
+                bias: Some(&biast),
+                ..Default::default()
+            };
+            let into = Gemm {
+                into: Some(&acc),
+                ..spec
+            };
+            let r = matmul::gemm_kernel(&mut enc, &at, &bt, &into, &epi, kernel).unwrap();
+            assert_eq!(r.buffer(), acc.buffer());
+            assert_eq!(y.shape(), out_shape.as_slice());
+            let got = enc.submit_read(&[&y, &acc]).unwrap();
+            let (bi, m, k, n) = (c.batch, c.m, c.k, c.n);
+            let plain = cpu::matmul(
+                &a,
+                &b,
+                bi,
+                m,
+                k,
+                n,
+                c.a_batched,
+                c.b_batched,
+                c.trans_b,
+                &Default::default(),
+            );
+            let what = format!("{kernel:?} gemm trans_a case {i}");
+            assert_close(&what, &got[0], &plain, atol(k), 1e-5);
+            let with_bias = cpu::Epilogue {
+                bias: Some(&bias),
+                residual: Some(&init),
+                ..Default::default()
+            };
+            let want = cpu::matmul(
+                &a,
+                &b,
+                bi,
+                m,
+                k,
+                n,
+                c.a_batched,
+                c.b_batched,
+                c.trans_b,
+                &with_bias,
+            );
+            assert_close(&format!("{what} into"), &got[1], &want, atol(k), 1e-5);
+        }
+    }
+}
+
+/// Upstream gradients and operands of a `matmul` case, on the host and the device.
+struct BwCase {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    dc: Vec<f32>,
+    at: Tensor,
+    bt: Tensor,
+    dct: Tensor,
+}
+
+fn bw_case(c: &Case, seed: u64) -> BwCase {
+    let g = gpu();
+    let ab = if c.a_batched { c.batch } else { 1 };
+    let bb = if c.b_batched { c.batch } else { 1 };
+    let a = rand_vec(seed, ab * c.m * c.k, -1.0, 1.0);
+    let b = rand_vec(seed + 1, bb * c.k * c.n, -1.0, 1.0);
+    let out_shape = if c.a_batched || c.b_batched {
+        vec![c.batch, c.m, c.n]
+    } else {
+        vec![c.m, c.n]
+    };
+    let dc = rand_vec(seed + 2, out_shape.iter().product(), -1.0, 1.0);
+    let b_shape = if c.trans_b {
+        shape3(c.b_batched, c.batch, c.n, c.k)
+    } else {
+        shape3(c.b_batched, c.batch, c.k, c.n)
+    };
+    BwCase {
+        at: g
+            .upload(&shape3(c.a_batched, c.batch, c.m, c.k), &a)
+            .unwrap(),
+        bt: g.upload(&b_shape, &b).unwrap(),
+        dct: g.upload(&out_shape, &dc).unwrap(),
+        a,
+        b,
+        dc,
+    }
+}
+
+const BW_CASES: [(usize, usize, usize, usize, bool, bool, bool); 10] = [
+    (1, 1, 1, 1, false, false, false),
+    (1, 7, 13, 5, false, false, false),
+    (1, 65, 33, 70, false, false, true),
+    (1, 1, 40, 3, false, false, true),
+    (1, 40, 3, 1, false, false, false),
+    (3, 17, 9, 23, true, true, false),
+    (2, 33, 16, 40, true, true, true),
+    // Broadcast a (the 1×1-convolution form W·X) and broadcast b, both layouts.
+    (3, 20, 12, 30, false, true, false),
+    (2, 9, 10, 66, false, true, true),
+    (2, 66, 10, 9, true, false, true),
+];
+
+#[test]
+fn matmul_backward_matches_reference() {
+    let g = gpu();
+    for kernel in kernels() {
+        for (i, &(bi, m, k, n, ab, bb, tb)) in BW_CASES.iter().enumerate() {
+            let c = case(bi, m, k, n, ab, bb, tb);
+            let t = bw_case(&c, 300 + 10 * i as u64);
+            let mut enc = g.encoder();
+            let da =
+                matmul::matmul_backward_a_kernel(&mut enc, &t.dct, &t.at, &t.bt, tb, None, kernel)
+                    .unwrap();
+            let db =
+                matmul::matmul_backward_b_kernel(&mut enc, &t.dct, &t.at, &t.bt, tb, None, kernel)
+                    .unwrap();
+            assert_eq!(da.shape(), t.at.shape());
+            assert_eq!(db.shape(), t.bt.shape());
+            let got = enc.submit_read(&[&da, &db]).unwrap();
+            let (wa, wb) = cpu::matmul_backward(
+                &to64(&t.a),
+                &to64(&t.b),
+                &to64(&t.dc),
+                bi,
+                m,
+                k,
+                n,
+                ab,
+                bb,
+                tb,
+            );
+            let what = format!("{kernel:?} batch {bi} (a {ab}, b {bb}) {m}x{k}x{n} trans_b {tb}");
+            let a_terms = n * if ab { 1 } else { bi };
+            let b_terms = m * if bb { 1 } else { bi };
+            assert_close(
+                &format!("{what} dA"),
+                &got[0],
+                &to32(&wa),
+                atol(a_terms),
+                1e-5,
+            );
+            assert_close(
+                &format!("{what} dB"),
+                &got[1],
+                &to32(&wb),
+                atol(b_terms),
+                1e-5,
+            );
+        }
+    }
+}
+
+#[test]
+fn matmul_backward_reference_is_the_derivative() {
+    for &(bi, m, k, n, ab, bb, tb) in [
+        (2, 3, 4, 5, true, true, false),
+        (2, 3, 4, 5, false, true, true),
+        (3, 2, 3, 4, true, false, true),
+        (1, 3, 2, 4, false, false, false),
+    ]
+    .iter()
+    {
+        let na = if ab { bi } else { 1 } * m * k;
+        let nb = if bb { bi } else { 1 } * k * n;
+        let a = to64(&rand_vec(400, na, -1.0, 1.0));
+        let b = to64(&rand_vec(401, nb, -1.0, 1.0));
+        let dc = to64(&rand_vec(402, bi * m * n, -1.0, 1.0));
+        let (da, db) = cpu::matmul_backward(&a, &b, &dc, bi, m, k, n, ab, bb, tb);
+        let fa = numeric_grad(|x| cpu::matmul_f64(x, &b, bi, m, k, n, ab, bb, tb), &a, &dc);
+        let fb = numeric_grad(|x| cpu::matmul_f64(&a, x, bi, m, k, n, ab, bb, tb), &b, &dc);
+        let what = format!("batch {bi} (a {ab}, b {bb}) trans_b {tb}");
+        assert_fd(&format!("{what} dA"), &da, &fa, 1e-8);
+        assert_fd(&format!("{what} dB"), &db, &fb, 1e-8);
+    }
+    // Linear with bias: y = x·Wᵀ + b.
+    let (rows, k, n) = (4, 3, 5);
+    let x = to64(&rand_vec(410, rows * k, -1.0, 1.0));
+    let w = to64(&rand_vec(411, n * k, -1.0, 1.0));
+    let bias = to64(&rand_vec(412, n, -1.0, 1.0));
+    let dy = to64(&rand_vec(413, rows * n, -1.0, 1.0));
+    let fwd = |x: &[f64], w: &[f64], bias: &[f64]| -> Vec<f64> {
+        let mut y = cpu::matmul_f64(x, w, 1, rows, k, n, false, false, true);
+        for (i, v) in y.iter_mut().enumerate() {
+            *v += bias[i % n];
+        }
+        y
+    };
+    let (dx, dw, db) = cpu::linear_backward(&x, &w, &dy, rows, k, n);
+    assert_fd(
+        "linear dx",
+        &dx,
+        &numeric_grad(|v| fwd(v, &w, &bias), &x, &dy),
+        1e-8,
+    );
+    assert_fd(
+        "linear dw",
+        &dw,
+        &numeric_grad(|v| fwd(&x, v, &bias), &w, &dy),
+        1e-8,
+    );
+    assert_fd(
+        "linear db",
+        &db,
+        &numeric_grad(|v| fwd(&x, &w, v), &bias, &dy),
+        1e-8,
+    );
+}
+
+#[test]
+fn linear_backward_matches_reference() {
+    let g = gpu();
+    // (leading dims of x, K, N): one row, one input and one output feature, tile edges.
+    let cases: [(&[usize], usize, usize); 6] = [
+        (&[1], 1, 1),
+        (&[1], 300, 2),
+        (&[7], 13, 5),
+        (&[2, 33], 17, 70),
+        (&[130], 9, 65),
+        (&[300], 2, 1),
+    ];
+    for kernel in kernels() {
+        for (i, &(lead, k, n)) in cases.iter().enumerate() {
+            let rows: usize = lead.iter().product();
+            let x = rand_vec(500 + i as u64, rows * k, -1.0, 1.0);
+            let w = rand_vec(510 + i as u64, n * k, -1.0, 1.0);
+            let dy = rand_vec(520 + i as u64, rows * n, -1.0, 1.0);
+            let xs = [lead, &[k]].concat();
+            let ys = [lead, &[n]].concat();
+            let (xt, wt, dyt) = (
+                g.upload(&xs, &x).unwrap(),
+                g.upload(&[n, k], &w).unwrap(),
+                g.upload(&ys, &dy).unwrap(),
+            );
+            let mut enc = g.encoder();
+            let dx =
+                matmul::linear_backward_input_kernel(&mut enc, &dyt, &wt, None, kernel).unwrap();
+            let dw =
+                matmul::linear_backward_weight_kernel(&mut enc, &dyt, &xt, None, kernel).unwrap();
+            let db = matmul::linear_backward_bias(&mut enc, &dyt, None).unwrap();
+            assert_eq!(dx.shape(), xs.as_slice());
+            assert_eq!(dw.shape(), [n, k]);
+            assert_eq!(db.shape(), [n]);
+            let got = enc.submit_read(&[&dx, &dw, &db]).unwrap();
+            let (wx, ww, wb) = cpu::linear_backward(&to64(&x), &to64(&w), &to64(&dy), rows, k, n);
+            let what = format!("{kernel:?} linear {xs:?} -> {n}");
+            assert_close(&format!("{what} dx"), &got[0], &to32(&wx), atol(n), 1e-5);
+            assert_close(&format!("{what} dw"), &got[1], &to32(&ww), atol(rows), 1e-5);
+            assert_close(&format!("{what} db"), &got[2], &to32(&wb), atol(rows), 1e-5);
+        }
+    }
+}
+
+#[test]
+fn backward_twice_adds_up() {
+    // A parameter used twice (the backbone on the template and on the search crop): its
+    // gradient tensor receives both contributions.
+    let g = gpu();
+    let (rows, k, n) = (9, 6, 11);
+    let x = rand_vec(600, rows * k, -1.0, 1.0);
+    let x2 = rand_vec(601, rows * k, -1.0, 1.0);
+    let w = rand_vec(602, n * k, -1.0, 1.0);
+    let dy = rand_vec(603, rows * n, -1.0, 1.0);
+    let dy2 = rand_vec(604, rows * n, -1.0, 1.0);
+    let init_w = rand_vec(605, n * k, -1.0, 1.0);
+    let init_b = rand_vec(606, n, -1.0, 1.0);
+    let init_x = rand_vec(607, rows * k, -1.0, 1.0);
+    let up = |v: &[f32], s: &[usize]| g.upload(s, v).unwrap();
+    let (xt, x2t, wt, dyt, dy2t) = (
+        up(&x, &[rows, k]),
+        up(&x2, &[rows, k]),
+        up(&w, &[n, k]),
+        up(&dy, &[rows, n]),
+        up(&dy2, &[rows, n]),
+    );
+    let (_, w1, b1) = cpu::linear_backward(&to64(&x), &to64(&w), &to64(&dy), rows, k, n);
+    let (_, w2, b2) = cpu::linear_backward(&to64(&x2), &to64(&w), &to64(&dy2), rows, k, n);
+    let (dx1, _, _) = cpu::linear_backward(&to64(&x), &to64(&w), &to64(&dy), rows, k, n);
+    let add3 = |i: &[f32], p: &[f64], q: &[f64]| -> Vec<f32> {
+        i.iter()
+            .zip(p.iter().zip(q))
+            .map(|(&a, (&b, &c))| (a as f64 + b + c) as f32)
+            .collect()
+    };
+    for kernel in kernels() {
+        let (gw, gb, gx) = (
+            up(&init_w, &[n, k]),
+            up(&init_b, &[n]),
+            up(&init_x, &[rows, k]),
+        );
+        let mut enc = g.encoder();
+        for (xi, dyi) in [(&xt, &dyt), (&x2t, &dy2t)] {
+            matmul::linear_backward_weight_kernel(&mut enc, dyi, xi, Some(&gw), kernel).unwrap();
+            matmul::linear_backward_bias(&mut enc, dyi, Some(&gb)).unwrap();
+        }
+        for _ in 0..2 {
+            matmul::linear_backward_input_kernel(&mut enc, &dyt, &wt, Some(&gx), kernel).unwrap();
+        }
+        let got = enc.submit_read(&[&gw, &gb, &gx]).unwrap();
+        let what = format!("{kernel:?} twice");
+        assert_close(
+            &format!("{what} dw"),
+            &got[0],
+            &add3(&init_w, &w1, &w2),
+            2.0 * atol(rows),
+            1e-5,
+        );
+        assert_close(
+            &format!("{what} db"),
+            &got[1],
+            &add3(&init_b, &b1, &b2),
+            2.0 * atol(rows),
+            1e-5,
+        );
+        assert_close(
+            &format!("{what} dx"),
+            &got[2],
+            &add3(&init_x, &dx1, &dx1),
+            2.0 * atol(n),
+            1e-5,
+        );
+    }
+    // The broadcast operand's gradient (summed over the batch by reduce) accumulates too.
+    let c = case(3, 20, 12, 30, false, true, false);
+    let t = bw_case(&c, 620);
+    let init = rand_vec(630, 20 * 12, -1.0, 1.0);
+    let (wa, _) = cpu::matmul_backward(
+        &to64(&t.a),
+        &to64(&t.b),
+        &to64(&t.dc),
+        3,
+        20,
+        12,
+        30,
+        false,
+        true,
+        false,
+    );
+    for kernel in kernels() {
+        let acc = up(&init, &[20, 12]);
+        let mut enc = g.encoder();
+        for _ in 0..2 {
+            matmul::matmul_backward_a_kernel(
+                &mut enc,
+                &t.dct,
+                &t.at,
+                &t.bt,
+                false,
+                Some(&acc),
+                kernel,
+            )
+            .unwrap();
+        }
+        let got = enc.submit_read(&[&acc]).unwrap().pop().unwrap();
+        assert_close(
+            &format!("{kernel:?} broadcast dA twice"),
+            &got,
+            &add3(&init, &wa, &wa),
+            2.0 * atol(90),
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn backward_bad_shapes_are_errors() {
+    let g = gpu();
+    let t = |s: &[usize]| g.zeros(s).unwrap();
+    let mut enc = g.encoder();
+    let e = &mut enc;
+    let msg = err_of(matmul::matmul_backward_a(
+        e,
+        &t(&[4, 5]),
+        &t(&[4, 3]),
+        &t(&[3, 6]),
+        false,
+        None,
+    ));
+    assert!(
+        msg.contains("matmul_backward_a") && msg.contains("[4, 5]"),
+        "{msg}"
+    );
+    let msg = err_of(matmul::matmul_backward_b(
+        e,
+        &t(&[4, 6]),
+        &t(&[4, 3]),
+        &t(&[4, 6]),
+        false,
+        None,
+    ));
+    assert!(
+        msg.contains("matmul_backward_b") && msg.contains("[4, 6]"),
+        "{msg}"
+    );
+    let msg = err_of(matmul::linear_backward_input(
+        e,
+        &t(&[3, 5]),
+        &t(&[4, 6]),
+        None,
+    ));
+    assert!(
+        msg.contains("linear_backward_input") && msg.contains("[4, 6]"),
+        "{msg}"
+    );
+    let msg = err_of(matmul::linear_backward_weight(
+        e,
+        &t(&[3, 5]),
+        &t(&[2, 6]),
+        None,
+    ));
+    assert!(
+        msg.contains("linear_backward_weight") && msg.contains("[2, 6]"),
+        "{msg}"
+    );
+    let dy = t(&[3, 5]);
+    let w = t(&[5, 6]);
+    let msg = err_of(matmul::linear_backward_input(e, &dy, &w, Some(&t(&[3, 5]))));
+    assert!(msg.contains("into") && msg.contains("[3, 6]"), "{msg}");
+    let sq = t(&[5, 5]);
+    let msg = err_of(matmul::linear_backward_weight(e, &sq, &sq, Some(&sq)));
+    assert!(msg.contains("shares"), "{msg}");
 }

@@ -13,11 +13,22 @@
 //! Realised worst case: 1.4e-6 (print with --nocapture), so the tolerance keeps 7× headroom while
 //! an unbiased variance (factor √(C/(C−1)) ≥ 2.4e-4 relative at C = 2048), eps outside the root,
 //! a naive E[x²] − E[x]² at offset 1000 (σ² lost to cancellation) or any indexing slip fails.
+//!
+//! Backward (dy ∈ [−1, 1), against the f64 reference, itself checked by central differences):
+//! dx = r·(g − mean(g) − x̂·mean(g·x̂)) with g = dy·w. It inherits the forward's errors in r and
+//! x̂ (≤ ~5e-6 absolute in x̂, see above) and adds two C-term means of terms ≤ 1.5·√3 in size
+//! (≤ ~√(C/4)·u·2.6 each, a few 1e-6 at C = 2048); each enters dx with a factor ≤ r·|x̂| ≤ √3.
+//! Allowed: 3e-5 absolute plus 2e-5 relative. dweight = Σ_rows dy·x̂ and dbias = Σ_rows dy are
+//! R-term sums (R rows): the matmul/reduce argument allows 1e-6·R for the summation, plus, for
+//! dweight, the x̂ error of every term (≤ 5e-6 each, growing like √R when signs vary): 1e-5 + 2e-6·R.
+//! Realised (--nocapture): dx ≤ 4.3e-7, except ≤ 5e-6 with C = 3, where a row's σ can be small
+//! and r large; dweight ≤ 9.3e-6 and dbias ≤ 1.4e-5 over 3001 rows.
 
-use sparsett::ops::norm::{self, cpu};
+use sparsett::ops::norm::{self, cpu, LayerNormInto};
 use sparsett::Variant;
 
 use crate::common::{assert_close, gpu, rand_vec};
+use crate::reduce::{assert_fd, numeric_grad, to32, to64};
 
 const ATOL: f32 = 1e-5;
 const RTOL: f32 = 1e-5;
@@ -217,4 +228,232 @@ fn empty_input_gives_empty_output() {
     let y = norm::layer_norm(&mut enc, &x, &w, &w, 1e-5).unwrap();
     assert_eq!(y.shape(), [0, 8]);
     assert_eq!(enc.dispatch_count(), 0);
+}
+
+fn close64(what: &str, got: &[f32], want: &[f64], atol: f32, rtol: f32) {
+    assert_close(what, got, &to32(want), atol, rtol);
+}
+
+/// Runs LayerNorm backward (with the residual input `y` when given) on every variant and
+/// compares all three gradients with the reference.
+fn check_ln_backward(shape: &[usize], offset: f32, seed: u64, with_y: bool) {
+    let g = gpu();
+    let c = *shape.last().unwrap();
+    let n: usize = shape.iter().product();
+    let rows = n / c;
+    let x: Vec<f32> = rand_vec(seed, n, -2.0, 2.0)
+        .iter()
+        .map(|v| v + offset)
+        .collect();
+    let y = rand_vec(seed + 3, n, -1.0, 1.0);
+    let w = rand_vec(seed + 1, c, 0.5, 1.5);
+    let dy = rand_vec(seed + 2, n, -1.0, 1.0);
+    let eps = 1e-5;
+    // The sum x + y is rounded to f32 first, as the GPU and PyTorch do.
+    let s: Vec<f32> = if with_y {
+        x.iter().zip(&y).map(|(a, b)| a + b).collect()
+    } else {
+        x.clone()
+    };
+    let (wdx, wdw, wdb) = cpu::layer_norm_backward(&to64(&s), c, &to64(&w), &to64(&dy), eps as f64);
+    let (xt, yt, wt, dyt) = (
+        g.upload(shape, &x).unwrap(),
+        g.upload(shape, &y).unwrap(),
+        g.upload(&[c], &w).unwrap(),
+        g.upload(shape, &dy).unwrap(),
+    );
+    for v in Variant::ALL {
+        let mut enc = g.encoder();
+        let none = LayerNormInto::default();
+        let gr = if with_y {
+            norm::add_layer_norm_backward_with(&mut enc, &xt, &yt, &wt, &dyt, eps, &none, v)
+        } else {
+            norm::layer_norm_backward_with(&mut enc, &xt, &wt, &dyt, eps, &none, v)
+        }
+        .unwrap();
+        let got = enc.submit_read(&[&gr.dx, &gr.dweight, &gr.dbias]).unwrap();
+        assert_eq!(gr.dx.shape(), shape);
+        assert_eq!(gr.dweight.shape(), [c]);
+        assert_eq!(gr.dbias.shape(), [c]);
+        let what = format!("ln backward {v:?} {shape:?} offset {offset} residual {with_y}");
+        let err = |a: &[f32], b: &[f64]| {
+            a.iter()
+                .zip(b)
+                .map(|(&p, &q)| (p as f64 - q).abs())
+                .fold(0.0, f64::max)
+        };
+        println!(
+            "{what}: max errors dx {:e} dw {:e} db {:e}",
+            err(&got[0], &wdx),
+            err(&got[1], &wdw),
+            err(&got[2], &wdb)
+        );
+        close64(&format!("{what} dx"), &got[0], &wdx, 3e-5, 2e-5);
+        let sum_tol = 1e-5 + 2e-6 * rows as f32;
+        close64(&format!("{what} dweight"), &got[1], &wdw, sum_tol, 0.0);
+        close64(
+            &format!("{what} dbias"),
+            &got[2],
+            &wdb,
+            1e-6 * rows as f32,
+            0.0,
+        );
+    }
+}
+
+#[test]
+fn layer_norm_backward_matches_reference() {
+    for (i, &(shape, offset)) in CASES.iter().enumerate() {
+        check_ln_backward(shape, offset, 1000 + 10 * i as u64, false);
+    }
+    // Many rows: the parameter sums split into chunks (two passes); one column.
+    check_ln_backward(&[3001, 3], 0.0, 1200, false);
+    check_ln_backward(&[300, 1], 0.0, 1210, false);
+}
+
+#[test]
+fn add_layer_norm_backward_matches_reference() {
+    for (i, &(shape, offset)) in CASES.iter().enumerate().step_by(2) {
+        check_ln_backward(shape, offset, 1500 + 10 * i as u64, true);
+    }
+}
+
+#[test]
+fn layer_norm_backward_reference_is_the_derivative() {
+    let (r, c) = (3, 7);
+    let eps = 1e-5;
+    let x = to64(&rand_vec(1600, r * c, -2.0, 2.0));
+    let w = to64(&rand_vec(1601, c, 0.5, 1.5));
+    let b = to64(&rand_vec(1602, c, -1.0, 1.0));
+    let dy = to64(&rand_vec(1603, r * c, -1.0, 1.0));
+    let (dx, dw, db) = cpu::layer_norm_backward(&x, c, &w, &dy, eps);
+    let fx = numeric_grad(|x| cpu::layer_norm_f64(x, c, &w, &b, eps), &x, &dy);
+    let fw = numeric_grad(|w| cpu::layer_norm_f64(&x, c, w, &b, eps), &w, &dy);
+    let fb = numeric_grad(|b| cpu::layer_norm_f64(&x, c, &w, b, eps), &b, &dy);
+    assert_fd("layer_norm dx", &dx, &fx, 1e-7);
+    assert_fd("layer_norm dweight", &dw, &fw, 1e-7);
+    assert_fd("layer_norm dbias", &db, &fb, 1e-7);
+}
+
+#[test]
+fn layer_norm_backward_twice_adds_up() {
+    let g = gpu();
+    // (rows, C): one chunk (parameter sums written directly) and several (summed by reduce).
+    for (rows, c) in [(5usize, 12usize), (2000, 5)] {
+        let n = rows * c;
+        let x = rand_vec(1700, n, -2.0, 2.0);
+        let w = rand_vec(1701, c, 0.5, 1.5);
+        let dy = rand_vec(1702, n, -1.0, 1.0);
+        let init_x = rand_vec(1703, n, -1.0, 1.0);
+        let init_w = rand_vec(1704, c, -1.0, 1.0);
+        let init_b = rand_vec(1705, c, -1.0, 1.0);
+        let (wdx, wdw, wdb) = cpu::layer_norm_backward(&to64(&x), c, &to64(&w), &to64(&dy), 1e-5);
+        let twice = |init: &[f32], d: &[f64]| -> Vec<f64> {
+            init.iter()
+                .zip(d)
+                .map(|(&a, &b)| a as f64 + 2.0 * b)
+                .collect()
+        };
+        let (xt, wt, dyt) = (
+            g.upload(&[rows, c], &x).unwrap(),
+            g.upload(&[c], &w).unwrap(),
+            g.upload(&[rows, c], &dy).unwrap(),
+        );
+        for v in Variant::ALL {
+            let (ax, aw, ab) = (
+                g.upload(&[rows, c], &init_x).unwrap(),
+                g.upload(&[c], &init_w).unwrap(),
+                g.upload(&[c], &init_b).unwrap(),
+            );
+            let into = LayerNormInto {
+                dx: Some(&ax),
+                dweight: Some(&aw),
+                dbias: Some(&ab),
+            };
+            let mut enc = g.encoder();
+            for _ in 0..2 {
+                norm::layer_norm_backward_with(&mut enc, &xt, &wt, &dyt, 1e-5, &into, v).unwrap();
+            }
+            // Only dweight accumulates: dbias comes back fresh (the mixed case sums partials).
+            let mixed = LayerNormInto {
+                dweight: Some(&aw),
+                ..Default::default()
+            };
+            let fresh =
+                norm::layer_norm_backward_with(&mut enc, &xt, &wt, &dyt, 1e-5, &mixed, v).unwrap();
+            let got = enc.submit_read(&[&ax, &aw, &ab, &fresh.dbias]).unwrap();
+            let what = format!("twice {rows}x{c} {v:?}");
+            close64(
+                &format!("{what} dx"),
+                &got[0],
+                &twice(&init_x, &wdx),
+                1e-4,
+                1e-5,
+            );
+            let three_w: Vec<f64> = init_w
+                .iter()
+                .zip(&wdw)
+                .map(|(&a, &b)| a as f64 + 3.0 * b)
+                .collect();
+            close64(
+                &format!("{what} dweight"),
+                &got[1],
+                &three_w,
+                1e-5 * rows as f32,
+                0.0,
+            );
+            close64(
+                &format!("{what} dbias"),
+                &got[2],
+                &twice(&init_b, &wdb),
+                1e-5 * rows as f32,
+                0.0,
+            );
+            close64(
+                &format!("{what} fresh dbias"),
+                &got[3],
+                &wdb,
+                1e-6 * rows as f32,
+                0.0,
+            );
+        }
+    }
+}
+
+#[test]
+fn layer_norm_backward_bad_inputs_are_errors() {
+    let g = gpu();
+    let x = g.zeros(&[4, 8]).unwrap();
+    let w8 = g.zeros(&[8]).unwrap();
+    let w4 = g.zeros(&[4]).unwrap();
+    let dy = g.zeros(&[8, 4]).unwrap();
+    let none = LayerNormInto::default();
+    let mut enc = g.encoder();
+    let e = norm::layer_norm_backward(&mut enc, &x, &w4, &x, 1e-5, &none)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("layer_norm_backward") && e.contains("[4]"),
+        "{e}"
+    );
+    let e = norm::layer_norm_backward(&mut enc, &x, &w8, &dy, 1e-5, &none)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("dy") && e.contains("[8, 4]"), "{e}");
+    let bad = LayerNormInto {
+        dweight: Some(&w4),
+        ..Default::default()
+    };
+    let e = norm::layer_norm_backward(&mut enc, &x, &w8, &x, 1e-5, &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("dweight"), "{e}");
+    let alias = LayerNormInto {
+        dx: Some(&x),
+        ..Default::default()
+    };
+    let e = norm::layer_norm_backward(&mut enc, &x, &w8, &x, 1e-5, &alias)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("into.dx"), "{e}");
 }

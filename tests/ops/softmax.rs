@@ -10,11 +10,18 @@
 //! absolute term only matters for outputs that underflow to subnormals, which a GPU may flush to
 //! zero. A missing max subtraction overflows at the x ≈ 1000 case; a wrong sum or index is off by
 //! far more than 2e-5.
+//!
+//! Backward: dx = y ⊙ (dy − Σ dy⊙y) from the f32 output y (the same values on both sides) and
+//! dy ∈ [−1, 1). Any order of the n-term dot product is off by at most n·u·Σ|y·dy| ≤ n·u
+//! (Σy = 1), the subtraction and the product round once each: |error| ≤ yᵢ·u·(n + 4). The
+//! tests allow yᵢ·6e-8·(n + 8) + 1e-12 per element, a bound no summation order can break,
+//! while a missing or wrong dot product is off by yᵢ·|Σ dy⊙y| ≫ that.
 
 use sparsett::ops::softmax::{self, cpu};
 use sparsett::Variant;
 
 use crate::common::{assert_close, gpu, rand_vec};
+use crate::reduce::{assert_fd, numeric_grad, to32, to64};
 
 const ATOL: f32 = 1e-9;
 const RTOL: f32 = 2e-5;
@@ -97,4 +104,112 @@ fn bad_inputs_are_errors() {
     let y = softmax::softmax(&mut enc, &z).unwrap();
     assert_eq!(y.shape(), [3, 0]);
     assert_eq!(enc.dispatch_count(), 0);
+}
+
+/// Checks dx against the f64 reference with the per-element bound yᵢ·6e-8·(n + 8) + 1e-12.
+#[track_caller]
+fn check_backward(what: &str, got: &[f32], want: &[f64], y: &[f32], n: usize) {
+    for (i, ((&g, &w), &yi)) in got.iter().zip(want).zip(y).enumerate() {
+        let tol = yi as f64 * 6e-8 * (n + 8) as f64 + 1e-12;
+        assert!(
+            (g as f64 - w).abs() <= tol,
+            "{what}: element {i} is {g}, expected {w} (tolerance {tol:e})"
+        );
+    }
+}
+
+#[test]
+fn softmax_backward_matches_reference() {
+    let g = gpu();
+    let shapes: [&[usize]; 8] = [
+        &[1],
+        &[5, 1],
+        &[3, 7],
+        &[2, 3, 33],
+        &[6, 361],
+        &[2, 1000],
+        &[2, 4097],
+        &[70_000, 2],
+    ];
+    for (i, shape) in shapes.iter().enumerate() {
+        let n = *shape.last().unwrap();
+        let numel: usize = shape.iter().product();
+        let x = rand_vec(400 + i as u64, numel, -8.0, 8.0);
+        let y = to32(&cpu::softmax_f64(&to64(&x), n));
+        let dy = rand_vec(500 + i as u64, numel, -1.0, 1.0);
+        let want = cpu::softmax_backward(&to64(&y), &to64(&dy), n);
+        let (yt, dyt) = (g.upload(shape, &y).unwrap(), g.upload(shape, &dy).unwrap());
+        for v in Variant::ALL {
+            let mut enc = g.encoder();
+            let dx = softmax::softmax_backward_with(&mut enc, &yt, &dyt, None, v).unwrap();
+            let got = enc.submit_read(&[&dx]).unwrap().pop().unwrap();
+            assert_eq!(dx.shape(), *shape);
+            check_backward(
+                &format!("softmax_backward {v:?} {shape:?}"),
+                &got,
+                &want,
+                &y,
+                n,
+            );
+        }
+    }
+}
+
+#[test]
+fn softmax_backward_reference_is_the_derivative() {
+    let n = 5;
+    let x = to64(&rand_vec(600, 3 * n, -3.0, 3.0));
+    let dy = to64(&rand_vec(601, 3 * n, -1.0, 1.0));
+    let fd = numeric_grad(|x| cpu::softmax_f64(x, n), &x, &dy);
+    let dx = cpu::softmax_backward(&cpu::softmax_f64(&x, n), &dy, n);
+    assert_fd("softmax", &dx, &fd, 1e-7);
+}
+
+#[test]
+fn softmax_backward_twice_adds_up() {
+    let g = gpu();
+    let (r, n) = (4, 37);
+    let x = rand_vec(610, r * n, -4.0, 4.0);
+    let y = to32(&cpu::softmax_f64(&to64(&x), n));
+    let dy = rand_vec(611, r * n, -1.0, 1.0);
+    let init = rand_vec(612, r * n, -1.0, 1.0);
+    let d = cpu::softmax_backward(&to64(&y), &to64(&dy), n);
+    let want: Vec<f32> = init
+        .iter()
+        .zip(&d)
+        .map(|(&a, &b)| (a as f64 + 2.0 * b) as f32)
+        .collect();
+    let (yt, dyt) = (
+        g.upload(&[r, n], &y).unwrap(),
+        g.upload(&[r, n], &dy).unwrap(),
+    );
+    for v in Variant::ALL {
+        let acc = g.upload(&[r, n], &init).unwrap();
+        let mut enc = g.encoder();
+        for _ in 0..2 {
+            softmax::softmax_backward_with(&mut enc, &yt, &dyt, Some(&acc), v).unwrap();
+        }
+        let got = enc.submit_read(&[&acc]).unwrap().pop().unwrap();
+        // Two gradients of |dx| ≤ 2 added to values ≤ 1: a few ulp of 5.
+        assert_close(&format!("twice {v:?}"), &got, &want, 2e-6, 0.0);
+    }
+}
+
+#[test]
+fn softmax_backward_bad_inputs_are_errors() {
+    let g = gpu();
+    let y = g.zeros(&[2, 3]).unwrap();
+    let dy = g.zeros(&[3, 2]).unwrap();
+    let mut enc = g.encoder();
+    let e = softmax::softmax_backward(&mut enc, &y, &dy, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("softmax_backward") && e.contains("[3, 2]"),
+        "{e}"
+    );
+    let e = softmax::softmax_backward(&mut enc, &y, &y, Some(&y))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("into"), "{e}");
 }

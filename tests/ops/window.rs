@@ -155,8 +155,7 @@ fn partition_with_layer_norm_matches_reference() {
     let x = g.zeros(&[1, 4, 4, 8]).unwrap();
     let bad = g.zeros(&[7]).unwrap();
     let e = window::window_partition_ln(&mut enc, &x, &bad, &bad, 1e-5, 3, 0)
-        .err()
-        .expect("gamma of the wrong length")
+        .expect_err("gamma of the wrong length")
         .to_string();
     assert!(e.contains("gamma") && e.contains("[8]"), "{e}");
 }
