@@ -3,7 +3,7 @@
 
 use crate::gpu::Tensor;
 use crate::model::load::Loader;
-use crate::ops::matmul::{matmul, Epilogue};
+use crate::ops::matmul::{linear, Epilogue};
 use crate::{Encoder, Result};
 
 pub const IN: usize = 384;
@@ -29,19 +29,16 @@ impl Adjuster {
         })
     }
 
-    /// `x`: `[B, 384, h, w]` → `[B, 256, h, w]`.
+    /// Tokens `[B, L, 384]` → `[B, L, 256]` (a 1×1 convolution is a per-token linear map).
     pub fn forward(&self, enc: &mut Encoder, x: &Tensor) -> Result<Tensor> {
-        let (b, h, w) = (x.dim(0), x.dim(2), x.dim(3));
-        let y = matmul(
+        linear(
             enc,
+            x,
             &self.w,
-            &x.reshape(&[b, IN, h * w])?,
-            false,
             &Epilogue {
-                row_bias: Some(&self.b),
+                bias: Some(&self.b),
                 ..Default::default()
             },
-        )?;
-        y.reshape(&[b, OUT, h, w])
+        )
     }
 }

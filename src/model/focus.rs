@@ -8,7 +8,6 @@ use crate::model::load::Loader;
 use crate::model::taps::Taps;
 use crate::ops::attention::{attention, AttnOpts};
 use crate::ops::elementwise::{binary, Binary};
-use crate::ops::layout::permute;
 use crate::ops::matmul::{linear, Activation, Epilogue};
 use crate::ops::norm::add_layer_norm;
 use crate::ops::topk::topk_attention;
@@ -134,11 +133,19 @@ impl Embed {
         })
     }
 
-    /// NCHW features `[B, 256, s, s]` → tokens `[B, s·s, 256]` plus the positional encoding.
+    /// Tokens `[B, s·s, 256]` plus the positional encoding.
     fn tokens(&self, enc: &mut Encoder, x: &Tensor) -> Result<Tensor> {
-        let (b, s) = (x.dim(0), self.side);
-        let t = permute(enc, &x.reshape(&[b, D, s * s])?, &[0, 2, 1])?;
-        binary(enc, &t, &self.pos, Binary::Add)
+        if x.shape()[1..] != [self.side * self.side, D] {
+            return Err(crate::Error::shape(
+                "focus",
+                format!(
+                    "expected [B, {}, {D}] tokens, got {:?}",
+                    self.side * self.side,
+                    x.shape()
+                ),
+            ));
+        }
+        binary(enc, x, &self.pos, Binary::Add)
     }
 }
 
@@ -222,7 +229,7 @@ impl FocusNet {
         })
     }
 
-    /// Encodes the adjusted template features `[B, 256, 8, 8]`.
+    /// Encodes the adjusted template tokens `[B, 64, 256]`.
     pub fn encode(&self, enc: &mut Encoder, z: &Tensor, taps: &mut Taps) -> Result<TemplateMemory> {
         let mut x = self.enc_embed.tokens(enc, z)?;
         for (i, layer) in self.encoder.iter().enumerate() {
@@ -253,8 +260,8 @@ impl FocusNet {
         Ok(TemplateMemory { kv })
     }
 
-    /// Decodes the adjusted search features `[B, 256, 19, 19]` against the template memory;
-    /// returns the decoder output as NCHW `[B, 256, 19, 19]`.
+    /// Decodes the adjusted search tokens `[B, 361, 256]` against the template memory; returns
+    /// the decoder output tokens `[B, 361, 256]`.
     pub fn decode(
         &self,
         enc: &mut Encoder,
@@ -262,7 +269,6 @@ impl FocusNet {
         mem: &TemplateMemory,
         taps: &mut Taps,
     ) -> Result<Tensor> {
-        let (b, s) = (xf.dim(0), xf.dim(2));
         let mut x = self.dec_embed.tokens(enc, xf)?;
         for (i, (layer, kv)) in self.decoder.iter().zip(&mem.kv).enumerate() {
             let qkv = layer.qkv.run(enc, &x, Activation::None)?;
@@ -300,6 +306,6 @@ impl FocusNet {
                 taps.put("neck.decoder.layer0", &x);
             }
         }
-        permute(enc, &x, &[0, 2, 1])?.reshape(&[b, D, s, s])
+        Ok(x)
     }
 }

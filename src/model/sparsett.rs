@@ -8,7 +8,7 @@ use crate::model::head::{Head, HeadOut};
 use crate::model::load::{Loader, WeightSource};
 use crate::model::swin::{Masks, Swin};
 use crate::model::taps::Taps;
-use crate::ops::layout::concat;
+use crate::ops::layout::{concat, permute};
 use crate::{Encoder, Error, Result};
 
 /// Template crop size (pixels).
@@ -85,7 +85,7 @@ impl SparseTT {
         let batch = Self::check_input(z, Z_SIZE, "the template")?;
         let f = self.backbone.forward(enc, z, &self.masks_z, "z", taps)?;
         let a = self.adj_z.forward(enc, &f)?;
-        taps.put("feat_adjuster.z", &a);
+        tap_nchw(enc, taps, "feat_adjuster.z", &a)?;
         let memory = self.neck.encode(enc, &a, taps)?;
         Ok(TemplateFeatures { memory, batch })
     }
@@ -107,9 +107,14 @@ impl SparseTT {
         }
         let f = self.backbone.forward(enc, x, &self.masks_x, "x", taps)?;
         let a = self.adj_x.forward(enc, &f)?;
-        taps.put("feat_adjuster.x", &a);
+        tap_nchw(enc, taps, "feat_adjuster.x", &a)?;
         let d = self.neck.decode(enc, &a, &t.memory, taps)?;
-        let neck = concat(enc, &[&d, &a], 1)?;
+        // Decoder output and adjusted features side by side per token, then one transpose to
+        // the NCHW map the head's convolutions take.
+        let (b, l) = (d.dim(0), d.dim(1));
+        let side = (l as f64).sqrt() as usize;
+        let tokens = concat(enc, &[&d, &a], 2)?;
+        let neck = permute(enc, &tokens, &[0, 2, 1])?.reshape(&[b, 2 * d.dim(2), side, side])?;
         taps.put("neck.output", &neck);
         let head = self.head.forward(enc, &neck, taps)?;
         Ok(TrackOut {
@@ -118,4 +123,16 @@ impl SparseTT {
             head,
         })
     }
+}
+
+/// Captures tokens `[B, s·s, C]` under `name` as the NCHW map the golden file stores (the
+/// transpose is recorded only when capturing).
+fn tap_nchw(enc: &mut Encoder, taps: &mut Taps, name: &str, t: &Tensor) -> Result<()> {
+    if taps.enabled() {
+        let (b, l, c) = (t.dim(0), t.dim(1), t.dim(2));
+        let side = (l as f64).sqrt() as usize;
+        let nchw = permute(enc, t, &[0, 2, 1])?.reshape(&[b, c, side, side])?;
+        taps.put(name, &nchw);
+    }
+    Ok(())
 }
