@@ -209,6 +209,55 @@ fn load_v(i: u32) -> vec4<f32> {
     return v;
 }
 
+// ---- PatchMerging's gather fused with its LayerNorm(4C) ------------------------------------
+// One invocation per output token over all 4·C values (scalar access, CV = C); grid: 1-D over
+// B·hp·wp tokens. Each channel's 2×2 quad is exactly one 4-element chunk of the merged row, so
+// the statistics are ln_register's chunk merge on the same values in the same order.
+fn merge_quad(b: u32, y0: u32, x0: u32, c: u32) -> vec4<f32> {
+    return vec4<f32>(
+        load_s(merge_at(b, y0, x0, c)),
+        load_s(merge_at(b, y0, x0 + 1u, c)),
+        load_s(merge_at(b, y0 + 1u, x0, c)),
+        load_s(merge_at(b, y0 + 1u, x0 + 1u, c)));
+}
+
+@compute @workgroup_size(64)
+fn merge_ln(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) li: u32) {
+    let tok = (wg.x + wg.y * nwg.x) * 64u + li;
+    let per_img = p.hp * p.wp;
+    if (tok >= p.n * per_img) { return; }
+    let b = tok / per_img;
+    let r = tok - b * per_img;
+    let oy = r / p.wp;
+    let ox = r - oy * p.wp;
+    let y0 = 2u * oy;
+    let x0 = 2u * ox;
+    let k = load_s(merge_at(b, y0, x0, 0u));
+    var mean = 0.0;
+    var m2 = 0.0;
+    var n = 0.0;
+    for (var c = 0u; c < CV; c++) {
+        let v = merge_quad(b, y0, x0, c) - k;
+        let cm = ((v.x + v.y) + (v.z + v.w)) * 0.25;
+        let d = v - cm;
+        let delta = cm - mean;
+        n += 4.0;
+        let f = 4.0 / n;
+        mean += delta * f;
+        m2 += dot(d, d) + delta * delta * (n - 4.0) * f;
+    }
+    let rs = 1.0 / sqrt(m2 / f32(4u * CV) + p.eps);
+    let o = tok * 4u * CV;
+    for (var c = 0u; c < CV; c++) {
+        let v = merge_quad(b, y0, x0, c);
+        for (var q = 0u; q < 4u; q++) {
+            let i = 4u * c + q;
+            dst_s[o + i] = (v[q] - k - mean) * rs * ln_w[i] + ln_b[i];
+        }
+    }
+}
+
 @compute @workgroup_size(64)
 fn merge(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let f = wg.x * 64u + li;

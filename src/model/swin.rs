@@ -13,7 +13,7 @@ use crate::ops::conv::{conv2d, Conv2dOpts};
 use crate::ops::layout::permute;
 use crate::ops::matmul::{linear, Activation, Epilogue};
 use crate::ops::norm::layer_norm;
-use crate::ops::window::{self, patch_merge, window_partition_ln};
+use crate::ops::window::{self, patch_merge_ln, window_partition_ln};
 use crate::ops::HeadsView;
 use crate::{Encoder, Result};
 
@@ -276,8 +276,7 @@ impl Swin {
             }
             taps.put(format!("{tag}.backbone.stage{s}.out"), &x);
             if let Some(m) = self.merges.get(s) {
-                let g = patch_merge(enc, &x)?;
-                let g = m.norm.run(enc, &g)?;
+                let g = patch_merge_ln(enc, &x, &m.norm.w, &m.norm.b, EPS)?;
                 side = side.div_ceil(2);
                 x = linear(enc, &g, &m.reduction, &Epilogue::default())?.reshape(&[
                     b,

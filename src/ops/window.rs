@@ -545,6 +545,49 @@ pub fn patch_merge_with(enc: &mut Encoder, x: &Tensor, width: Width) -> Result<T
     Ok(out)
 }
 
+/// `layer_norm(patch_merge(x))` in one dispatch (Swin's PatchMerging before its reduction):
+/// `x` `[B, H, W, C]` → `[B, ⌈H/2⌉·⌈W/2⌉, 4C]`, normalised over the 4C merged channels with
+/// `gamma`, `beta` (`[4C]`) and `eps`.
+pub fn patch_merge_ln(
+    enc: &mut Encoder,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f32,
+) -> Result<Tensor> {
+    const OP: &str = "patch_merge_ln";
+    let [b, h, w, c] = check_map(OP, x)?;
+    for (name, t) in [("gamma", gamma), ("beta", beta)] {
+        if t.shape() != [4 * c] || t.dtype() != DType::F32 {
+            return Err(Error::shape(
+                OP,
+                format!("{name} must be [{}] f32, got {:?}", 4 * c, t.shape()),
+            ));
+        }
+    }
+    let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
+    let out = enc.gpu().empty(OP, &[b, h2 * w2, 4 * c], DType::F32)?;
+    let p = Params {
+        h: u32_of(OP, "H", h)?,
+        w: u32_of(OP, "W", w)?,
+        hp: h2 as u32,
+        wp: w2 as u32,
+        n: u32_of(OP, "batch", b)?,
+        eps,
+        ..Default::default()
+    };
+    let groups = enc.gpu().grid((b * h2 * w2).div_ceil(WG) as u64);
+    enc.dispatch(
+        &WINDOW,
+        "merge_ln",
+        &[("CV", c as f64)],
+        bytemuck::bytes_of(&p),
+        &[x, &out, gamma, beta],
+        groups,
+    )?;
+    Ok(out)
+}
+
 /// Partition and reverse (plain and fused with the residual) of the search image's stage-1 map
 /// (73×73×96, shift 3), and its patch merge. Each timed batch records `REPS` dispatches so that
 /// the submit-and-wait overhead does not swamp kernels this short; rows report one dispatch.

@@ -160,6 +160,36 @@ fn partition_with_layer_norm_matches_reference() {
     assert!(e.contains("gamma") && e.contains("[8]"), "{e}");
 }
 
+/// PatchMerging + LayerNorm in one dispatch equals the CPU merge then CPU LayerNorm (norm
+/// tolerance, as above), odd map sizes included (the missing row/column merges zeros).
+#[test]
+fn patch_merge_with_layer_norm_matches_reference() {
+    use sparsett::ops::norm::cpu as ncpu;
+    let g = gpu();
+    for (mi, &(b, h, w, c, _)) in MAPS.iter().enumerate() {
+        let dims = [b, h, w, c];
+        let x: Vec<f32> = rand_vec(600 + mi as u64, b * h * w * c, -2.0, 2.0)
+            .iter()
+            .map(|v| v - 3.0)
+            .collect();
+        let gam = rand_vec(700 + mi as u64, 4 * c, 0.5, 1.5);
+        let bet = rand_vec(800 + mi as u64, 4 * c, -1.0, 1.0);
+        let want = ncpu::layer_norm(&cpu::patch_merge(&x, dims), 4 * c, &gam, &bet, 1e-5);
+        let mut enc = g.encoder();
+        let y = window::patch_merge_ln(
+            &mut enc,
+            &g.upload(&dims, &x).unwrap(),
+            &g.upload(&[4 * c], &gam).unwrap(),
+            &g.upload(&[4 * c], &bet).unwrap(),
+            1e-5,
+        )
+        .unwrap();
+        assert_eq!(y.shape(), [b, h.div_ceil(2) * w.div_ceil(2), 4 * c]);
+        let got = enc.submit_read(&[&y]).unwrap().pop().unwrap();
+        crate::common::assert_close(&format!("merge+LN {dims:?}"), &got, &want, 1e-5, 1e-5);
+    }
+}
+
 #[test]
 fn default_entry_points_pick_a_width() {
     let g = gpu();
