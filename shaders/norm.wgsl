@@ -18,7 +18,7 @@ struct Params {
     rows: u32,
     c: u32,
     eps: f32,
-    _pad: u32,
+    hw: u32,    // NCHW input: pixels per channel plane
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -27,6 +27,26 @@ struct Params {
 @group(0) @binding(3) var<storage, read> w: array<f32>;
 @group(0) @binding(4) var<storage, read> b: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+// The forward entry points read x either as contiguous rows or (NCHW) as the pixels of an
+// [N, C, H, W] map normalised over C, row = n·HW + pixel: the patch embedding's transpose to
+// tokens fused into its LayerNorm. The output is always contiguous rows (tokens).
+override NCHW: bool = false;
+
+fn in_base(row: u32) -> u32 {
+    if (NCHW) {
+        let n = row / p.hw;
+        return n * p.c * p.hw + (row - n * p.hw);
+    }
+    return row * p.c;
+}
+
+fn in_stride() -> u32 {
+    if (NCHW) {
+        return p.hw;
+    }
+    return 1u;
+}
 
 fn ld(i: u32) -> f32 {
     if (ADD) {
@@ -47,7 +67,9 @@ fn ln_register(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
         return;
     }
     let c = p.c;
-    let base = row * c;
+    let base = in_base(row);
+    let st = in_stride();
+    let ob = row * c;
     let c4 = c & ~3u;
     let k = ld(base);
 
@@ -55,7 +77,7 @@ fn ln_register(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     var m2 = 0.0;
     var n = 0.0;
     for (var i = 0u; i < c4; i += 4u) {
-        let v = vec4<f32>(ld(base + i), ld(base + i + 1u), ld(base + i + 2u), ld(base + i + 3u)) - k;
+        let v = vec4<f32>(ld(base + i * st), ld(base + (i + 1u) * st), ld(base + (i + 2u) * st), ld(base + (i + 3u) * st)) - k;
         let cm = ((v.x + v.y) + (v.z + v.w)) * 0.25;
         let d = v - cm;
         let delta = cm - mean;
@@ -65,7 +87,7 @@ fn ln_register(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
         m2 += dot(d, d) + delta * delta * (n - 4.0) * f;
     }
     for (var i = c4; i < c; i++) {
-        let v = ld(base + i) - k;
+        let v = ld(base + i * st) - k;
         n += 1.0;
         let delta = v - mean;
         mean += delta / n;
@@ -74,7 +96,7 @@ fn ln_register(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     let r = 1.0 / sqrt(m2 / f32(c) + p.eps);
 
     for (var i = 0u; i < c; i++) {
-        out[base + i] = (ld(base + i) - k - mean) * r * w[i] + b[i];
+        out[ob + i] = (ld(base + i * st) - k - mean) * r * w[i] + b[i];
     }
 }
 
@@ -105,24 +127,26 @@ fn ln_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: v
         return;
     }
     let c = p.c;
-    let base = row * c;
+    let base = in_base(row);
+    let st = in_stride();
+    let ob = row * c;
     let k = ld(base);
 
     var s = 0.0;
     for (var i = li; i < c; i += TW) {
-        s += ld(base + i) - k;
+        s += ld(base + i * st) - k;
     }
     let mean = wg_sum(li, s) / f32(c);
 
     var q = 0.0;
     for (var i = li; i < c; i += TW) {
-        let d = ld(base + i) - k - mean;
+        let d = ld(base + i * st) - k - mean;
         q += d * d;
     }
     let r = 1.0 / sqrt(wg_sum(li, q) / f32(c) + p.eps);
 
     for (var i = li; i < c; i += TW) {
-        out[base + i] = (ld(base + i) - k - mean) * r * w[i] + b[i];
+        out[ob + i] = (ld(base + i * st) - k - mean) * r * w[i] + b[i];
     }
 }
 

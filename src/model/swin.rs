@@ -12,7 +12,7 @@ use crate::ops::attention::{attention, AttnOpts, Scatter};
 use crate::ops::conv::{conv2d, Conv2dOpts};
 use crate::ops::layout::permute;
 use crate::ops::matmul::{linear, Activation, Epilogue};
-use crate::ops::norm::layer_norm;
+use crate::ops::norm::{layer_norm, layer_norm_nchw};
 use crate::ops::window::{self, patch_merge_ln, window_partition_ln};
 use crate::ops::HeadsView;
 use crate::{Encoder, Result};
@@ -266,8 +266,8 @@ impl Swin {
             },
         )?;
         let s0 = e.dim(2);
-        let tokens = permute(enc, &e, &[0, 2, 3, 1])?;
-        let mut x = self.embed_norm.run(enc, &tokens)?;
+        let mut x = layer_norm_nchw(enc, &e, &self.embed_norm.w, &self.embed_norm.b, EPS)?
+            .reshape(&[b, s0, s0, e.dim(1)])?;
         taps.put(format!("{tag}.backbone.patch_embed"), &x);
         let mut side = s0;
         for (s, blocks) in self.stages.iter().enumerate() {

@@ -13,7 +13,7 @@ struct Params {
     rows: u32,
     c: u32,
     eps: f32,
-    _pad: u32,
+    hw: u32,
 }
 
 /// Rows per workgroup for the register entry points (`RW`, one invocation per row): large groups
@@ -53,7 +53,53 @@ pub fn layer_norm_with(
     eps: f32,
     variant: Variant,
 ) -> Result<Tensor> {
-    run(enc, "layer_norm", x, None, weight, bias, eps, variant)
+    run(
+        enc,
+        "layer_norm",
+        x,
+        None,
+        weight,
+        bias,
+        eps,
+        variant,
+        false,
+    )
+}
+
+/// LayerNorm over the channels of an NCHW map, written as tokens: `x` `[N, C, H, W]` →
+/// `[N, H·W, C]` = `layer_norm(permute(x, [0, 2, 3, 1]))` in one dispatch (Swin's patch
+/// embedding: convolution output → normalised tokens).
+pub fn layer_norm_nchw(
+    enc: &mut Encoder,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f32,
+) -> Result<Tensor> {
+    let v = enc.gpu().variant();
+    layer_norm_nchw_with(enc, x, weight, bias, eps, v)
+}
+
+/// [`layer_norm_nchw`] with an explicit kernel variant.
+pub fn layer_norm_nchw_with(
+    enc: &mut Encoder,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f32,
+    variant: Variant,
+) -> Result<Tensor> {
+    run(
+        enc,
+        "layer_norm_nchw",
+        x,
+        None,
+        weight,
+        bias,
+        eps,
+        variant,
+        true,
+    )
 }
 
 /// `LayerNorm(x + y)` in one dispatch (post-norm residual): `x` and `y` of the same shape
@@ -89,9 +135,11 @@ pub fn add_layer_norm_with(
         bias,
         eps,
         variant,
+        false,
     )
 }
 
+/// `nchw`: `x` is `[N, C, H, W]`, normalised over C and written as tokens `[N, H·W, C]`.
 #[allow(clippy::too_many_arguments)]
 fn run(
     enc: &mut Encoder,
@@ -102,6 +150,7 @@ fn run(
     bias: &Tensor,
     eps: f32,
     variant: Variant,
+    nchw: bool,
 ) -> Result<Tensor> {
     for (name, t) in [
         ("x", Some(x)),
@@ -116,11 +165,23 @@ fn run(
         }
     }
     let shape = x.shape();
-    let Some(&c) = shape.last() else {
-        return Err(Error::shape(
-            op,
-            "x must have at least one dimension, got a scalar []",
-        ));
+    let (c, hw, out_shape) = if nchw {
+        if shape.len() != 4 {
+            return Err(Error::shape(
+                op,
+                format!("x must be [N, C, H, W], got {shape:?}"),
+            ));
+        }
+        let hw = shape[2] * shape[3];
+        (shape[1], hw, vec![shape[0], hw, shape[1]])
+    } else {
+        let Some(&c) = shape.last() else {
+            return Err(Error::shape(
+                op,
+                "x must have at least one dimension, got a scalar []",
+            ));
+        };
+        (c, 0, shape.to_vec())
     };
     if let Some(y) = y {
         if y.shape() != shape {
@@ -152,7 +213,7 @@ fn run(
         ));
     }
     let gpu = enc.gpu();
-    let out = gpu.empty(op, shape, DType::F32)?;
+    let out = gpu.empty(op, &out_shape, DType::F32)?;
     if n == 0 {
         return Ok(out);
     }
@@ -161,7 +222,7 @@ fn run(
         rows: rows as u32,
         c: c as u32,
         eps,
-        _pad: 0,
+        hw: hw as u32,
     };
     let add = if y.is_some() { 1.0 } else { 0.0 };
     let (entry, constant, groups) = match variant {
@@ -182,7 +243,11 @@ fn run(
     enc.dispatch(
         &NORM,
         entry,
-        &[("ADD", add), constant],
+        &[
+            ("ADD", add),
+            ("NCHW", if nchw { 1.0 } else { 0.0 }),
+            constant,
+        ],
         bytemuck::bytes_of(&p),
         &[x, y.unwrap_or(x), weight, bias, &out],
         groups,
@@ -417,7 +482,7 @@ fn run_backward(
         rows: rows as u32,
         c: c as u32,
         eps,
-        _pad: 0,
+        hw: 0,
     };
     let add = if y.is_some() { 1.0 } else { 0.0 };
     let (entry, constant, groups) = match variant {

@@ -457,3 +457,50 @@ fn layer_norm_backward_bad_inputs_are_errors() {
         .to_string();
     assert!(e.contains("into.dx"), "{e}");
 }
+
+/// LayerNorm over the channels of an NCHW map written as tokens equals the CPU transpose then
+/// the CPU LayerNorm (same tolerance as above), both variants, odd sizes and batch 2.
+#[test]
+fn layer_norm_nchw_matches_transpose_then_norm() {
+    use sparsett::ops::norm::layer_norm_nchw_with;
+    let g = gpu();
+    for (n, c, h, w) in [
+        (1usize, 96usize, 5usize, 7usize),
+        (2, 13, 3, 4),
+        (1, 4, 1, 1),
+    ] {
+        let x = rand_vec((n * c * h * w) as u64, n * c * h * w, -2.0, 2.0);
+        let gam = rand_vec(5, c, 0.5, 1.5);
+        let bet = rand_vec(6, c, -1.0, 1.0);
+        let mut tokens = vec![0.0f32; x.len()];
+        for b in 0..n {
+            for ch in 0..c {
+                for p in 0..h * w {
+                    tokens[(b * h * w + p) * c + ch] = x[(b * c + ch) * h * w + p];
+                }
+            }
+        }
+        let want = cpu::layer_norm(&tokens, c, &gam, &bet, 1e-5);
+        for v in [Variant::Register, Variant::Tiled] {
+            let mut enc = g.encoder();
+            let y = layer_norm_nchw_with(
+                &mut enc,
+                &g.upload(&[n, c, h, w], &x).unwrap(),
+                &g.upload(&[c], &gam).unwrap(),
+                &g.upload(&[c], &bet).unwrap(),
+                1e-5,
+                v,
+            )
+            .unwrap();
+            assert_eq!(y.shape(), [n, h * w, c]);
+            let got = enc.submit_read(&[&y]).unwrap().pop().unwrap();
+            assert_close(
+                &format!("nchw {n}x{c}x{h}x{w} {v:?}"),
+                &got,
+                &want,
+                1e-5,
+                1e-5,
+            );
+        }
+    }
+}
