@@ -378,6 +378,194 @@ fn attn_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     }
 }
 
+// ---- backward (dense, plain loops; small shapes) ----
+// Per batch item b and head h, with P = softmax(scale·q·kᵀ + bias + mask) recomputed from q and
+// k (the forward saves nothing) and dO the upstream gradient ([B, Lq, heads·D], dense):
+//   dP = dO·vᵀ,  dS = P ⊙ (dP − rowsum(P ⊙ dP))   (rowsum(P ⊙ dP) = rowsum(dO ⊙ O))
+//   dq = scale·dS·k,  dk = scale·dSᵀ·q,  dv = Pᵀ·dO,  dbias[h] = Σ_b dS.
+// `attn_bw_rows` writes P and dS ([B, heads, Lq, Lk]); every other kernel gathers one output
+// element per invocation in a fixed order (deterministic, no atomics).
+
+struct Bw {
+    batch: u32, lq: u32, lk: u32, heads: u32,
+    hd: u32, nw: u32, width: u32, flags: u32,
+    q_stride: u32, q_off: u32, k_stride: u32, k_off: u32,
+    v_stride: u32, v_off: u32, scale: f32, _p0: u32,
+}
+
+const BW_BIAS: u32 = 1u;
+const BW_MASK: u32 = 2u;
+
+// Adds into the destination instead of overwriting it (dk and dv have one switch each).
+override ACCUM: bool = false;
+override ACCUM_V: bool = false;
+
+@group(0) @binding(0) var<uniform> bw: Bw;
+
+fn bw_q(b: u32, i: u32, c: u32) -> u32 { return (b * bw.lq + i) * bw.q_stride + bw.q_off + c; }
+fn bw_k(b: u32, j: u32, c: u32) -> u32 { return (b * bw.lk + j) * bw.k_stride + bw.k_off + c; }
+fn bw_v(b: u32, j: u32, c: u32) -> u32 { return (b * bw.lk + j) * bw.v_stride + bw.v_off + c; }
+// Element (b, h, i, j) of the [B, heads, Lq, Lk] scratch.
+fn bw_s(b: u32, h: u32, i: u32, j: u32) -> u32 { return ((b * bw.heads + h) * bw.lq + i) * bw.lk + j; }
+
+fn bw_index(wg: vec3<u32>, nw: vec3<u32>, li: u32) -> u32 {
+    return (wg.x + wg.y * nw.x) * 64u + li;
+}
+
+@group(0) @binding(1) var<storage, read> r_q: array<f32>;
+@group(0) @binding(2) var<storage, read> r_k: array<f32>;
+@group(0) @binding(3) var<storage, read> r_v: array<f32>;
+@group(0) @binding(4) var<storage, read> r_bias: array<f32>;
+@group(0) @binding(5) var<storage, read> r_mask: array<f32>;
+@group(0) @binding(6) var<storage, read> r_do: array<f32>;
+@group(0) @binding(7) var<storage, read_write> r_p: array<f32>;
+@group(0) @binding(8) var<storage, read_write> r_ds: array<f32>;
+
+// One invocation per (b, h, i): the softmax row (max-subtracted, as the forward), then dS.
+@compute @workgroup_size(64)
+fn attn_bw_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+                @builtin(local_invocation_index) li: u32) {
+    let t = bw_index(wg, nw, li);
+    if (t >= bw.batch * bw.heads * bw.lq) {
+        return;
+    }
+    let i = t % bw.lq;
+    let h = (t / bw.lq) % bw.heads;
+    let b = t / (bw.lq * bw.heads);
+    let c0 = h * bw.hd;
+    var mx = NEG;
+    for (var j = 0u; j < bw.lk; j++) {
+        var s = 0.0;
+        for (var d = 0u; d < bw.hd; d++) {
+            s += r_q[bw_q(b, i, c0 + d)] * r_k[bw_k(b, j, c0 + d)];
+        }
+        s *= bw.scale;
+        if ((bw.flags & BW_BIAS) != 0u) {
+            s += r_bias[(h * bw.lq + i) * bw.lk + j];
+        }
+        if ((bw.flags & BW_MASK) != 0u) {
+            s += r_mask[((b % bw.nw) * bw.lq + i) * bw.lk + j];
+        }
+        r_p[bw_s(b, h, i, j)] = s;
+        mx = max(mx, s);
+    }
+    var sum = 0.0;
+    for (var j = 0u; j < bw.lk; j++) {
+        let e = exp(r_p[bw_s(b, h, i, j)] - mx);
+        r_p[bw_s(b, h, i, j)] = e;
+        sum += e;
+    }
+    let inv = 1.0 / sum;
+    var delta = 0.0;
+    let o0 = (b * bw.lq + i) * bw.width + c0;
+    for (var j = 0u; j < bw.lk; j++) {
+        let pj = r_p[bw_s(b, h, i, j)] * inv;
+        r_p[bw_s(b, h, i, j)] = pj;
+        var dp = 0.0;
+        for (var d = 0u; d < bw.hd; d++) {
+            dp += r_do[o0 + d] * r_v[bw_v(b, j, c0 + d)];
+        }
+        r_ds[bw_s(b, h, i, j)] = dp;
+        delta += pj * dp;
+    }
+    for (var j = 0u; j < bw.lk; j++) {
+        let k = bw_s(b, h, i, j);
+        r_ds[k] = r_p[k] * (r_ds[k] - delta);
+    }
+}
+
+@group(0) @binding(1) var<storage, read> g_k: array<f32>;
+@group(0) @binding(2) var<storage, read> g_ds: array<f32>;
+@group(0) @binding(3) var<storage, read_write> g_dq: array<f32>;
+
+// One invocation per element (b, i, h·D + d) of dq (dense [B, Lq, width]).
+@compute @workgroup_size(64)
+fn attn_bw_dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+              @builtin(local_invocation_index) li: u32) {
+    let t = bw_index(wg, nw, li);
+    if (t >= bw.batch * bw.lq * bw.width) {
+        return;
+    }
+    let c = t % bw.width;
+    let i = (t / bw.width) % bw.lq;
+    let b = t / (bw.width * bw.lq);
+    let h = c / bw.hd;
+    var acc = 0.0;
+    for (var j = 0u; j < bw.lk; j++) {
+        acc += g_ds[bw_s(b, h, i, j)] * g_k[bw_k(b, j, c)];
+    }
+    acc *= bw.scale;
+    if (ACCUM) {
+        g_dq[t] = g_dq[t] + acc;
+    } else {
+        g_dq[t] = acc;
+    }
+}
+
+@group(0) @binding(1) var<storage, read> kv_q: array<f32>;
+@group(0) @binding(2) var<storage, read> kv_do: array<f32>;
+@group(0) @binding(3) var<storage, read> kv_p: array<f32>;
+@group(0) @binding(4) var<storage, read> kv_ds: array<f32>;
+@group(0) @binding(5) var<storage, read_write> kv_dk: array<f32>;
+@group(0) @binding(6) var<storage, read_write> kv_dv: array<f32>;
+
+// One invocation per element (b, j, h·D + d) of dk and dv (dense [B, Lk, width]).
+@compute @workgroup_size(64)
+fn attn_bw_dkv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+               @builtin(local_invocation_index) li: u32) {
+    let t = bw_index(wg, nw, li);
+    if (t >= bw.batch * bw.lk * bw.width) {
+        return;
+    }
+    let c = t % bw.width;
+    let j = (t / bw.width) % bw.lk;
+    let b = t / (bw.width * bw.lk);
+    let h = c / bw.hd;
+    var ak = 0.0;
+    var av = 0.0;
+    for (var i = 0u; i < bw.lq; i++) {
+        let s = bw_s(b, h, i, j);
+        ak += kv_ds[s] * kv_q[bw_q(b, i, c)];
+        av += kv_p[s] * kv_do[(b * bw.lq + i) * bw.width + c];
+    }
+    ak *= bw.scale;
+    if (ACCUM) {
+        kv_dk[t] = kv_dk[t] + ak;
+    } else {
+        kv_dk[t] = ak;
+    }
+    if (ACCUM_V) {
+        kv_dv[t] = kv_dv[t] + av;
+    } else {
+        kv_dv[t] = av;
+    }
+}
+
+@group(0) @binding(1) var<storage, read> db_ds: array<f32>;
+@group(0) @binding(2) var<storage, read_write> db_out: array<f32>;
+
+// One invocation per (h, i, j) of dbias: the sum of dS over the batch.
+@compute @workgroup_size(64)
+fn attn_bw_dbias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+                 @builtin(local_invocation_index) li: u32) {
+    let t = bw_index(wg, nw, li);
+    let per = bw.lq * bw.lk;
+    if (t >= bw.heads * per) {
+        return;
+    }
+    let h = t / per;
+    let r = t % per;
+    var acc = 0.0;
+    for (var b = 0u; b < bw.batch; b++) {
+        acc += db_ds[(b * bw.heads + h) * per + r];
+    }
+    if (ACCUM) {
+        db_out[t] = db_out[t] + acc;
+    } else {
+        db_out[t] = acc;
+    }
+}
+
 // ---- subgroup kernels: everything below needs the subgroup feature ----
 
 // The row whose chunk c lives in lane c, gathered into every lane.

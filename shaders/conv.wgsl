@@ -341,6 +341,100 @@ fn conv_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw:
 }
 
 // ---------------------------------------------------------------------------------------------
+// Backward of the convolution (no scatter, no atomics: every output element is one invocation
+// that gathers its terms in a fixed order, so results are deterministic).
+// conv_backward_input: dx[n, c, y, x] = Σ_{o, a, b} dy[n, o, i, j] · w[o, c, a, b] over the taps
+//   with i·sh + a − pt = y and j·sw + b − pl = x (a transposed convolution, gathered).
+// conv_backward_weight: dw[o, c, a, b] = Σ_{n, i, j} dy[n, o, i, j] · x̂[n, c, i·sh + a − pt,
+//   j·sw + b − pl] (x̂ zero outside x).
+// Both use the uniform `p` (flags unused); ACCUM adds into the output instead of overwriting it.
+
+override ACCUM: bool = false;
+
+@group(0) @binding(1) var<storage, read> cb_dy: array<f32>;
+@group(0) @binding(2) var<storage, read> cb_src: array<f32>;
+@group(0) @binding(3) var<storage, read_write> cb_out: array<f32>;
+
+fn cb_put(i: u32, v: f32) {
+    if (ACCUM) {
+        cb_out[i] = cb_out[i] + v;
+    } else {
+        cb_out[i] = v;
+    }
+}
+
+@compute @workgroup_size(64)
+fn conv_backward_input(@builtin(workgroup_id) wg: vec3<u32>,
+                       @builtin(num_workgroups) nw: vec3<u32>,
+                       @builtin(local_invocation_index) li: u32) {
+    let idx = (wg.x + wg.y * nw.x) * 64u + li;
+    if (idx >= p.n * p.ci * p.h * p.w) {
+        return;
+    }
+    let xx = i32(idx % p.w);
+    let yy = i32((idx / p.w) % p.h);
+    let c = (idx / (p.w * p.h)) % p.ci;
+    let n = idx / (p.w * p.h * p.ci);
+    let sh = i32(p.sh);
+    let sw = i32(p.sw);
+    var acc = 0.0;
+    for (var o = 0u; o < p.co; o++) {
+        let dy_base = (n * p.co + o) * p.pix;
+        let w_base = (o * p.ci + c) * p.kh * p.kw;
+        for (var a = 0u; a < p.kh; a++) {
+            let ty = yy + i32(p.pt) - i32(a);
+            // Only taps landing on an output row: non-negative, on the stride grid, in range.
+            if (ty < 0 || ty % sh != 0 || ty / sh >= i32(p.ho)) {
+                continue;
+            }
+            let i = u32(ty / sh);
+            for (var b = 0u; b < p.kw; b++) {
+                let tx = xx + i32(p.pl) - i32(b);
+                if (tx < 0 || tx % sw != 0 || tx / sw >= i32(p.wo)) {
+                    continue;
+                }
+                let j = u32(tx / sw);
+                acc += cb_dy[dy_base + i * p.wo + j] * cb_src[w_base + a * p.kw + b];
+            }
+        }
+    }
+    cb_put(idx, acc);
+}
+
+@compute @workgroup_size(64)
+fn conv_backward_weight(@builtin(workgroup_id) wg: vec3<u32>,
+                        @builtin(num_workgroups) nw: vec3<u32>,
+                        @builtin(local_invocation_index) li: u32) {
+    let idx = (wg.x + wg.y * nw.x) * 64u + li;
+    if (idx >= p.co * p.k) {
+        return;
+    }
+    let b = idx % p.kw;
+    let a = (idx / p.kw) % p.kh;
+    let c = (idx / (p.kw * p.kh)) % p.ci;
+    let o = idx / p.k;
+    var acc = 0.0;
+    for (var n = 0u; n < p.n; n++) {
+        let dy_base = (n * p.co + o) * p.pix;
+        let x_base = (n * p.ci + c) * p.h * p.w;
+        for (var i = 0u; i < p.ho; i++) {
+            // Unsigned wrap-around sends rows above the input past the < test.
+            let iy = i * p.sh + a - p.pt;
+            if (iy >= p.h) {
+                continue;
+            }
+            for (var j = 0u; j < p.wo; j++) {
+                let ix = j * p.sw + b - p.pl;
+                if (ix < p.w) {
+                    acc += cb_dy[dy_base + i * p.wo + j] * cb_src[x_base + iy * p.w + ix];
+                }
+            }
+        }
+    }
+    cb_put(idx, acc);
+}
+
+// ---------------------------------------------------------------------------------------------
 // batch_norm (inference): y = (x − mean[c]) / sqrt(var[c] + eps) · weight[c] + bias[c].
 
 struct Bn {
@@ -368,6 +462,163 @@ fn batch_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw:
     let c = (i / bp.hw) % bp.c;
     let scale = bn_w[c] / sqrt(bn_var[c] + bp.eps);
     bn_y[i] = (bn_x[i] - bn_mean[c]) * scale + bn_b[c];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batch norm in training mode and the batch-norm backward (training and frozen).
+// `stats` is [C, 2]: (mean, r = 1/sqrt(var + eps)) per channel, from the batch (training; biased
+// variance) or from the running statistics (frozen). Per-channel sums run in one invocation per
+// channel in a fixed order (deterministic, no atomics); the mean is subtracted before squaring
+// (two passes) so large offsets do not cancel.
+//   training forward:  y = (x − μ)·r·γ + β;  running ← (1 − m)·running + m·(μ, var·cnt/(cnt − 1))
+//   backward:          dβ = Σ dy,  dγ = Σ dy·x̂  (x̂ = (x − μ)·r)
+//                      dx = γ·r·(dy − dβ/cnt − x̂·dγ/cnt)  (training: μ and r depend on x)
+//                      dx = γ·r·dy                          (frozen)
+
+struct BnT {
+    count: u32,   // N·HW: values per channel
+    c: u32,
+    hw: u32,
+    total: u32,   // N·C·HW
+    eps: f32,
+    momentum: f32,
+    _p0: u32,
+    _p1: u32,
+}
+
+// Frozen backward: dx does not see the batch statistics.
+override FROZEN: bool = false;
+
+@group(0) @binding(0) var<uniform> bt: BnT;
+@group(0) @binding(1) var<storage, read> bt_x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> bt_stats_out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> bt_rmean: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bt_rvar: array<f32>;
+
+fn bt_at(c: u32, t: u32) -> u32 {
+    // t runs over (n, s) of channel c.
+    return ((t / bt.hw) * bt.c + c) * bt.hw + t % bt.hw;
+}
+
+@compute @workgroup_size(64)
+fn bn_train_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+                  @builtin(local_invocation_index) li: u32) {
+    let c = (wg.x + wg.y * nw.x) * 64u + li;
+    if (c >= bt.c) {
+        return;
+    }
+    var s = 0.0;
+    for (var t = 0u; t < bt.count; t++) {
+        s += bt_x[bt_at(c, t)];
+    }
+    let cnt = f32(bt.count);
+    let mean = s / cnt;
+    var q = 0.0;
+    for (var t = 0u; t < bt.count; t++) {
+        let d = bt_x[bt_at(c, t)] - mean;
+        q += d * d;
+    }
+    let var_b = q / cnt;
+    bt_stats_out[2u * c] = mean;
+    bt_stats_out[2u * c + 1u] = 1.0 / sqrt(var_b + bt.eps);
+    let m = bt.momentum;
+    bt_rmean[c] = (1.0 - m) * bt_rmean[c] + m * mean;
+    bt_rvar[c] = (1.0 - m) * bt_rvar[c] + m * (q / (cnt - 1.0));
+}
+
+@group(0) @binding(1) var<storage, read> bf_mean: array<f32>;
+// Bindings: running mean, stats (out), running var.
+@group(0) @binding(3) var<storage, read> bf_var: array<f32>;
+
+@compute @workgroup_size(64)
+fn bn_frozen_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+                   @builtin(local_invocation_index) li: u32) {
+    let c = (wg.x + wg.y * nw.x) * 64u + li;
+    if (c >= bt.c) {
+        return;
+    }
+    bt_stats_out[2u * c] = bf_mean[c];
+    bt_stats_out[2u * c + 1u] = 1.0 / sqrt(bf_var[c] + bt.eps);
+}
+
+@group(0) @binding(2) var<storage, read> bt_stats: array<f32>;
+@group(0) @binding(3) var<storage, read> bt_w: array<f32>;
+@group(0) @binding(4) var<storage, read> bt_b: array<f32>;
+@group(0) @binding(5) var<storage, read_write> bt_y: array<f32>;
+
+@compute @workgroup_size(256)
+fn bn_train_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+                  @builtin(local_invocation_index) li: u32) {
+    let i = (wg.x + wg.y * nw.x) * 256u + li;
+    if (i >= bt.total) {
+        return;
+    }
+    let c = (i / bt.hw) % bt.c;
+    bt_y[i] = (bt_x[i] - bt_stats[2u * c]) * bt_stats[2u * c + 1u] * bt_w[c] + bt_b[c];
+}
+
+@group(0) @binding(3) var<storage, read> bb_dy: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bb_sums: array<f32>;
+@group(0) @binding(5) var<storage, read_write> bb_dw: array<f32>;
+@group(0) @binding(6) var<storage, read_write> bb_db: array<f32>;
+
+// Bindings: x, stats, dy, sums [C, 2] (fresh Σdy, Σdy·x̂ for bn_backward_input), dγ, dβ.
+@compute @workgroup_size(64)
+fn bn_backward_params(@builtin(workgroup_id) wg: vec3<u32>,
+                      @builtin(num_workgroups) nw: vec3<u32>,
+                      @builtin(local_invocation_index) li: u32) {
+    let c = (wg.x + wg.y * nw.x) * 64u + li;
+    if (c >= bt.c) {
+        return;
+    }
+    let mean = bt_stats[2u * c];
+    let r = bt_stats[2u * c + 1u];
+    var sd = 0.0;
+    var sdx = 0.0;
+    for (var t = 0u; t < bt.count; t++) {
+        let i = bt_at(c, t);
+        let g = bb_dy[i];
+        sd += g;
+        sdx += g * ((bt_x[i] - mean) * r);
+    }
+    bb_sums[2u * c] = sd;
+    bb_sums[2u * c + 1u] = sdx;
+    if (ACCUM) {
+        bb_dw[c] = bb_dw[c] + sdx;
+        bb_db[c] = bb_db[c] + sd;
+    } else {
+        bb_dw[c] = sdx;
+        bb_db[c] = sd;
+    }
+}
+
+@group(0) @binding(4) var<storage, read> bi_sums: array<f32>;
+@group(0) @binding(5) var<storage, read> bi_w: array<f32>;
+@group(0) @binding(6) var<storage, read_write> bi_dx: array<f32>;
+
+// Bindings: x, stats, dy, sums, γ, dx.
+@compute @workgroup_size(256)
+fn bn_backward_input(@builtin(workgroup_id) wg: vec3<u32>,
+                     @builtin(num_workgroups) nw: vec3<u32>,
+                     @builtin(local_invocation_index) li: u32) {
+    let i = (wg.x + wg.y * nw.x) * 256u + li;
+    if (i >= bt.total) {
+        return;
+    }
+    let c = (i / bt.hw) % bt.c;
+    let r = bt_stats[2u * c + 1u];
+    var g = bb_dy[i];
+    if (!FROZEN) {
+        let cnt = f32(bt.count);
+        let xh = (bt_x[i] - bt_stats[2u * c]) * r;
+        g = g - bi_sums[2u * c] / cnt - xh * (bi_sums[2u * c + 1u] / cnt);
+    }
+    let v = bi_w[c] * r * g;
+    if (ACCUM) {
+        bi_dx[i] = bi_dx[i] + v;
+    } else {
+        bi_dx[i] = v;
+    }
 }
 
 // ==== SUBGROUP MODULE ====

@@ -1,7 +1,8 @@
 //! Dense multi-head attention, fused into one dispatch: per batch item and head,
 //! `out = softmax(scale·q·kᵀ + bias + mask)·v` with the softmax over keys (max-subtracted).
 //! Covers Swin window attention (49×49 per window, relative-position bias, shifted-window mask)
-//! and the neck's encoder self-attention and decoder cross-attention.
+//! and the neck's encoder self-attention and decoder cross-attention. [`attention_backward`]
+//! gives the gradients of q, k, v and the bias (plain loops, small shapes).
 //! Shader: `shaders/attention.wgsl`.
 
 use crate::gpu::{DType, Encoder, Shader, ShaderNeeds, Tensor, Variant};
@@ -441,6 +442,295 @@ pub fn attention_kernel(
     Ok(out)
 }
 
+/// Uniform block of the backward kernels (mirrors `struct Bw` in the shader).
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct BwParams {
+    batch: u32,
+    lq: u32,
+    lk: u32,
+    heads: u32,
+    hd: u32,
+    nw: u32,
+    width: u32,
+    flags: u32,
+    q_stride: u32,
+    q_off: u32,
+    k_stride: u32,
+    k_off: u32,
+    v_stride: u32,
+    v_off: u32,
+    scale: f32,
+    _pad: u32,
+}
+
+/// Existing tensors the gradients of [`attention_backward`] are added into (`None`: fresh).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttnInto<'a> {
+    pub dq: Option<&'a Tensor>,
+    pub dk: Option<&'a Tensor>,
+    pub dv: Option<&'a Tensor>,
+    pub dbias: Option<&'a Tensor>,
+}
+
+/// Gradients of [`attention`]: `dq` is `[B, Lq, width]`, `dk` and `dv` `[B, Lk, width]` (dense,
+/// whatever the layout of the views), `dbias` `[heads, Lq, Lk]` where the forward had a bias.
+#[derive(Debug)]
+pub struct AttnGrads {
+    pub dq: Tensor,
+    pub dk: Tensor,
+    pub dv: Tensor,
+    pub dbias: Option<Tensor>,
+}
+
+/// Backward of [`attention`] (without `scatter`) for the upstream `dout` (`[B, Lq, width]`,
+/// dense): the softmax rows are recomputed from q and k (the forward saves nothing), then
+/// `dv = Pᵀ·dO`, `dS = P ⊙ (dO·vᵀ − rowsum(P ⊙ dO·vᵀ))`, `dq = scale·dS·k`,
+/// `dk = scale·dSᵀ·q`, and `dbias = Σ_batch dS` when `opts.bias` is set (the mask has no
+/// gradient). Plain loops with a `[B, heads, Lq, Lk]` scratch for P and dS: meant for small
+/// shapes. Gradients named in `into` (same shapes as [`AttnGrads`]) are added into those tensors.
+pub fn attention_backward(
+    enc: &mut Encoder,
+    q: HeadsView,
+    k: HeadsView,
+    v: HeadsView,
+    opts: &AttnOpts,
+    dout: &Tensor,
+    into: &AttnInto,
+) -> Result<AttnGrads> {
+    const BW: &str = "attention_backward";
+    if opts.scatter.is_some() {
+        return Err(Error::shape(
+            BW,
+            "the backward does not support the fused window scatter (run window_reverse's \
+             backward first and pass a dense dout)",
+        ));
+    }
+    let (batch, lq, lk) = (q.batch, q.len, k.len);
+    let width = view_width(&q, &k, &v)?;
+    let heads = opts.heads;
+    validate(BW, &q, &k, &v, opts, width)?;
+    let hd = width / heads;
+    if dout.dtype() != DType::F32 || dout.shape() != [batch, lq, width] {
+        return Err(Error::shape(
+            BW,
+            format!("dout must be f32 [B, Lq, width] = [{batch}, {lq}, {width}], got {dout:?}"),
+        ));
+    }
+    let gpu = enc.gpu();
+    let operands = [q.t, k.t, v.t, dout];
+    let dest = |what: &str, t: Option<&Tensor>, shape: &[usize]| -> Result<Tensor> {
+        match t {
+            Some(t) => {
+                if t.dtype() != DType::F32 || t.shape() != shape {
+                    return Err(Error::shape(
+                        BW,
+                        format!("{what} must be f32 {shape:?}, got {t:?}"),
+                    ));
+                }
+                if operands
+                    .iter()
+                    .chain(opts.bias.iter())
+                    .any(|o| std::sync::Arc::ptr_eq(o.pooled(), t.pooled()))
+                {
+                    return Err(Error::shape(
+                        BW,
+                        format!("{what} {t:?} shares its buffer with an operand"),
+                    ));
+                }
+                Ok(t.clone())
+            }
+            None => gpu.empty(BW, shape, DType::F32),
+        }
+    };
+    let dq = dest("into.dq", into.dq, &[batch, lq, width])?;
+    let dk = dest("into.dk", into.dk, &[batch, lk, width])?;
+    let dv = dest("into.dv", into.dv, &[batch, lk, width])?;
+    let dbias = match opts.bias {
+        Some(_) => Some(dest("into.dbias", into.dbias, &[heads, lq, lk])?),
+        None => {
+            if into.dbias.is_some() {
+                return Err(Error::shape(
+                    BW,
+                    "into.dbias given but the attention has no bias",
+                ));
+            }
+            None
+        }
+    };
+    let scratch_len = batch * heads * lq * lk;
+    let to_u32 = |what: &str, n: usize| {
+        u32::try_from(n).map_err(|_| Error::shape(BW, format!("{what} {n} exceeds u32 indexing")))
+    };
+    for (what, n) in [
+        ("B·heads·Lq·Lk", scratch_len),
+        ("dq element count", batch * lq * width),
+        ("dk element count", batch * lk * width),
+    ] {
+        to_u32(what, n)?;
+    }
+    if scratch_len == 0 {
+        // Nothing flows back; fresh gradients must still be zero.
+        for (t, acc) in [
+            (Some(&dq), into.dq.is_some()),
+            (Some(&dk), into.dk.is_some()),
+            (Some(&dv), into.dv.is_some()),
+            (dbias.as_ref(), into.dbias.is_some()),
+        ] {
+            if let (Some(t), false) = (t, acc) {
+                enc.clear(t);
+            }
+        }
+        return Ok(AttnGrads { dq, dk, dv, dbias });
+    }
+    let nw = opts.mask.map_or(1, |m| m.shape()[0]);
+    let p = BwParams {
+        batch: batch as u32,
+        lq: lq as u32,
+        lk: lk as u32,
+        heads: heads as u32,
+        hd: hd as u32,
+        nw: nw as u32,
+        width: width as u32,
+        flags: opts.bias.is_some() as u32 | (opts.mask.is_some() as u32) << 1,
+        q_stride: to_u32("q stride", q.stride)?,
+        q_off: q.offset as u32,
+        k_stride: to_u32("k stride", k.stride)?,
+        k_off: k.offset as u32,
+        v_stride: to_u32("v stride", v.stride)?,
+        v_off: v.offset as u32,
+        scale: opts.scale,
+        _pad: 0,
+    };
+    let probs = gpu.empty(BW, &[scratch_len], DType::F32)?;
+    let ds = gpu.empty(BW, &[scratch_len], DType::F32)?;
+    let grid = |n: usize| gpu.grid((n as u64).div_ceil(64));
+    let flag = |b: bool| b as u8 as f64;
+    let bytes = bytemuck::bytes_of(&p);
+    enc.dispatch(
+        &ATTENTION,
+        "attn_bw_rows",
+        &[],
+        bytes,
+        &[
+            q.t,
+            k.t,
+            v.t,
+            opts.bias.unwrap_or(q.t),
+            opts.mask.unwrap_or(q.t),
+            dout,
+            &probs,
+            &ds,
+        ],
+        grid(batch * heads * lq),
+    )?;
+    enc.dispatch(
+        &ATTENTION,
+        "attn_bw_dq",
+        &[("ACCUM", flag(into.dq.is_some()))],
+        bytes,
+        &[k.t, &ds, &dq],
+        grid(dq.numel()),
+    )?;
+    if dk.numel() > 0 {
+        enc.dispatch(
+            &ATTENTION,
+            "attn_bw_dkv",
+            &[
+                ("ACCUM", flag(into.dk.is_some())),
+                ("ACCUM_V", flag(into.dv.is_some())),
+            ],
+            bytes,
+            &[q.t, dout, &probs, &ds, &dk, &dv],
+            grid(dk.numel()),
+        )?;
+    }
+    if let Some(db) = &dbias {
+        enc.dispatch(
+            &ATTENTION,
+            "attn_bw_dbias",
+            &[("ACCUM", flag(into.dbias.is_some()))],
+            bytes,
+            &[&ds, db],
+            grid(db.numel()),
+        )?;
+    }
+    Ok(AttnGrads { dq, dk, dv, dbias })
+}
+
+/// The operand checks of [`attention_kernel`] that do not depend on the kernel.
+fn validate(
+    op: &'static str,
+    q: &HeadsView,
+    k: &HeadsView,
+    v: &HeadsView,
+    opts: &AttnOpts,
+    width: usize,
+) -> Result<()> {
+    let heads = opts.heads;
+    for (name, x) in [("q", q), ("k", k), ("v", v)] {
+        if x.t.dtype() != DType::F32 {
+            return Err(Error::shape(
+                op,
+                format!("{name} must be f32, got {:?}", x.t),
+            ));
+        }
+        x.check(op, width).map_err(|e| match e {
+            Error::Shape { op, msg } => Error::shape(op, format!("{name}: {msg}")),
+            e => e,
+        })?;
+    }
+    if heads == 0 || !width.is_multiple_of(heads) {
+        return Err(Error::shape(
+            op,
+            format!("width {width} is not divisible by {heads} heads"),
+        ));
+    }
+    let (batch, lq, lk) = (q.batch, q.len, k.len);
+    if k.batch != batch || v.batch != batch || v.len != lk {
+        return Err(Error::shape(
+            op,
+            format!(
+                "q (batch {batch}, len {lq}), k (batch {}, len {lk}) and v (batch {}, len {}) must \
+                 share the batch, and k and v the length",
+                k.batch, v.batch, v.len
+            ),
+        ));
+    }
+    if lk == 0 && batch * lq > 0 {
+        return Err(Error::shape(
+            op,
+            "softmax over zero keys (k and v have length 0)",
+        ));
+    }
+    if let Some(b) = opts.bias {
+        if b.shape() != [heads, lq, lk] || b.dtype() != DType::F32 {
+            return Err(Error::shape(
+                op,
+                format!("bias must be f32 [heads, Lq, Lk] = [{heads}, {lq}, {lk}], got {b:?}"),
+            ));
+        }
+    }
+    if let Some(m) = opts.mask {
+        let s = m.shape();
+        if s.len() != 3
+            || s[1..] != [lq, lk]
+            || s[0] == 0
+            || !batch.is_multiple_of(s[0])
+            || m.dtype() != DType::F32
+        {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "mask must be f32 [nW, Lq, Lk] = [nW, {lq}, {lk}] with nW dividing the batch \
+                     {batch}, got {m:?}"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Plain-loop reference.
 pub mod cpu {
     /// A view into a host slice with the semantics of [`crate::ops::HeadsView`]: element
@@ -518,6 +808,133 @@ pub mod cpu {
             }
         }
         out
+    }
+
+    /// The softmax rows `P[b][h][i][j]` of [`attention_f64`], flattened `[B, heads, Lq, Lk]`.
+    #[allow(clippy::too_many_arguments)]
+    fn probs_f64(
+        q: &[f64],
+        k: &[f64],
+        dims: [usize; 5],
+        scale: f64,
+        bias: Option<&[f64]>,
+        mask: Option<&[f32]>,
+    ) -> Vec<f64> {
+        let [batch, lq, lk, heads, hd] = dims;
+        let width = heads * hd;
+        let nw = mask.map_or(1, |m| m.len() / (lq * lk));
+        let mut p = vec![0f64; batch * heads * lq * lk];
+        for b in 0..batch {
+            for h in 0..heads {
+                for i in 0..lq {
+                    let row = &mut p[((b * heads + h) * lq + i) * lk..][..lk];
+                    for (j, s) in row.iter_mut().enumerate() {
+                        let dot: f64 = (0..hd)
+                            .map(|d| {
+                                q[(b * lq + i) * width + h * hd + d]
+                                    * k[(b * lk + j) * width + h * hd + d]
+                            })
+                            .sum();
+                        *s = scale * dot
+                            + bias.map_or(0.0, |x| x[(h * lq + i) * lk + j])
+                            + mask.map_or(0.0, |m| m[((b % nw) * lq + i) * lk + j] as f64);
+                    }
+                    let mx = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let sum: f64 = row.iter().map(|s| (s - mx).exp()).sum();
+                    for s in row.iter_mut() {
+                        *s = (*s - mx).exp() / sum;
+                    }
+                }
+            }
+        }
+        p
+    }
+
+    /// Attention in f64 on dense `q` `[B, Lq, width]`, `k`, `v` `[B, Lk, width]`;
+    /// `dims` = [B, Lq, Lk, heads, head_dim]; `bias` `[heads, Lq, Lk]`, `mask` `[nW, Lq, Lk]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_f64(
+        q: &[f64],
+        k: &[f64],
+        v: &[f64],
+        dims: [usize; 5],
+        scale: f64,
+        bias: Option<&[f64]>,
+        mask: Option<&[f32]>,
+    ) -> Vec<f64> {
+        let [batch, lq, lk, heads, hd] = dims;
+        let width = heads * hd;
+        let p = probs_f64(q, k, dims, scale, bias, mask);
+        let mut out = vec![0f64; batch * lq * width];
+        for b in 0..batch {
+            for h in 0..heads {
+                for i in 0..lq {
+                    for d in 0..hd {
+                        out[(b * lq + i) * width + h * hd + d] = (0..lk)
+                            .map(|j| {
+                                p[((b * heads + h) * lq + i) * lk + j]
+                                    * v[(b * lk + j) * width + h * hd + d]
+                            })
+                            .sum();
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Gradients `(dq, dk, dv, dbias)` of [`attention_f64`] for the upstream `dout`, through the
+    /// full softmax Jacobian `∂P_ij/∂S_il = P_ij·(δ_jl − P_il)` (not the rowsum shortcut the GPU
+    /// uses). `dbias` is `[heads, Lq, Lk]` (summed over the batch).
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    pub fn attention_backward(
+        q: &[f64],
+        k: &[f64],
+        v: &[f64],
+        dims: [usize; 5],
+        scale: f64,
+        bias: Option<&[f64]>,
+        mask: Option<&[f32]>,
+        dout: &[f64],
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+        let [batch, lq, lk, heads, hd] = dims;
+        let width = heads * hd;
+        let p = probs_f64(q, k, dims, scale, bias, mask);
+        let (mut dq, mut dk, mut dv) = (
+            vec![0f64; q.len()],
+            vec![0f64; k.len()],
+            vec![0f64; v.len()],
+        );
+        let mut dbias = vec![0f64; heads * lq * lk];
+        let qi = |b: usize, i: usize, c: usize| (b * lq + i) * width + c;
+        let ki = |b: usize, j: usize, c: usize| (b * lk + j) * width + c;
+        for b in 0..batch {
+            for h in 0..heads {
+                for i in 0..lq {
+                    let row = &p[((b * heads + h) * lq + i) * lk..][..lk];
+                    let dp: Vec<f64> = (0..lk)
+                        .map(|j| {
+                            (0..hd)
+                                .map(|d| dout[qi(b, i, h * hd + d)] * v[ki(b, j, h * hd + d)])
+                                .sum()
+                        })
+                        .collect();
+                    for l in 0..lk {
+                        let ds: f64 = (0..lk)
+                            .map(|j| dp[j] * row[j] * (((j == l) as u8 as f64) - row[l]))
+                            .sum();
+                        dbias[(h * lq + i) * lk + l] += ds;
+                        for d in 0..hd {
+                            let c = h * hd + d;
+                            dq[qi(b, i, c)] += scale * ds * k[ki(b, l, c)];
+                            dk[ki(b, l, c)] += scale * ds * q[qi(b, i, c)];
+                            dv[ki(b, l, c)] += row[l] * dout[qi(b, i, c)];
+                        }
+                    }
+                }
+            }
+        }
+        (dq, dk, dv, dbias)
     }
 }
 

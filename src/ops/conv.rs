@@ -1,5 +1,7 @@
 //! 2-D convolution (groups = 1) with a fused bias / residual / ReLU epilogue, inference batch
-//! norm, and the host-side folding of batch norm into the preceding convolution.
+//! norm, and the host-side folding of batch norm into the preceding convolution; for training,
+//! the convolution's backward (input, weight, bias), batch norm with batch statistics and
+//! running-stat update, and the batch-norm backward (training and frozen).
 //! Shader: `shaders/conv.wgsl` (two modules in one file, see [`CONV_SUBGROUP`]).
 //!
 //! The convolution is a GEMM with M = Co, N = batch·Ho·Wo, K = Ci·kh·kw:
@@ -192,10 +194,14 @@ fn geometry(x: &Tensor, w: &Tensor, o: &Conv2dOpts) -> Result<Params> {
     const OP: &str = "conv2d";
     check_f32(OP, "input", x)?;
     check_f32(OP, "weight", w)?;
-    let (xs, ws) = (x.shape(), w.shape());
+    shape_geometry(OP, x.shape(), w.shape(), o)
+}
+
+/// [`geometry`] from the shapes alone (the backward passes lack one of the two tensors).
+fn shape_geometry(op: &'static str, xs: &[usize], ws: &[usize], o: &Conv2dOpts) -> Result<Params> {
     if xs.len() != 4 || ws.len() != 4 {
         return Err(Error::shape(
-            OP,
+            op,
             format!(
                 "expects input [N, Ci, H, W] and weight [Co, Ci, kh, kw], got {xs:?} and {ws:?}"
             ),
@@ -205,7 +211,7 @@ fn geometry(x: &Tensor, w: &Tensor, o: &Conv2dOpts) -> Result<Params> {
     let (co, kh, kw) = (ws[0], ws[2], ws[3]);
     if ws[1] != ci {
         return Err(Error::shape(
-            OP,
+            op,
             format!(
                 "input {xs:?} has {ci} channels but weight {ws:?} expects {}",
                 ws[1]
@@ -214,21 +220,21 @@ fn geometry(x: &Tensor, w: &Tensor, o: &Conv2dOpts) -> Result<Params> {
     }
     if ci == 0 || kh == 0 || kw == 0 {
         return Err(Error::shape(
-            OP,
+            op,
             format!("weight {ws:?} has an empty kernel"),
         ));
     }
     let (sh, sw) = o.stride;
     if sh == 0 || sw == 0 {
         return Err(Error::shape(
-            OP,
+            op,
             format!("stride {:?} must be at least 1", o.stride),
         ));
     }
     let [pt, pl, pb, pr] = o.pad;
     let (Some(ho), Some(wo)) = (out_len(h, kh, sh, pt, pb), out_len(wd, kw, sw, pl, pr)) else {
         return Err(Error::shape(
-            OP,
+            op,
             format!(
                 "kernel {kh}×{kw} of weight {ws:?} is larger than input {xs:?} padded by \
                  [top, left, bottom, right] = {:?}",
@@ -238,19 +244,19 @@ fn geometry(x: &Tensor, w: &Tensor, o: &Conv2dOpts) -> Result<Params> {
     };
     let out_shape = [n, co, ho, wo];
     if let Some(b) = o.bias {
-        check_f32(OP, "bias", b)?;
+        check_f32(op, "bias", b)?;
         if b.shape() != [co] {
             return Err(Error::shape(
-                OP,
+                op,
                 format!("bias {:?} must be [{co}] for weight {ws:?}", b.shape()),
             ));
         }
     }
     if let Some(r) = o.residual {
-        check_f32(OP, "residual", r)?;
+        check_f32(op, "residual", r)?;
         if r.shape() != out_shape {
             return Err(Error::shape(
-                OP,
+                op,
                 format!(
                     "residual {:?} must match the output {out_shape:?} of input {xs:?} and weight {ws:?}",
                     r.shape()
@@ -266,14 +272,14 @@ fn geometry(x: &Tensor, w: &Tensor, o: &Conv2dOpts) -> Result<Params> {
     ] {
         if v > 1 << 24 {
             return Err(Error::shape(
-                OP,
+                op,
                 format!("{what} {v} is over the supported 2^24"),
             ));
         }
     }
     let k = ci * kh * kw;
     let pix = ho * wo;
-    let u = |what, v| to_u32(OP, what, v);
+    let u = |what, v| to_u32(op, what, v);
     Ok(Params {
         n: u("batch", n)?,
         ci: u("channels", ci)?,
@@ -451,6 +457,218 @@ pub fn conv2d_register(
     Ok(y)
 }
 
+/// Stride and padding of a convolution, as in [`Conv2dOpts`]. The backward passes take no
+/// epilogue: the gradients of the fused ReLU and residual are elementwise ops of their own, and
+/// the bias gradient is [`conv2d_backward_bias`].
+#[derive(Clone, Copy, Debug)]
+pub struct ConvGeometry {
+    pub stride: (usize, usize),
+    pub pad: [usize; 4],
+}
+
+impl Default for ConvGeometry {
+    fn default() -> Self {
+        ConvGeometry {
+            stride: (1, 1),
+            pad: [0; 4],
+        }
+    }
+}
+
+impl From<&Conv2dOpts<'_>> for ConvGeometry {
+    fn from(o: &Conv2dOpts) -> Self {
+        ConvGeometry {
+            stride: o.stride,
+            pad: o.pad,
+        }
+    }
+}
+
+/// Validates a backward pass: the forward geometry of input shape `xs` and weight shape `ws`
+/// (as [`conv2d`] checks it), `dy` its f32 output, and `into` (if any) of shape `out` and not
+/// aliasing `operands`.
+fn backward_geometry(
+    op: &'static str,
+    xs: &[usize],
+    ws: &[usize],
+    dy: &Tensor,
+    g: &ConvGeometry,
+    into: Option<(&Tensor, &[usize], [&Tensor; 2])>,
+) -> Result<Params> {
+    let o = Conv2dOpts {
+        stride: g.stride,
+        pad: g.pad,
+        ..Default::default()
+    };
+    let p = shape_geometry(op, xs, ws, &o)?;
+    check_f32(op, "dy", dy)?;
+    let out = [p.n as usize, p.co as usize, p.ho as usize, p.wo as usize];
+    if dy.shape() != out {
+        return Err(Error::shape(
+            op,
+            format!(
+                "dy {:?} must be the output {out:?} of input {xs:?} and weight {ws:?}",
+                dy.shape()
+            ),
+        ));
+    }
+    if let Some((t, shape, operands)) = into {
+        check_f32(op, "into", t)?;
+        if t.shape() != shape {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "into {:?} must have the gradient's shape {shape:?}",
+                    t.shape()
+                ),
+            ));
+        }
+        if operands
+            .iter()
+            .any(|o| std::sync::Arc::ptr_eq(o.pooled(), t.pooled()))
+        {
+            return Err(Error::shape(
+                op,
+                format!("into {t:?} shares its buffer with an operand"),
+            ));
+        }
+    }
+    Ok(p)
+}
+
+/// Shape `[N, Ci, H, W]` of a convolution input, checked to be 4-D.
+fn shape4(op: &'static str, what: &str, s: &[usize]) -> Result<[usize; 4]> {
+    <[usize; 4]>::try_from(s).map_err(|_| Error::shape(op, format!("{what} {s:?} must be 4-D")))
+}
+
+/// Runs one of the gather kernels of `conv.wgsl` over `count` outputs.
+#[allow(clippy::too_many_arguments)]
+fn dispatch_backward(
+    enc: &mut Encoder,
+    entry: &str,
+    p: &Params,
+    dy: &Tensor,
+    src: &Tensor,
+    out: &Tensor,
+    accumulate: bool,
+    count: usize,
+) -> Result<()> {
+    if count == 0 {
+        return Ok(());
+    }
+    let gpu = enc.gpu();
+    enc.dispatch(
+        &CONV,
+        entry,
+        &[("ACCUM", accumulate as u8 as f64)],
+        bytemuck::bytes_of(p),
+        &[dy, src, out],
+        gpu.grid((count as u64).div_ceil(64)),
+    )
+}
+
+/// Gradient of [`conv2d`] with respect to its input: `dx[n, c, y, x] = Σ dy[n, o, i, j] ·
+/// w[o, c, a, b]` over the taps that read `x[n, c, y, x]` (a transposed convolution, computed by
+/// gathering: one invocation per input element, fixed order, no atomics). `x_shape` is the
+/// forward input's `[N, Ci, H, W]`; `dy` is `[N, Co, Ho, Wo]`. With `into` (shape `x_shape`)
+/// the gradient is added into that tensor, which is returned.
+pub fn conv2d_backward_input(
+    enc: &mut Encoder,
+    dy: &Tensor,
+    w: &Tensor,
+    x_shape: &[usize],
+    geom: &ConvGeometry,
+    into: Option<&Tensor>,
+) -> Result<Tensor> {
+    const OP: &str = "conv2d_backward_input";
+    check_f32(OP, "weight", w)?;
+    let xs = shape4(OP, "input shape", x_shape)?;
+    let p = backward_geometry(
+        OP,
+        &xs,
+        w.shape(),
+        dy,
+        geom,
+        into.map(|t| (t, &xs[..], [dy, w])),
+    )?;
+    let out = match into {
+        Some(t) => t.clone(),
+        None => enc.gpu().empty(OP, &xs, DType::F32)?,
+    };
+    let count = xs.iter().product();
+    to_u32(OP, "input element count", count)?;
+    dispatch_backward(
+        enc,
+        "conv_backward_input",
+        &p,
+        dy,
+        w,
+        &out,
+        into.is_some(),
+        count,
+    )?;
+    Ok(out)
+}
+
+/// Gradient of [`conv2d`] with respect to its weight: `dw[o, c, a, b] = Σ_{n, i, j}
+/// dy[n, o, i, j] · x̂[n, c, i·sh + a − pad_top, j·sw + b − pad_left]` (one invocation per
+/// weight element summing over the batch and the output pixels in a fixed order). `w_shape` is
+/// `[Co, Ci, kh, kw]`. With `into` (shape `w_shape`) the gradient is added into that tensor.
+pub fn conv2d_backward_weight(
+    enc: &mut Encoder,
+    dy: &Tensor,
+    x: &Tensor,
+    w_shape: &[usize],
+    geom: &ConvGeometry,
+    into: Option<&Tensor>,
+) -> Result<Tensor> {
+    const OP: &str = "conv2d_backward_weight";
+    check_f32(OP, "input", x)?;
+    let ws = shape4(OP, "weight shape", w_shape)?;
+    let p = backward_geometry(
+        OP,
+        x.shape(),
+        &ws,
+        dy,
+        geom,
+        into.map(|t| (t, &ws[..], [dy, x])),
+    )?;
+    let out = match into {
+        Some(t) => t.clone(),
+        None => enc.gpu().empty(OP, &ws, DType::F32)?,
+    };
+    dispatch_backward(
+        enc,
+        "conv_backward_weight",
+        &p,
+        dy,
+        x,
+        &out,
+        into.is_some(),
+        ws.iter().product(),
+    )?;
+    Ok(out)
+}
+
+/// Gradient of the bias of [`conv2d`]: `db[o] = Σ_{n, i, j} dy[n, o, i, j]` (`dy` `[N, Co, Ho,
+/// Wo]` → `[Co]`), a deterministic chunked sum; with `into` (`[Co]`) added into it.
+pub fn conv2d_backward_bias(
+    enc: &mut Encoder,
+    dy: &Tensor,
+    into: Option<&Tensor>,
+) -> Result<Tensor> {
+    const OP: &str = "conv2d_backward_bias";
+    check_f32(OP, "dy", dy)?;
+    if dy.shape().len() != 4 {
+        return Err(Error::shape(
+            OP,
+            format!("dy {:?} must be [N, Co, Ho, Wo]", dy.shape()),
+        ));
+    }
+    let axes = crate::ops::reduce::Axes::keep(dy.shape(), 1..2);
+    crate::ops::reduce::reduce(enc, crate::ops::reduce::Reduce::Sum, dy, None, axes, into)
+}
+
 /// Inference batch norm over dimension 1 of `x` (`[N, C, ...]`):
 /// `y = (x − mean[c]) / sqrt(var[c] + eps) · weight[c] + bias[c]`.
 pub fn batch_norm(enc: &mut Encoder, x: &Tensor, bn: &BatchNorm) -> Result<Tensor> {
@@ -502,6 +720,328 @@ pub fn batch_norm(enc: &mut Encoder, x: &Tensor, bn: &BatchNorm) -> Result<Tenso
         gpu.grid((total as u64).div_ceil(256)),
     )?;
     Ok(y)
+}
+
+/// Training-mode batch-norm parameters, each `[C]`. The running statistics are updated in place
+/// (PyTorch semantics): `running = (1 − momentum)·running + momentum·batch`, with the unbiased
+/// batch variance for `running_var` (the biased one normalises).
+#[derive(Clone, Copy, Debug)]
+pub struct BatchNormTrain<'a> {
+    pub weight: &'a Tensor,
+    pub bias: &'a Tensor,
+    pub running_mean: &'a Tensor,
+    pub running_var: &'a Tensor,
+    /// PyTorch's default is 0.1.
+    pub momentum: f32,
+    pub eps: f32,
+}
+
+/// Existing tensors the gradients of a batch-norm backward are added into (`None`: fresh).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BatchNormInto<'a> {
+    pub dx: Option<&'a Tensor>,
+    pub dweight: Option<&'a Tensor>,
+    pub dbias: Option<&'a Tensor>,
+}
+
+/// Gradients of a batch norm: `dx` has the input's shape, `dweight` and `dbias` are `[C]`.
+#[derive(Debug)]
+pub struct BatchNormGrads {
+    pub dx: Tensor,
+    pub dweight: Tensor,
+    pub dbias: Tensor,
+}
+
+/// Uniform block of the training / backward batch-norm kernels (mirrors `struct BnT`).
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct BnTParams {
+    count: u32,
+    c: u32,
+    hw: u32,
+    total: u32,
+    eps: f32,
+    momentum: f32,
+    _pad: [u32; 2],
+}
+
+/// Checks `x` (`[N, C, ...]`, f32), the `[C]` per-channel tensors and `eps`; returns the uniform
+/// block (momentum 0).
+fn bn_train_params(
+    op: &'static str,
+    x: &Tensor,
+    per_channel: &[(&str, &Tensor)],
+    eps: f32,
+) -> Result<BnTParams> {
+    check_f32(op, "input", x)?;
+    let s = x.shape();
+    if s.len() < 2 {
+        return Err(Error::shape(op, format!("expects [N, C, ...], got {s:?}")));
+    }
+    let c = s[1];
+    for (what, t) in per_channel {
+        check_f32(op, what, t)?;
+        if t.shape() != [c] {
+            return Err(Error::shape(
+                op,
+                format!("{what} {:?} must be [{c}] for input {s:?}", t.shape()),
+            ));
+        }
+    }
+    if !(eps >= 0.0 && eps.is_finite()) {
+        return Err(Error::shape(
+            op,
+            format!("eps {eps} must be finite and ≥ 0"),
+        ));
+    }
+    let total = to_u32(op, "element count", x.numel())?;
+    let hw = s[2..].iter().product::<usize>();
+    Ok(BnTParams {
+        count: s[0] as u32 * hw as u32,
+        c: c as u32,
+        hw: hw as u32,
+        total,
+        eps,
+        momentum: 0.0,
+        _pad: [0; 2],
+    })
+}
+
+/// Training-mode batch norm over dimension 1 of `x` (`[N, C, ...]`): normalises with the batch
+/// mean and biased variance, `y = (x − μ)/sqrt(var + eps)·weight + bias`, and updates the
+/// running statistics in place (see [`BatchNormTrain`]). Returns `y` and the saved statistics
+/// `[C, 2]` = (μ, 1/sqrt(var + eps)) per channel that [`batch_norm_train_backward`] takes.
+/// Errors where a channel has a single value (N·H·W = 1: no variance, as in PyTorch).
+pub fn batch_norm_train(
+    enc: &mut Encoder,
+    x: &Tensor,
+    bn: &BatchNormTrain,
+) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "batch_norm_train";
+    let mut p = bn_train_params(
+        OP,
+        x,
+        &[
+            ("weight", bn.weight),
+            ("bias", bn.bias),
+            ("running_mean", bn.running_mean),
+            ("running_var", bn.running_var),
+        ],
+        bn.eps,
+    )?;
+    if !(0.0..=1.0).contains(&bn.momentum) {
+        return Err(Error::shape(
+            OP,
+            format!("momentum {} must be in [0, 1]", bn.momentum),
+        ));
+    }
+    if p.count <= 1 && p.c > 0 {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "input {:?} has {} value per channel; training needs more than one",
+                x.shape(),
+                p.count
+            ),
+        ));
+    }
+    for t in [bn.running_mean, bn.running_var] {
+        if std::sync::Arc::ptr_eq(t.pooled(), x.pooled()) {
+            return Err(Error::shape(
+                OP,
+                "a running statistic shares its buffer with the input",
+            ));
+        }
+    }
+    p.momentum = bn.momentum;
+    let gpu = enc.gpu();
+    let c = p.c as usize;
+    let y = gpu.empty(OP, x.shape(), DType::F32)?;
+    let stats = gpu.empty(OP, &[c, 2], DType::F32)?;
+    if p.total == 0 {
+        return Ok((y, stats));
+    }
+    enc.dispatch(
+        &CONV,
+        "bn_train_stats",
+        &[],
+        bytemuck::bytes_of(&p),
+        &[x, &stats, bn.running_mean, bn.running_var],
+        gpu.grid((c as u64).div_ceil(64)),
+    )?;
+    enc.dispatch(
+        &CONV,
+        "bn_train_apply",
+        &[],
+        bytemuck::bytes_of(&p),
+        &[x, &stats, bn.weight, bn.bias, &y],
+        gpu.grid((p.total as u64).div_ceil(256)),
+    )?;
+    Ok((y, stats))
+}
+
+/// Backward of [`batch_norm_train`] for the upstream `dy` (shape of `x`), from the saved
+/// statistics: `dbias = Σ dy`, `dweight = Σ dy·x̂`, `dx = weight·r·(dy − mean(dy) −
+/// x̂·mean(dy·x̂))` (sums and means per channel over N and the spatial axes). Gradients named in
+/// `into` are added into those tensors.
+pub fn batch_norm_train_backward(
+    enc: &mut Encoder,
+    x: &Tensor,
+    weight: &Tensor,
+    stats: &Tensor,
+    dy: &Tensor,
+    into: &BatchNormInto,
+) -> Result<BatchNormGrads> {
+    const OP: &str = "batch_norm_train_backward";
+    let p = bn_train_params(OP, x, &[("weight", weight)], 0.0)?;
+    check_f32(OP, "stats", stats)?;
+    if stats.shape() != [p.c as usize, 2] {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "stats {:?} must be [{}, 2] (from batch_norm_train)",
+                stats.shape(),
+                p.c
+            ),
+        ));
+    }
+    bn_backward(enc, OP, x, weight, stats, dy, into, p, false)
+}
+
+/// Backward of the frozen (inference) [`batch_norm`], whose statistics are constants:
+/// `dx = dy·weight/sqrt(var + eps)`, `dweight = Σ dy·x̂` with `x̂ = (x − mean)/sqrt(var + eps)`,
+/// `dbias = Σ dy`. Gradients named in `into` are added into those tensors.
+pub fn batch_norm_frozen_backward(
+    enc: &mut Encoder,
+    x: &Tensor,
+    bn: &BatchNorm,
+    dy: &Tensor,
+    into: &BatchNormInto,
+) -> Result<BatchNormGrads> {
+    const OP: &str = "batch_norm_frozen_backward";
+    let p = bn_train_params(
+        OP,
+        x,
+        &[("weight", bn.weight), ("mean", bn.mean), ("var", bn.var)],
+        bn.eps,
+    )?;
+    let gpu = enc.gpu();
+    let c = p.c as usize;
+    let stats = gpu.empty(OP, &[c, 2], DType::F32)?;
+    if c > 0 {
+        enc.dispatch(
+            &CONV,
+            "bn_frozen_stats",
+            &[],
+            bytemuck::bytes_of(&p),
+            &[bn.mean, &stats, bn.var],
+            gpu.grid((c as u64).div_ceil(64)),
+        )?;
+    }
+    bn_backward(enc, OP, x, bn.weight, &stats, dy, into, p, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bn_backward(
+    enc: &mut Encoder,
+    op: &'static str,
+    x: &Tensor,
+    weight: &Tensor,
+    stats: &Tensor,
+    dy: &Tensor,
+    into: &BatchNormInto,
+    p: BnTParams,
+    frozen: bool,
+) -> Result<BatchNormGrads> {
+    check_f32(op, "dy", dy)?;
+    if dy.shape() != x.shape() {
+        return Err(Error::shape(
+            op,
+            format!(
+                "dy {:?} must have the input's shape {:?}",
+                dy.shape(),
+                x.shape()
+            ),
+        ));
+    }
+    let c = p.c as usize;
+    let gpu = enc.gpu();
+    let mut outs = Vec::with_capacity(3);
+    for (what, t, shape) in [
+        ("into.dx", into.dx, x.shape()),
+        ("into.dweight", into.dweight, &[c][..]),
+        ("into.dbias", into.dbias, &[c][..]),
+    ] {
+        outs.push(match t {
+            Some(t) => {
+                check_f32(op, what, t)?;
+                if t.shape() != shape {
+                    return Err(Error::shape(
+                        op,
+                        format!("{what} {:?} must be {shape:?}", t.shape()),
+                    ));
+                }
+                if [x, weight, stats, dy]
+                    .iter()
+                    .any(|o| std::sync::Arc::ptr_eq(o.pooled(), t.pooled()))
+                {
+                    return Err(Error::shape(
+                        op,
+                        format!("{what} {t:?} shares its buffer with an operand"),
+                    ));
+                }
+                t.clone()
+            }
+            None => gpu.empty(op, shape, DType::F32)?,
+        });
+    }
+    let dbias = outs.pop().expect("three outputs");
+    let dweight = outs.pop().expect("three outputs");
+    let dx = outs.pop().expect("three outputs");
+    if c == 0 {
+        return Ok(BatchNormGrads { dx, dweight, dbias });
+    }
+    let sums = gpu.empty(op, &[c, 2], DType::F32)?;
+    let accum = |b: bool| b as u8 as f64;
+    // The parameter kernel has one ACCUM switch for both sums: where only one of them
+    // accumulates, each gets its own pass and the other pass writes to a scratch tensor.
+    let split = into.dweight.is_some() != into.dbias.is_some();
+    let scratch = if split {
+        Some(gpu.empty(op, &[c], DType::F32)?)
+    } else {
+        None
+    };
+    let passes: [(bool, &Tensor, &Tensor); 2] = match &scratch {
+        None => [(into.dweight.is_some(), &dweight, &dbias); 2],
+        Some(s) => [
+            (into.dweight.is_some(), &dweight, s),
+            (into.dbias.is_some(), s, &dbias),
+        ],
+    };
+    for &(acc, dw_t, db_t) in &passes[..1 + split as usize] {
+        enc.dispatch(
+            &CONV,
+            "bn_backward_params",
+            &[("ACCUM", accum(acc))],
+            bytemuck::bytes_of(&p),
+            &[x, stats, dy, &sums, dw_t, db_t],
+            gpu.grid((c as u64).div_ceil(64)),
+        )?;
+    }
+    if p.total > 0 {
+        enc.dispatch(
+            &CONV,
+            "bn_backward_input",
+            &[
+                ("ACCUM", accum(into.dx.is_some())),
+                ("FROZEN", frozen as u8 as f64),
+            ],
+            bytemuck::bytes_of(&p),
+            &[x, stats, dy, &sums, weight, &dx],
+            gpu.grid((p.total as u64).div_ceil(256)),
+        )?;
+    }
+    Ok(BatchNormGrads { dx, dweight, dbias })
 }
 
 /// Folds an inference batch norm that follows a convolution into the convolution:
@@ -627,6 +1167,208 @@ pub mod cpu {
             }
         }
         y
+    }
+
+    /// The convolution without epilogue in f64 (the function whose derivatives
+    /// [`conv2d_backward`] gives): `x` `[N, Ci, H, W]`, `w` `[Co, Ci, kh, kw]`.
+    pub fn conv2d_f64(
+        x: &[f64],
+        xs: [usize; 4],
+        w: &[f64],
+        ws: [usize; 4],
+        stride: (usize, usize),
+        pad: [usize; 4],
+    ) -> Vec<f64> {
+        let a = ConvArgs {
+            stride,
+            pad,
+            ..Default::default()
+        };
+        let os = out_shape(xs, ws, &a);
+        let mut y = vec![0f64; os.iter().product()];
+        for_each_tap(xs, ws, stride, pad, |yi, xi, wi| y[yi] += x[xi] * w[wi]);
+        y
+    }
+
+    /// Calls `f(output index, input index, weight index)` for every product of the convolution
+    /// (taps in the padding skipped).
+    fn for_each_tap(
+        xs: [usize; 4],
+        ws: [usize; 4],
+        stride: (usize, usize),
+        pad: [usize; 4],
+        mut f: impl FnMut(usize, usize, usize),
+    ) {
+        let [n, ci, h, wd] = xs;
+        let [co, _, kh, kw] = ws;
+        let a = ConvArgs {
+            stride,
+            pad,
+            ..Default::default()
+        };
+        let [_, _, ho, wo] = out_shape(xs, ws, &a);
+        for b in 0..n {
+            for o in 0..co {
+                for i in 0..ho {
+                    for j in 0..wo {
+                        let yi = ((b * co + o) * ho + i) * wo + j;
+                        for c in 0..ci {
+                            for u in 0..kh {
+                                let iy = (i * stride.0 + u) as isize - pad[0] as isize;
+                                if iy < 0 || iy >= h as isize {
+                                    continue;
+                                }
+                                for v in 0..kw {
+                                    let ix = (j * stride.1 + v) as isize - pad[1] as isize;
+                                    if ix < 0 || ix >= wd as isize {
+                                        continue;
+                                    }
+                                    let xi = ((b * ci + c) * h + iy as usize) * wd + ix as usize;
+                                    f(yi, xi, ((o * ci + c) * kh + u) * kw + v);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gradients `(dx, dw, db)` of [`conv2d_f64`] plus a bias for the upstream `dy`
+    /// (`[N, Co, Ho, Wo]`), accumulated by scattering each product's contribution (the GPU
+    /// gathers: an independent formulation).
+    #[allow(clippy::type_complexity)]
+    pub fn conv2d_backward(
+        x: &[f64],
+        xs: [usize; 4],
+        w: &[f64],
+        ws: [usize; 4],
+        dy: &[f64],
+        stride: (usize, usize),
+        pad: [usize; 4],
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let mut dx = vec![0f64; x.len()];
+        let mut dw = vec![0f64; w.len()];
+        for_each_tap(xs, ws, stride, pad, |yi, xi, wi| {
+            dx[xi] += dy[yi] * w[wi];
+            dw[wi] += dy[yi] * x[xi];
+        });
+        let co = ws[0];
+        let per = dy.len() / (xs[0] * co).max(1);
+        let mut db = vec![0f64; co];
+        for (i, &g) in dy.iter().enumerate() {
+            db[(i / per.max(1)) % co] += g;
+        }
+        (dx, dw, db)
+    }
+
+    /// Per-channel (mean, biased variance) of `x` (`[N, C, ...]`) in f64.
+    pub fn channel_stats(x: &[f64], shape: &[usize]) -> Vec<(f64, f64)> {
+        let c = shape[1];
+        let hw: usize = shape[2..].iter().product();
+        let cnt = (x.len() / c.max(1)) as f64;
+        let mut sum = vec![0f64; c];
+        for (i, &v) in x.iter().enumerate() {
+            sum[(i / hw) % c] += v;
+        }
+        let mean: Vec<f64> = sum.iter().map(|s| s / cnt).collect();
+        let mut sq = vec![0f64; c];
+        for (i, &v) in x.iter().enumerate() {
+            let ch = (i / hw) % c;
+            sq[ch] += (v - mean[ch]) * (v - mean[ch]);
+        }
+        mean.into_iter()
+            .zip(sq)
+            .map(|(m, q)| (m, q / cnt))
+            .collect()
+    }
+
+    /// Training-mode batch norm in f64: normalised by the batch statistics of each channel.
+    pub fn batch_norm_train_f64(
+        x: &[f64],
+        shape: &[usize],
+        weight: &[f64],
+        bias: &[f64],
+        eps: f64,
+    ) -> Vec<f64> {
+        let c = shape[1];
+        let hw: usize = shape[2..].iter().product();
+        let st = channel_stats(x, shape);
+        x.iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let ch = (i / hw) % c;
+                let (m, var) = st[ch];
+                (v - m) / (var + eps).sqrt() * weight[ch] + bias[ch]
+            })
+            .collect()
+    }
+
+    /// Gradients `(dx, dweight, dbias)` of [`batch_norm_train_f64`] for the upstream `dy`,
+    /// from the textbook chain rule through the mean and the variance (dvar, dmean), not the
+    /// fused form the GPU uses.
+    #[allow(clippy::type_complexity)]
+    pub fn batch_norm_train_backward(
+        x: &[f64],
+        shape: &[usize],
+        weight: &[f64],
+        dy: &[f64],
+        eps: f64,
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let c = shape[1];
+        let hw: usize = shape[2..].iter().product();
+        let cnt = (x.len() / c.max(1)) as f64;
+        let st = channel_stats(x, shape);
+        let ch = |i: usize| (i / hw) % c;
+        let (mut dw, mut db) = (vec![0f64; c], vec![0f64; c]);
+        let (mut dvar, mut dmean) = (vec![0f64; c], vec![0f64; c]);
+        for (i, (&v, &g)) in x.iter().zip(dy).enumerate() {
+            let k = ch(i);
+            let (m, var) = st[k];
+            let s = (var + eps).sqrt();
+            db[k] += g;
+            dw[k] += g * (v - m) / s;
+            let dxh = g * weight[k];
+            dvar[k] += dxh * (v - m) * -0.5 * s.powi(-3);
+            dmean[k] += -dxh / s;
+        }
+        // dmean also flows through var, whose derivative in the mean is −2·mean(x − μ) = 0.
+        let dx = x
+            .iter()
+            .zip(dy)
+            .enumerate()
+            .map(|(i, (&v, &g))| {
+                let k = ch(i);
+                let (m, var) = st[k];
+                g * weight[k] / (var + eps).sqrt() + dvar[k] * 2.0 * (v - m) / cnt + dmean[k] / cnt
+            })
+            .collect();
+        (dx, dw, db)
+    }
+
+    /// Gradients `(dx, dweight, dbias)` of the frozen batch norm (constant `mean`, `var`).
+    #[allow(clippy::type_complexity)]
+    pub fn batch_norm_frozen_backward(
+        x: &[f64],
+        shape: &[usize],
+        weight: &[f64],
+        mean: &[f64],
+        var: &[f64],
+        dy: &[f64],
+        eps: f64,
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let c = shape[1];
+        let hw: usize = shape[2..].iter().product();
+        let (mut dw, mut db) = (vec![0f64; c], vec![0f64; c]);
+        let mut dx = vec![0f64; x.len()];
+        for (i, (&v, &g)) in x.iter().zip(dy).enumerate() {
+            let k = (i / hw) % c;
+            let s = (var[k] + eps).sqrt();
+            db[k] += g;
+            dw[k] += g * (v - mean[k]) / s;
+            dx[i] = g * weight[k] / s;
+        }
+        (dx, dw, db)
     }
 
     /// Inference batch norm over dimension 1 of `x` with shape `shape` (`[N, C, ...]`).

@@ -678,3 +678,279 @@ fn bench() {
     attention::bench(g, &mut rows).unwrap();
     println!("{}\n{}", g.adapter_line(), sparsett::bench::table(&rows));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Backward. `cpu::attention_backward` (f64, full softmax Jacobian) is checked against central
+// differences of `cpu::attention_f64` to 1e-7 (see `reduce::numeric_grad`). GPU vs CPU: the GPU
+// recomputes the forward's logits and softmax (the error budget of TOL above, ≲ 1e-5 for these
+// D ≤ 8, L ≤ 9 shapes) and adds one more sum of at most 9 products of O(1) values (dP, dq, dk,
+// dv, dbias: 9·eps relative each); we keep TOL = (3e-5, 1e-4). A gradient term in the wrong
+// place or a missing softmax correction moves elements by 1e-2 or more.
+
+use sparsett::ops::attention::AttnInto;
+
+use crate::reduce::{assert_fd, numeric_grad, to32, to64};
+
+/// A backward problem: dims = [B, Lq, Lk, heads, head_dim], nW of the mask (0: none), bias.
+#[derive(Clone, Copy)]
+struct BwCase {
+    dims: [usize; 5],
+    nw: usize,
+    bias: bool,
+    /// q, k and v are blocks 0, 1, 2 of one packed [B, L, 3·width] tensor (needs Lq = Lk).
+    packed: bool,
+    scale: f32,
+}
+
+const BW_CASES: [BwCase; 4] = [
+    BwCase {
+        dims: [2, 3, 4, 2, 3],
+        nw: 2,
+        bias: true,
+        packed: false,
+        scale: 0.6,
+    },
+    BwCase {
+        dims: [3, 5, 5, 1, 4],
+        nw: 0,
+        bias: false,
+        packed: true,
+        scale: 0.5,
+    },
+    BwCase {
+        dims: [1, 7, 9, 3, 5],
+        nw: 0,
+        bias: true,
+        packed: false,
+        scale: 0.45,
+    },
+    BwCase {
+        dims: [4, 4, 4, 2, 8],
+        nw: 2,
+        bias: false,
+        packed: true,
+        scale: 0.35,
+    },
+];
+
+/// Host data of a case: (q, k, v dense, bias, mask, dout).
+#[allow(clippy::type_complexity)]
+fn bw_data(c: &BwCase, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let [b, lq, lk, h, d] = c.dims;
+    let w = h * d;
+    let q = rand_vec(seed, b * lq * w, -1.5, 1.5);
+    let k = rand_vec(seed + 1, b * lk * w, -1.0, 1.0);
+    let v = rand_vec(seed + 2, b * lk * w, -1.0, 1.0);
+    let bias = rand_vec(seed + 3, h * lq * lk, -1.0, 1.0);
+    // Masks like Swin's: 0 or −100 (never a whole row masked: column 0 stays open).
+    let mask: Vec<f32> = rand_vec(seed + 4, c.nw * lq * lk, 0.0, 1.0)
+        .iter()
+        .enumerate()
+        .map(|(i, &r)| if i % lk != 0 && r < 0.3 { -100.0 } else { 0.0 })
+        .collect();
+    let dout = rand_vec(seed + 5, b * lq * w, -1.0, 1.0);
+    (q, k, v, bias, mask, dout)
+}
+
+#[test]
+fn cpu_attention_backward_matches_finite_differences() {
+    let c = BW_CASES[0];
+    let (q, k, v, bias, mask, dout) = bw_data(&c, 50);
+    let (q, k, v, bias, dout) = (to64(&q), to64(&k), to64(&v), to64(&bias), to64(&dout));
+    let s = c.scale as f64;
+    let m = Some(&mask[..]);
+    let (dq, dk, dv, db) = cpu::attention_backward(&q, &k, &v, c.dims, s, Some(&bias), m, &dout);
+    let f = |q: &[f64], k: &[f64], v: &[f64], b: &[f64]| {
+        cpu::attention_f64(q, k, v, c.dims, s, Some(b), m)
+    };
+    assert_fd(
+        "dq",
+        &dq,
+        &numeric_grad(|x| f(x, &k, &v, &bias), &q, &dout),
+        1e-7,
+    );
+    assert_fd(
+        "dk",
+        &dk,
+        &numeric_grad(|x| f(&q, x, &v, &bias), &k, &dout),
+        1e-7,
+    );
+    assert_fd(
+        "dv",
+        &dv,
+        &numeric_grad(|x| f(&q, &k, x, &bias), &v, &dout),
+        1e-7,
+    );
+    assert_fd(
+        "dbias",
+        &db,
+        &numeric_grad(|x| f(&q, &k, &v, x), &bias, &dout),
+        1e-7,
+    );
+    // The f64 forward agrees with the existing f32-output reference.
+    let (qf, kf, vf) = (to32(&q), to32(&k), to32(&v));
+    let w = c.dims[3] * c.dims[4];
+    let want = cpu::attention(
+        cpu::View::dense(&qf, c.dims[0], c.dims[1], w),
+        cpu::View::dense(&kf, c.dims[0], c.dims[2], w),
+        cpu::View::dense(&vf, c.dims[0], c.dims[2], w),
+        w,
+        c.dims[3],
+        c.scale,
+        Some(&to32(&bias)),
+        m,
+    );
+    assert_close("forward", &to32(&f(&q, &k, &v, &bias)), &want, 1e-6, 1e-6);
+}
+
+/// Runs the GPU backward of a case (optionally accumulating into `init` = (dq, dk, dv, dbias));
+/// returns (dq, dk, dv, dbias or empty).
+fn gpu_attention_backward(c: &BwCase, seed: u64, init: Option<[&[f32]; 4]>) -> Vec<Vec<f32>> {
+    let g = gpu();
+    let [b, lq, lk, h, d] = c.dims;
+    let w = h * d;
+    let (q, k, v, bias, mask, dout) = bw_data(c, seed);
+    let packed_t;
+    let (qt, kt, vt);
+    let views = if c.packed {
+        assert_eq!(lq, lk);
+        let mut p = Vec::with_capacity(3 * q.len());
+        for r in 0..b * lq {
+            for src in [&q, &k, &v] {
+                p.extend_from_slice(&src[r * w..(r + 1) * w]);
+            }
+        }
+        packed_t = g.upload(&[b, lq, 3 * w], &p).unwrap();
+        [0, 1, 2].map(|i| HeadsView::packed(&packed_t, 3, i).unwrap())
+    } else {
+        qt = g.upload(&[b, lq, w], &q).unwrap();
+        kt = g.upload(&[b, lk, w], &k).unwrap();
+        vt = g.upload(&[b, lk, w], &v).unwrap();
+        [&qt, &kt, &vt].map(|t| HeadsView::dense(t).unwrap())
+    };
+    let bias_t = g.upload(&[h, lq, lk], &bias).unwrap();
+    let mask_t = (c.nw > 0).then(|| g.upload(&[c.nw, lq, lk], &mask).unwrap());
+    let dout_t = g.upload(&[b, lq, w], &dout).unwrap();
+    let opts = AttnOpts {
+        heads: h,
+        scale: c.scale,
+        bias: c.bias.then_some(&bias_t),
+        mask: mask_t.as_ref(),
+        scatter: None,
+    };
+    let init_t: Option<Vec<Tensor>> = init.map(|i| {
+        let shapes: [&[usize]; 4] = [&[b, lq, w], &[b, lk, w], &[b, lk, w], &[h, lq, lk]];
+        (0..4).map(|n| g.upload(shapes[n], i[n]).unwrap()).collect()
+    });
+    let into = match &init_t {
+        Some(t) => AttnInto {
+            dq: Some(&t[0]),
+            dk: Some(&t[1]),
+            dv: Some(&t[2]),
+            dbias: c.bias.then_some(&t[3]),
+        },
+        None => AttnInto::default(),
+    };
+    let mut enc = g.encoder();
+    let gr = attention::attention_backward(
+        &mut enc, views[0], views[1], views[2], &opts, &dout_t, &into,
+    )
+    .unwrap();
+    assert_eq!(gr.dq.shape(), [b, lq, w]);
+    assert_eq!(gr.dk.shape(), [b, lk, w]);
+    assert_eq!(gr.dv.shape(), [b, lk, w]);
+    assert_eq!(gr.dbias.is_some(), c.bias);
+    let mut outs = vec![&gr.dq, &gr.dk, &gr.dv];
+    outs.extend(gr.dbias.as_ref());
+    let mut got = enc.submit_read(&outs).unwrap();
+    got.resize(4, Vec::new());
+    got
+}
+
+fn cpu_attention_grads(c: &BwCase, seed: u64) -> [Vec<f64>; 4] {
+    let (q, k, v, bias, mask, dout) = bw_data(c, seed);
+    let (dq, dk, dv, db) = cpu::attention_backward(
+        &to64(&q),
+        &to64(&k),
+        &to64(&v),
+        c.dims,
+        c.scale as f64,
+        c.bias.then(|| to64(&bias)).as_deref(),
+        (c.nw > 0).then_some(&mask[..]),
+        &to64(&dout),
+    );
+    [dq, dk, dv, if c.bias { db } else { Vec::new() }]
+}
+
+#[test]
+fn attention_backward_matches_cpu() {
+    for (n, c) in BW_CASES.iter().enumerate() {
+        let seed = 700 + 10 * n as u64;
+        let want = cpu_attention_grads(c, seed);
+        let got = gpu_attention_backward(c, seed, None);
+        for (i, name) in ["dq", "dk", "dv", "dbias"].iter().enumerate() {
+            let what = format!("case {n} {:?} {name}", c.dims);
+            assert_close(&what, &got[i], &to32(&want[i]), TOL.0, TOL.1);
+        }
+    }
+}
+
+#[test]
+fn attention_backward_accumulates() {
+    let c = BW_CASES[2];
+    let seed = 7070;
+    let [b, lq, lk, h, d] = c.dims;
+    let w = h * d;
+    let init = [
+        rand_vec(1, b * lq * w, -2.0, 2.0),
+        rand_vec(2, b * lk * w, -2.0, 2.0),
+        rand_vec(3, b * lk * w, -2.0, 2.0),
+        rand_vec(4, h * lq * lk, -2.0, 2.0),
+    ];
+    let want = cpu_attention_grads(&c, seed);
+    let got = gpu_attention_backward(&c, seed, Some([&init[0], &init[1], &init[2], &init[3]]));
+    for (i, name) in ["dq", "dk", "dv", "dbias"].iter().enumerate() {
+        let sum: Vec<f32> = init[i]
+            .iter()
+            .zip(&want[i])
+            .map(|(&a, &g)| (a as f64 + g) as f32)
+            .collect();
+        // One more rounding of values ≤ ~3: inside atol.
+        assert_close(&format!("{name} into"), &got[i], &sum, TOL.0, TOL.1);
+    }
+}
+
+#[test]
+fn attention_backward_rejects_bad_operands() {
+    let g = gpu();
+    let q = g.upload(&[1, 2, 4], &[0.1; 8]).unwrap();
+    let k = g.upload(&[1, 3, 4], &[0.1; 12]).unwrap();
+    let (qv, kv) = (HeadsView::dense(&q).unwrap(), HeadsView::dense(&k).unwrap());
+    let opts = AttnOpts {
+        heads: 2,
+        scale: 0.5,
+        bias: None,
+        mask: None,
+        scatter: None,
+    };
+    let bad = g.upload(&[1, 3, 4], &[0.0; 12]).unwrap();
+    let mut enc = g.encoder();
+    let e = attention::attention_backward(&mut enc, qv, kv, kv, &opts, &bad, &AttnInto::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("dout"), "{e}");
+    let dout = g.upload(&[1, 2, 4], &[0.0; 8]).unwrap();
+    let into = AttnInto {
+        dq: Some(&q),
+        ..Default::default()
+    };
+    let e = attention::attention_backward(&mut enc, qv, kv, kv, &opts, &dout, &into)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("shares its buffer"), "{e}");
+    let odd = AttnOpts { heads: 3, ..opts };
+    let e = attention::attention_backward(&mut enc, qv, kv, kv, &odd, &dout, &AttnInto::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("heads"), "{e}");
+}

@@ -517,3 +517,609 @@ fn bad_shapes_are_errors() {
         &["mean", "[4]", "[1, 3, 5, 5]"],
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Backward. The CPU reference (`cpu::conv2d_backward`, scattering in f64) is checked against
+// central differences of `cpu::conv2d_f64` (the helper's error is ~1e-10, see
+// `reduce::numeric_grad`; we allow 1e-7). The GPU kernels gather in f32: a gradient element is a
+// sum of `count` products of values in [−1, 1), off by at most count·u·Σ|terms| ≤ count²·u
+// (u = 2⁻²⁴) in any order and ~u·count/4 typically; as for matmul we allow atol = 1e-6·count
+// (count = Co·kh·kw for dx, N·Ho·Wo for dw and db), while a missed or doubled tap moves an
+// element by one product, ~0.3 on average.
+
+use sparsett::ops::conv::ConvGeometry;
+
+use crate::common::assert_close;
+use crate::reduce::{assert_fd, numeric_grad, to32, to64};
+
+/// (input shape, weight shape, stride, padding [top, left, bottom, right])
+type BwCase = ([usize; 4], [usize; 4], (usize, usize), [usize; 4]);
+
+const BW_CASES: [BwCase; 6] = [
+    // 1×1, odd sizes, batch 2
+    ([2, 3, 5, 7], [4, 3, 1, 1], (1, 1), [0; 4]),
+    // 3×3 "same"
+    ([2, 3, 6, 5], [2, 3, 3, 3], (1, 1), [1; 4]),
+    // 3×3 stride 2, asymmetric padding, non-square stride
+    ([1, 2, 7, 6], [3, 2, 3, 3], (2, 1), [1, 0, 2, 1]),
+    // stride larger than the kernel: some inputs get no gradient
+    ([2, 1, 7, 7], [2, 1, 2, 2], (3, 3), [0; 4]),
+    // the 4×4/4 patch embedding with bottom/right padding (9 → 12)
+    ([1, 3, 9, 9], [5, 3, 4, 4], (4, 4), [0, 0, 3, 3]),
+    // padding wider than the kernel reach on one side (rows of zeros at the border)
+    ([1, 2, 4, 3], [2, 2, 3, 2], (1, 2), [2, 3, 0, 1]),
+];
+
+fn bw_out_shape(c: &BwCase) -> [usize; 4] {
+    let a = cpu::ConvArgs {
+        stride: c.2,
+        pad: c.3,
+        ..Default::default()
+    };
+    cpu::out_shape(c.0, c.1, &a)
+}
+
+#[test]
+fn cpu_conv_backward_matches_finite_differences() {
+    for (k, c) in BW_CASES.iter().enumerate() {
+        let (xs, ws, s, p) = *c;
+        let seed = 900 + 10 * k as u64;
+        let x = to64(&rand_vec(seed, xs.iter().product(), -1.0, 1.0));
+        let w = to64(&rand_vec(seed + 1, ws.iter().product(), -1.0, 1.0));
+        let os = bw_out_shape(c);
+        let dy = to64(&rand_vec(seed + 2, os.iter().product(), -1.0, 1.0));
+        let (dx, dw, db) = cpu::conv2d_backward(&x, xs, &w, ws, &dy, s, p);
+        let fx = numeric_grad(|x| cpu::conv2d_f64(x, xs, &w, ws, s, p), &x, &dy);
+        let fw = numeric_grad(|w| cpu::conv2d_f64(&x, xs, w, ws, s, p), &w, &dy);
+        // The bias adds b[o] to every output pixel of channel o.
+        let b0 = vec![0f64; ws[0]];
+        let plane = os[2] * os[3];
+        let with_bias = |b: &[f64]| {
+            let mut y = cpu::conv2d_f64(&x, xs, &w, ws, s, p);
+            for (i, v) in y.iter_mut().enumerate() {
+                *v += b[(i / plane) % ws[0]];
+            }
+            y
+        };
+        let fb = numeric_grad(with_bias, &b0, &dy);
+        assert_fd(&format!("case {k} dx"), &dx, &fx, 1e-7);
+        assert_fd(&format!("case {k} dw"), &dw, &fw, 1e-7);
+        assert_fd(&format!("case {k} db"), &db, &fb, 1e-7);
+    }
+}
+
+#[test]
+fn conv_backward_matches_cpu() {
+    let g = gpu();
+    for (k, c) in BW_CASES.iter().enumerate() {
+        let (xs, ws, stride, pad) = *c;
+        let seed = 1900 + 10 * k as u64;
+        let x = rand_vec(seed, xs.iter().product(), -1.0, 1.0);
+        let w = rand_vec(seed + 1, ws.iter().product(), -1.0, 1.0);
+        let os = bw_out_shape(c);
+        let dy = rand_vec(seed + 2, os.iter().product(), -1.0, 1.0);
+        let (dx, dw, db) =
+            cpu::conv2d_backward(&to64(&x), xs, &to64(&w), ws, &to64(&dy), stride, pad);
+        let (xt, wt, dyt) = (
+            g.upload(&xs, &x).unwrap(),
+            g.upload(&ws, &w).unwrap(),
+            g.upload(&os, &dy).unwrap(),
+        );
+        let geom = ConvGeometry { stride, pad };
+        let mut enc = g.encoder();
+        let gx = conv::conv2d_backward_input(&mut enc, &dyt, &wt, &xs, &geom, None).unwrap();
+        let gw = conv::conv2d_backward_weight(&mut enc, &dyt, &xt, &ws, &geom, None).unwrap();
+        let gb = conv::conv2d_backward_bias(&mut enc, &dyt, None).unwrap();
+        assert_eq!(gx.shape(), xs);
+        assert_eq!(gw.shape(), ws);
+        assert_eq!(gb.shape(), [ws[0]]);
+        let got = enc.submit_read(&[&gx, &gw, &gb]).unwrap();
+        let count_x = ws[0] * ws[2] * ws[3];
+        let count_w = os[0] * os[2] * os[3];
+        let what = format!("case {k} {xs:?}*{ws:?} s{stride:?} p{pad:?}");
+        assert_close(
+            &format!("{what} dx"),
+            &got[0],
+            &to32(&dx),
+            1e-6 * count_x as f32,
+            0.0,
+        );
+        assert_close(
+            &format!("{what} dw"),
+            &got[1],
+            &to32(&dw),
+            1e-6 * count_w as f32,
+            0.0,
+        );
+        assert_close(
+            &format!("{what} db"),
+            &got[2],
+            &to32(&db),
+            1e-6 * count_w as f32,
+            0.0,
+        );
+    }
+}
+
+#[test]
+fn conv_backward_accumulates_into_existing_gradients() {
+    let g = gpu();
+    let (xs, ws, stride, pad) = BW_CASES[2];
+    let os = bw_out_shape(&BW_CASES[2]);
+    let x = rand_vec(71, xs.iter().product(), -1.0, 1.0);
+    let w = rand_vec(72, ws.iter().product(), -1.0, 1.0);
+    let dy = rand_vec(73, os.iter().product(), -1.0, 1.0);
+    let ix = rand_vec(74, x.len(), -2.0, 2.0);
+    let iw = rand_vec(75, w.len(), -2.0, 2.0);
+    let ib = rand_vec(76, ws[0], -2.0, 2.0);
+    let (dx, dw, db) = cpu::conv2d_backward(&to64(&x), xs, &to64(&w), ws, &to64(&dy), stride, pad);
+    let plus = |init: &[f32], d: &[f64]| -> Vec<f32> {
+        init.iter()
+            .zip(d)
+            .map(|(&a, &b)| (a as f64 + b) as f32)
+            .collect()
+    };
+    let (xt, wt, dyt) = (
+        g.upload(&xs, &x).unwrap(),
+        g.upload(&ws, &w).unwrap(),
+        g.upload(&os, &dy).unwrap(),
+    );
+    let (tx, tw, tb) = (
+        g.upload(&xs, &ix).unwrap(),
+        g.upload(&ws, &iw).unwrap(),
+        g.upload(&[ws[0]], &ib).unwrap(),
+    );
+    let geom = ConvGeometry { stride, pad };
+    let mut enc = g.encoder();
+    let gx = conv::conv2d_backward_input(&mut enc, &dyt, &wt, &xs, &geom, Some(&tx)).unwrap();
+    let gw = conv::conv2d_backward_weight(&mut enc, &dyt, &xt, &ws, &geom, Some(&tw)).unwrap();
+    let gb = conv::conv2d_backward_bias(&mut enc, &dyt, Some(&tb)).unwrap();
+    let got = enc.submit_read(&[&gx, &gw, &gb, &tx]).unwrap();
+    // One more rounding (the add) on values up to ~|init| + |grad|: covered by the same atol.
+    let count_x = (ws[0] * ws[2] * ws[3]) as f32;
+    let count_w = (os[0] * os[2] * os[3]) as f32;
+    assert_close(
+        "dx into",
+        &got[0],
+        &plus(&ix, &dx),
+        1e-6 * count_x + 1e-6,
+        0.0,
+    );
+    assert_close(
+        "dw into",
+        &got[1],
+        &plus(&iw, &dw),
+        1e-6 * count_w + 1e-6,
+        0.0,
+    );
+    assert_close(
+        "db into",
+        &got[2],
+        &plus(&ib, &db),
+        1e-6 * count_w + 1e-6,
+        0.0,
+    );
+    // The returned tensor is the one passed in.
+    assert_eq!(got[0], got[3]);
+}
+
+#[test]
+fn conv_backward_rejects_bad_shapes() {
+    let g = gpu();
+    let w = g.upload(&[2, 3, 3, 3], &[0.0; 54]).unwrap();
+    let x = g.upload(&[1, 3, 5, 5], &[0.0; 75]).unwrap();
+    let dy_bad = g.upload(&[1, 2, 4, 4], &[0.0; 32]).unwrap();
+    let geom = ConvGeometry::default();
+    let mut enc = g.encoder();
+    let e = conv::conv2d_backward_input(&mut enc, &dy_bad, &w, &[1, 3, 5, 5], &geom, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("dy [1, 2, 4, 4]"), "{e}");
+    let dy = g.upload(&[1, 2, 3, 3], &[0.0; 18]).unwrap();
+    let e = conv::conv2d_backward_weight(&mut enc, &dy, &x, &[2, 4, 3, 3], &geom, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("channels"), "{e}");
+    let e = conv::conv2d_backward_input(&mut enc, &dy, &w, &[1, 3, 5], &geom, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("4-D"), "{e}");
+    // Accumulating into an operand is refused.
+    let e = conv::conv2d_backward_weight(&mut enc, &dy, &x, &[2, 3, 3, 3], &geom, Some(&x))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("into"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batch norm, training mode and the backward passes. CPU references (f64, the textbook chain
+// rule through mean and variance) are checked by central differences to 1e-7 as above. GPU vs
+// CPU: every per-channel statistic is an f32 sum of `cnt` terms (N·H·W values per channel),
+// relatively off by ≲ cnt·u; normalising multiplies by |x̂| ≤ √cnt and the backward combines
+// three such sums. We allow atol = rtol = 1e-6·cnt (≥ 8·cnt·u·√cnt for the sizes here), while a
+// missed term or a wrong variance (biased vs unbiased alone changes r by cnt/(cnt − 1)) is
+// orders of magnitude above it. Running statistics: one f32 blend of the batch statistic, same
+// bound.
+
+use sparsett::ops::conv::{BatchNormInto, BatchNormTrain};
+
+/// Shapes of the batch-norm tests: spatial NCHW with batch > 1, odd 3-D, 2-D (one value per
+/// sample and channel), a batch of one with a spatial map.
+const BN_SHAPES: [&[usize]; 4] = [&[2, 3, 4, 5], &[3, 4, 7], &[5, 3], &[1, 2, 3, 3]];
+
+fn bn_count(shape: &[usize]) -> usize {
+    shape.iter().product::<usize>() / shape[1]
+}
+
+#[test]
+fn cpu_batch_norm_backward_matches_finite_differences() {
+    let eps = 1e-5;
+    for (k, &shape) in BN_SHAPES.iter().enumerate() {
+        let c = shape[1];
+        let n: usize = shape.iter().product();
+        let seed = 3000 + 10 * k as u64;
+        // An offset per tensor so that the mean does not vanish.
+        let x: Vec<f64> = to64(&rand_vec(seed, n, -1.0, 1.5));
+        let w = to64(&rand_vec(seed + 1, c, 0.5, 1.5));
+        let b = to64(&rand_vec(seed + 2, c, -1.0, 1.0));
+        let dy = to64(&rand_vec(seed + 3, n, -1.0, 1.0));
+        let (dx, dw, db) = cpu::batch_norm_train_backward(&x, shape, &w, &dy, eps);
+        let f = |x: &[f64], w: &[f64], b: &[f64]| cpu::batch_norm_train_f64(x, shape, w, b, eps);
+        assert_fd(
+            &format!("train {shape:?} dx"),
+            &dx,
+            &numeric_grad(|x| f(x, &w, &b), &x, &dy),
+            1e-7,
+        );
+        assert_fd(
+            &format!("train {shape:?} dw"),
+            &dw,
+            &numeric_grad(|w| f(&x, w, &b), &w, &dy),
+            1e-7,
+        );
+        assert_fd(
+            &format!("train {shape:?} db"),
+            &db,
+            &numeric_grad(|b| f(&x, &w, b), &b, &dy),
+            1e-7,
+        );
+
+        let mean = to64(&rand_vec(seed + 4, c, -0.5, 0.5));
+        let var = to64(&rand_vec(seed + 5, c, 0.2, 2.0));
+        let hw = n / (shape[0] * c);
+        let frozen = |x: &[f64], w: &[f64], b: &[f64]| -> Vec<f64> {
+            x.iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let ch = (i / hw) % c;
+                    (v - mean[ch]) / (var[ch] + eps).sqrt() * w[ch] + b[ch]
+                })
+                .collect()
+        };
+        let (dx, dw, db) = cpu::batch_norm_frozen_backward(&x, shape, &w, &mean, &var, &dy, eps);
+        assert_fd(
+            &format!("frozen {shape:?} dx"),
+            &dx,
+            &numeric_grad(|x| frozen(x, &w, &b), &x, &dy),
+            1e-7,
+        );
+        assert_fd(
+            &format!("frozen {shape:?} dw"),
+            &dw,
+            &numeric_grad(|w| frozen(&x, w, &b), &w, &dy),
+            1e-7,
+        );
+        assert_fd(
+            &format!("frozen {shape:?} db"),
+            &db,
+            &numeric_grad(|b| frozen(&x, &w, b), &b, &dy),
+            1e-7,
+        );
+    }
+}
+
+#[test]
+fn batch_norm_train_forward_and_running_stats() {
+    let g = gpu();
+    let eps = 1e-5f32;
+    for (k, &shape) in BN_SHAPES.iter().enumerate() {
+        for momentum in [0.1f32, 0.35] {
+            let c = shape[1];
+            let n: usize = shape.iter().product();
+            let cnt = bn_count(shape);
+            let seed = 4000 + 10 * k as u64;
+            let x = rand_vec(seed, n, -1.0, 1.5);
+            let w = rand_vec(seed + 1, c, 0.5, 1.5);
+            let b = rand_vec(seed + 2, c, -1.0, 1.0);
+            let rm = rand_vec(seed + 3, c, -0.5, 0.5);
+            let rv = rand_vec(seed + 4, c, 0.5, 2.0);
+            let want =
+                cpu::batch_norm_train_f64(&to64(&x), shape, &to64(&w), &to64(&b), eps as f64);
+            // PyTorch: running = (1 − m)·running + m·batch, the variance unbiased (cnt − 1).
+            let st = cpu::channel_stats(&to64(&x), shape);
+            let m = momentum as f64;
+            let want_rm: Vec<f64> = (0..c)
+                .map(|i| (1.0 - m) * rm[i] as f64 + m * st[i].0)
+                .collect();
+            let unbiased = cnt as f64 / (cnt as f64 - 1.0);
+            let want_rv: Vec<f64> = (0..c)
+                .map(|i| (1.0 - m) * rv[i] as f64 + m * st[i].1 * unbiased)
+                .collect();
+            let want_stats: Vec<f64> = st
+                .iter()
+                .flat_map(|&(mu, var)| [mu, 1.0 / (var + eps as f64).sqrt()])
+                .collect();
+
+            let (xt, wt, bt) = (
+                g.upload(shape, &x).unwrap(),
+                g.upload(&[c], &w).unwrap(),
+                g.upload(&[c], &b).unwrap(),
+            );
+            let (rmt, rvt) = (g.upload(&[c], &rm).unwrap(), g.upload(&[c], &rv).unwrap());
+            let bn = BatchNormTrain {
+                weight: &wt,
+                bias: &bt,
+                running_mean: &rmt,
+                running_var: &rvt,
+                momentum,
+                eps,
+            };
+            let mut enc = g.encoder();
+            let (y, stats) = conv::batch_norm_train(&mut enc, &xt, &bn).unwrap();
+            assert_eq!(y.shape(), shape);
+            assert_eq!(stats.shape(), [c, 2]);
+            let got = enc.submit_read(&[&y, &stats, &rmt, &rvt]).unwrap();
+            let tol = 1e-6 * cnt as f32;
+            let what = format!("{shape:?} m={momentum}");
+            assert_close(&format!("{what} y"), &got[0], &to32(&want), tol, tol);
+            assert_close(
+                &format!("{what} stats"),
+                &got[1],
+                &to32(&want_stats),
+                tol,
+                tol,
+            );
+            assert_close(
+                &format!("{what} running_mean"),
+                &got[2],
+                &to32(&want_rm),
+                tol,
+                tol,
+            );
+            assert_close(
+                &format!("{what} running_var"),
+                &got[3],
+                &to32(&want_rv),
+                tol,
+                tol,
+            );
+        }
+    }
+}
+
+/// (dx, dweight, dbias) from the GPU, training mode (`frozen` None) or frozen with
+/// (mean, var), optionally added into the given initial gradients.
+fn gpu_bn_backward(
+    shape: &[usize],
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    frozen: Option<(&[f32], &[f32])>,
+    init: [Option<&[f32]>; 3],
+) -> Vec<Vec<f32>> {
+    let g = gpu();
+    let c = shape[1];
+    let eps = 1e-5;
+    let (xt, wt, dyt) = (
+        g.upload(shape, x).unwrap(),
+        g.upload(&[c], w).unwrap(),
+        g.upload(shape, dy).unwrap(),
+    );
+    let it: Vec<Option<sparsett::Tensor>> = init
+        .iter()
+        .zip([shape, &[c][..], &[c][..]])
+        .map(|(v, s)| v.map(|v| g.upload(s, v).unwrap()))
+        .collect();
+    let into = BatchNormInto {
+        dx: it[0].as_ref(),
+        dweight: it[1].as_ref(),
+        dbias: it[2].as_ref(),
+    };
+    let zeros = g.upload(&[c], &vec![0.0; c]).unwrap();
+    let mut enc = g.encoder();
+    let grads = match frozen {
+        None => {
+            let rm = g.upload(&[c], &vec![0.0; c]).unwrap();
+            let rv = g.upload(&[c], &vec![1.0; c]).unwrap();
+            let bn = BatchNormTrain {
+                weight: &wt,
+                bias: &zeros,
+                running_mean: &rm,
+                running_var: &rv,
+                momentum: 0.1,
+                eps,
+            };
+            let (_, stats) = conv::batch_norm_train(&mut enc, &xt, &bn).unwrap();
+            conv::batch_norm_train_backward(&mut enc, &xt, &wt, &stats, &dyt, &into).unwrap()
+        }
+        Some((mean, var)) => {
+            let (mt, vt) = (g.upload(&[c], mean).unwrap(), g.upload(&[c], var).unwrap());
+            let bn = BatchNorm {
+                weight: &wt,
+                bias: &zeros,
+                mean: &mt,
+                var: &vt,
+                eps,
+            };
+            conv::batch_norm_frozen_backward(&mut enc, &xt, &bn, &dyt, &into).unwrap()
+        }
+    };
+    assert_eq!(grads.dx.shape(), shape);
+    assert_eq!(grads.dweight.shape(), [c]);
+    assert_eq!(grads.dbias.shape(), [c]);
+    enc.submit_read(&[&grads.dx, &grads.dweight, &grads.dbias])
+        .unwrap()
+}
+
+#[test]
+fn batch_norm_backward_matches_cpu() {
+    for (k, &shape) in BN_SHAPES.iter().enumerate() {
+        let c = shape[1];
+        let n: usize = shape.iter().product();
+        let cnt = bn_count(shape);
+        let seed = 5000 + 10 * k as u64;
+        let x = rand_vec(seed, n, -1.0, 1.5);
+        let w = rand_vec(seed + 1, c, 0.5, 1.5);
+        let dy = rand_vec(seed + 2, n, -1.0, 1.0);
+        let mean = rand_vec(seed + 3, c, -0.5, 0.5);
+        let var = rand_vec(seed + 4, c, 0.2, 2.0);
+        let (x64, w64, dy64) = (to64(&x), to64(&w), to64(&dy));
+        let tol = 1e-6 * cnt as f32;
+
+        let (dx, dw, db) = cpu::batch_norm_train_backward(&x64, shape, &w64, &dy64, 1e-5);
+        let got = gpu_bn_backward(shape, &x, &w, &dy, None, [None; 3]);
+        assert_close(
+            &format!("train {shape:?} dx"),
+            &got[0],
+            &to32(&dx),
+            tol,
+            tol,
+        );
+        assert_close(
+            &format!("train {shape:?} dw"),
+            &got[1],
+            &to32(&dw),
+            tol,
+            tol,
+        );
+        assert_close(
+            &format!("train {shape:?} db"),
+            &got[2],
+            &to32(&db),
+            tol,
+            tol,
+        );
+
+        let (dx, dw, db) = cpu::batch_norm_frozen_backward(
+            &x64,
+            shape,
+            &w64,
+            &to64(&mean),
+            &to64(&var),
+            &dy64,
+            1e-5,
+        );
+        let got = gpu_bn_backward(shape, &x, &w, &dy, Some((&mean, &var)), [None; 3]);
+        assert_close(
+            &format!("frozen {shape:?} dx"),
+            &got[0],
+            &to32(&dx),
+            tol,
+            tol,
+        );
+        assert_close(
+            &format!("frozen {shape:?} dw"),
+            &got[1],
+            &to32(&dw),
+            tol,
+            tol,
+        );
+        assert_close(
+            &format!("frozen {shape:?} db"),
+            &got[2],
+            &to32(&db),
+            tol,
+            tol,
+        );
+    }
+}
+
+#[test]
+fn batch_norm_backward_accumulates() {
+    let shape: &[usize] = &[2, 3, 2, 3];
+    let (c, n, cnt) = (3, 36, 12);
+    let x = rand_vec(61, n, -1.0, 1.5);
+    let w = rand_vec(62, c, 0.5, 1.5);
+    let dy = rand_vec(63, n, -1.0, 1.0);
+    let ix = rand_vec(64, n, -2.0, 2.0);
+    let iw = rand_vec(65, c, -2.0, 2.0);
+    let ib = rand_vec(66, c, -2.0, 2.0);
+    let (dx, dw, db) =
+        cpu::batch_norm_train_backward(&to64(&x), shape, &to64(&w), &to64(&dy), 1e-5);
+    let plus = |init: &[f32], d: &[f64]| -> Vec<f32> {
+        init.iter()
+            .zip(d)
+            .map(|(&a, &b)| (a as f64 + b) as f32)
+            .collect()
+    };
+    let tol = 1e-6 * cnt as f32;
+    // Every combination, including only one of the two parameter gradients accumulating (the
+    // kernel then runs one pass per destination).
+    for mask in 0..8u32 {
+        let init = [&ix[..], &iw, &ib];
+        let init: [Option<&[f32]>; 3] =
+            std::array::from_fn(|i| (mask & (1 << i) != 0).then_some(init[i]));
+        let got = gpu_bn_backward(shape, &x, &w, &dy, None, init);
+        let want = |bit: u32, init: &[f32], d: &[f64]| {
+            if mask & bit != 0 {
+                plus(init, d)
+            } else {
+                to32(d)
+            }
+        };
+        assert_close(
+            &format!("mask {mask} dx"),
+            &got[0],
+            &want(1, &ix, &dx),
+            tol,
+            tol,
+        );
+        assert_close(
+            &format!("mask {mask} dw"),
+            &got[1],
+            &want(2, &iw, &dw),
+            tol,
+            tol,
+        );
+        assert_close(
+            &format!("mask {mask} db"),
+            &got[2],
+            &want(4, &ib, &db),
+            tol,
+            tol,
+        );
+    }
+}
+
+#[test]
+fn batch_norm_train_rejects_single_values() {
+    let g = gpu();
+    let x = g.upload(&[1, 2, 1, 1], &[0.5, 0.25]).unwrap();
+    let p = g.upload(&[2], &[1.0, 1.0]).unwrap();
+    let (rm, rv) = (
+        g.upload(&[2], &[0.0; 2]).unwrap(),
+        g.upload(&[2], &[1.0; 2]).unwrap(),
+    );
+    let bn = BatchNormTrain {
+        weight: &p,
+        bias: &p,
+        running_mean: &rm,
+        running_var: &rv,
+        momentum: 0.1,
+        eps: 1e-5,
+    };
+    let mut enc = g.encoder();
+    let e = conv::batch_norm_train(&mut enc, &x, &bn)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("more than one"), "{e}");
+    let x = g.upload(&[2, 2], &[0.5, 0.25, 1.0, 2.0]).unwrap();
+    let bad = BatchNormTrain {
+        momentum: 1.5,
+        ..bn
+    };
+    let e = conv::batch_norm_train(&mut enc, &x, &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("momentum"), "{e}");
+}
