@@ -88,6 +88,17 @@ fn win_partition_v4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
     }
 }
 
+// LayerNorm statistics as ln_register (norm.wgsl) gathers them: running (mean, M2, count) of
+// values shifted by the row's first element, merged one 4-element chunk at a time (Chan et al.).
+fn ln_chunk(st: vec3<f32>, v: vec4<f32>) -> vec3<f32> {
+    let cm = ((v.x + v.y) + (v.z + v.w)) * 0.25;
+    let d = v - cm;
+    let delta = cm - st.x;
+    let n = st.z + 4.0;
+    let f = 4.0 / n;
+    return vec3<f32>(st.x + delta * f, st.y + (dot(d, d) + delta * delta * (n - 4.0) * f), n);
+}
+
 // ---- LayerNorm fused into the partition (Swin's norm1 → pad → roll → windows) --------------
 // One invocation per window token, all C = CV channels (scalar access); grid: 1-D over the
 // B·nW·WIN² tokens (split by Gpu::grid). Pad tokens stay zero: mmdet pads after the norm. The
@@ -111,28 +122,20 @@ fn win_partition_ln(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
     }
     let c4 = CV & ~3u;
     let k = src_s[base];
-    var mean = 0.0;
-    var m2 = 0.0;
-    var n = 0.0;
+    var st = vec3<f32>(0.0);
     for (var i = 0u; i < c4; i += 4u) {
-        let v = vec4<f32>(src_s[base + i], src_s[base + i + 1u], src_s[base + i + 2u],
-                          src_s[base + i + 3u]) - k;
-        let cm = ((v.x + v.y) + (v.z + v.w)) * 0.25;
-        let d = v - cm;
-        let delta = cm - mean;
-        n += 4.0;
-        let f = 4.0 / n;
-        mean += delta * f;
-        m2 += dot(d, d) + delta * delta * (n - 4.0) * f;
+        st = ln_chunk(st, vec4<f32>(src_s[base + i], src_s[base + i + 1u], src_s[base + i + 2u],
+                                    src_s[base + i + 3u]) - k);
     }
     for (var i = c4; i < CV; i++) {
         let v = src_s[base + i] - k;
-        n += 1.0;
-        let delta = v - mean;
-        mean += delta / n;
-        m2 += delta * (v - mean);
+        st.z += 1.0;
+        let delta = v - st.x;
+        st.x += delta / st.z;
+        st.y += delta * (v - st.x);
     }
-    let rs = 1.0 / sqrt(m2 / f32(CV) + p.eps);
+    let mean = st.x;
+    let rs = 1.0 / sqrt(st.y / f32(CV) + p.eps);
     for (var i = 0u; i < CV; i++) {
         dst_s[o + i] = (src_s[base + i] - k - mean) * rs * ln_w[i] + ln_b[i];
     }
@@ -234,20 +237,12 @@ fn merge_ln(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     let y0 = 2u * oy;
     let x0 = 2u * ox;
     let k = load_s(merge_at(b, y0, x0, 0u));
-    var mean = 0.0;
-    var m2 = 0.0;
-    var n = 0.0;
+    var st = vec3<f32>(0.0);
     for (var c = 0u; c < CV; c++) {
-        let v = merge_quad(b, y0, x0, c) - k;
-        let cm = ((v.x + v.y) + (v.z + v.w)) * 0.25;
-        let d = v - cm;
-        let delta = cm - mean;
-        n += 4.0;
-        let f = 4.0 / n;
-        mean += delta * f;
-        m2 += dot(d, d) + delta * delta * (n - 4.0) * f;
+        st = ln_chunk(st, merge_quad(b, y0, x0, c) - k);
     }
-    let rs = 1.0 / sqrt(m2 / f32(4u * CV) + p.eps);
+    let mean = st.x;
+    let rs = 1.0 / sqrt(st.y / f32(4u * CV) + p.eps);
     let o = tok * 4u * CV;
     for (var c = 0u; c < CV; c++) {
         let v = merge_quad(b, y0, x0, c);
