@@ -318,6 +318,15 @@ impl<'g> Encoder<'g> {
         p.gpu.check_errors()
     }
 
+    /// Submits everything recorded. The browser cannot block, so this queues the work and
+    /// reports the errors seen so far; profiling timestamps are read only by `submit_async`.
+    #[cfg(target_arch = "wasm32")]
+    pub fn submit(self) -> Result<()> {
+        let gpu = self.gpu;
+        drop(self.finish_into_queue(|_| {})?);
+        gpu.check_errors()
+    }
+
     /// Submits, then reads the given tensors back with one sync for the whole batch.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn submit_read(self, ts: &[&Tensor]) -> Result<Vec<Vec<f32>>> {

@@ -134,6 +134,9 @@ impl Gpu {
                 shader.name, self.info.name
             )));
         }
+        // The browser cannot wait for a scope's verdict, and a scope popped unread would swallow
+        // the compiler's message: there the uncaptured-error sink reports it at the next read.
+        #[cfg(not(target_arch = "wasm32"))]
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = {
             let mut modules = self.pipelines.modules.lock().unwrap();
@@ -162,6 +165,7 @@ impl Gpu {
                 },
                 cache: None,
             });
+        #[cfg(not(target_arch = "wasm32"))]
         if let Some(e) = pollster_block(scope.pop()) {
             return Err(Error::Gpu(format!(
                 "compiling {} entry '{entry}' failed: {e}",
@@ -183,18 +187,10 @@ impl Gpu {
     }
 }
 
-// Error scopes resolve immediately on native; in the browser the result arrives later and
-// uncaptured-error reporting covers it, so we do not wait there.
+// Error scopes resolve immediately on native.
 #[cfg(not(target_arch = "wasm32"))]
 fn pollster_block<F: std::future::Future<Output = Option<wgpu::Error>>>(
     f: F,
 ) -> Option<wgpu::Error> {
     pollster::block_on(f)
-}
-
-#[cfg(target_arch = "wasm32")]
-fn pollster_block<F: std::future::Future<Output = Option<wgpu::Error>>>(
-    _f: F,
-) -> Option<wgpu::Error> {
-    None
 }

@@ -113,14 +113,33 @@ impl Tracker {
     }
 
     /// Tracks the (first) target into `frame`.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn update(&mut self, frame: &RgbImage) -> Result<Update> {
-        Ok(self.update_many(frame)?[0])
+        pollster::block_on(self.update_async(frame))
     }
 
     /// Tracks every target into `frame` in one batched pass.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn update_many(&mut self, frame: &RgbImage) -> Result<Vec<Update>> {
+        pollster::block_on(self.update_many_async(frame))
+    }
+
+    /// [`update_many`](Self::update_many) with every intermediate of the post-processing.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn update_detailed(&mut self, frame: &RgbImage) -> Result<Vec<Post>> {
+        pollster::block_on(self.update_detailed_async(frame))
+    }
+
+    /// [`update`](Self::update) for hosts that cannot block (the browser).
+    pub async fn update_async(&mut self, frame: &RgbImage) -> Result<Update> {
+        Ok(self.update_many_async(frame).await?[0])
+    }
+
+    /// [`update_many`](Self::update_many) for hosts that cannot block (the browser).
+    pub async fn update_many_async(&mut self, frame: &RgbImage) -> Result<Vec<Update>> {
         Ok(self
-            .update_detailed(frame)?
+            .update_detailed_async(frame)
+            .await?
             .iter()
             .map(|p| Update {
                 rect: p.state.rect(),
@@ -129,8 +148,9 @@ impl Tracker {
             .collect())
     }
 
-    /// [`update_many`](Self::update_many) with every intermediate of the post-processing.
-    pub fn update_detailed(&mut self, frame: &RgbImage) -> Result<Vec<Post>> {
+    /// [`update_detailed`](Self::update_detailed) for hosts that cannot block: the frame's one
+    /// read-back is awaited instead of waited for.
+    pub async fn update_detailed_async(&mut self, frame: &RgbImage) -> Result<Vec<Post>> {
         let s = self
             .session
             .as_mut()
@@ -159,7 +179,8 @@ impl Tracker {
             .model
             .track(&mut enc, &s.template, &x, &mut Taps::off())?;
         let [score, boxes]: [Vec<f32>; 2] = enc
-            .submit_read(&[&out.score, &out.boxes])?
+            .submit_read_async(&[&out.score, &out.boxes])
+            .await?
             .try_into()
             .expect("two tensors read");
         let cells = SCORE_SIDE * SCORE_SIDE;

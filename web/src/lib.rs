@@ -1,0 +1,261 @@
+//! sparsett in the browser: the library compiled to wasm32 on wgpu's WebGPU backend, with a small
+//! JavaScript API (wasm-bindgen):
+//!
+//! ```js
+//! import init, { Tracker, adapterInfo } from "./pkg/sparsett_web.js";
+//! await init();
+//! const tracker = await Tracker.create(new Uint8Array(await (await fetch(url)).arrayBuffer()));
+//! tracker.init(ctx.getImageData(0, 0, w, h), { x: 10, y: 20, w: 40, h: 30 });
+//! const { x, y, w, h, score } = await tracker.update(ctx.getImageData(0, 0, w, h));
+//! ```
+//!
+//! Every failure reaches JavaScript as an `Error` whose message says what to fix (no WebGPU, an
+//! adapter below sparsett's limits, weights that are not a SparseTT checkpoint, a bad box).
+//! The library code also compiles natively, so `cargo clippy -p sparsett-web` checks it without
+//! the browser toolchain; the tests (tests/browser) need the browser: `bash web/test.sh`.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use image::RgbImage;
+use js_sys::{Object, Promise, Reflect};
+use sparsett::model::weights::StateDict;
+use sparsett::model::SparseTT;
+use sparsett::tracker::{self, Preset};
+use sparsett::{Gpu, GpuOptions};
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = console, js_name = error)]
+    fn console_error(msg: &str);
+}
+
+/// Sends Rust panics to the console with their message (the default is an opaque
+/// "unreachable executed").
+#[wasm_bindgen(start)]
+fn start() {
+    std::panic::set_hook(Box::new(|info| console_error(&info.to_string())));
+}
+
+/// Opens the WebGPU device sparsett runs on, with errors worded for a browser user.
+pub async fn create_gpu(opts: GpuOptions) -> Result<Gpu, String> {
+    if !has_webgpu() {
+        return Err(
+            "WebGPU is not available here (navigator.gpu is missing): use a browser with \
+                    WebGPU (Chrome or Edge 113+, Safari 26+, Firefox 141+ on Windows) on a \
+                    secure (https or localhost) page"
+                .into(),
+        );
+    }
+    Gpu::new_async(opts).await.map_err(|e| match e {
+        sparsett::Error::NoAdapter(msg) => {
+            // The core's hint about native Vulkan drivers does not apply in a browser.
+            let wgpu_says = msg.split_once(" (backends tried").map_or(&*msg, |(m, _)| m);
+            format!(
+                "WebGPU offers no usable adapter ({wgpu_says}): the GPU may be blocklisted or \
+                 WebGPU disabled; chrome://gpu tells why, and Chrome's --enable-unsafe-webgpu \
+                 flag lifts the blocklist"
+            )
+        }
+        other => other.to_string(),
+    })
+}
+
+/// Whether the global object (window or worker) has `navigator.gpu`.
+fn has_webgpu() -> bool {
+    let navigator = Reflect::get(&js_sys::global(), &"navigator".into()).unwrap_or_default();
+    !navigator.is_undefined()
+        && Reflect::get(&navigator, &"gpu".into()).is_ok_and(|g| !g.is_undefined() && !g.is_null())
+}
+
+/// The adapter and what sparsett will run on it (the same text as `sparsett info`).
+#[wasm_bindgen(js_name = adapterInfo)]
+pub async fn adapter_info() -> Result<String, JsError> {
+    let gpu = create_gpu(GpuOptions::default()).await.map_err(js_err)?;
+    Ok(gpu.describe())
+}
+
+fn js_err(msg: impl AsRef<str>) -> JsError {
+    JsError::new(msg.as_ref())
+}
+
+/// Parses checkpoint bytes (safetensors or a `torch.save` zip, told apart by the zip signature)
+/// into a validated state dict.
+pub fn parse_weights(bytes: &[u8]) -> Result<StateDict, String> {
+    if bytes.is_empty() {
+        return Err("bad weights: the weights file is empty (0 bytes)".into());
+    }
+    let parsed = if bytes.starts_with(b"PK\x03\x04") {
+        StateDict::from_torch_zip_bytes(bytes)
+    } else {
+        StateDict::from_safetensors_bytes(bytes)
+    };
+    let mut sd = parsed.map_err(|e| format!("bad weights: {e}"))?;
+    sd.fill_derived();
+    sd.validate()
+        .map_err(|e| format!("bad weights: not a SparseTT checkpoint: {e}"))?;
+    Ok(sd)
+}
+
+/// Reads a number property, naming the object and the key when it is missing or not finite.
+fn number(obj: &JsValue, what: &str, key: &str) -> Result<f64, String> {
+    let v = Reflect::get(obj, &key.into()).map_err(|_| format!("{what} is not an object"))?;
+    match v.as_f64() {
+        Some(x) if x.is_finite() => Ok(x),
+        _ => Err(format!(
+            "{what}.{key} must be a finite number, got {}",
+            describe_js(&v)
+        )),
+    }
+}
+
+fn describe_js(v: &JsValue) -> String {
+    if v.is_undefined() {
+        "undefined (missing)".into()
+    } else {
+        v.as_string()
+            .map(|s| format!("the string {s:?}"))
+            .unwrap_or_else(|| format!("{v:?}"))
+    }
+}
+
+/// An `ImageData` (or any `{ width, height, data }` with RGBA bytes) as an RGB image.
+pub fn rgb_from_image_data(image: &JsValue) -> Result<RgbImage, String> {
+    if image.is_undefined() || image.is_null() || !image.is_object() {
+        return Err(format!(
+            "expected an ImageData ({{ width, height, data }}), got {}",
+            describe_js(image)
+        ));
+    }
+    let w = number(image, "image", "width")?;
+    let h = number(image, "image", "height")?;
+    if w < 1.0 || h < 1.0 || w.fract() != 0.0 || h.fract() != 0.0 || w * h > (1u64 << 28) as f64 {
+        return Err(format!(
+            "image size {w}×{h} is not a positive whole number of pixels (at most 2^28)"
+        ));
+    }
+    let (w, h) = (w as u32, h as u32);
+    let data = Reflect::get(image, &"data".into()).unwrap_or_default();
+    let rgba = if data.is_instance_of::<js_sys::Uint8ClampedArray>() {
+        js_sys::Uint8ClampedArray::from(data).to_vec()
+    } else if data.is_instance_of::<js_sys::Uint8Array>() {
+        js_sys::Uint8Array::from(data).to_vec()
+    } else {
+        return Err(format!(
+            "image.data must be a Uint8ClampedArray or Uint8Array of RGBA bytes, got {}",
+            describe_js(&data)
+        ));
+    };
+    let want = w as usize * h as usize * 4;
+    if rgba.len() != want {
+        return Err(format!(
+            "image.data holds {} bytes, but {w}×{h} RGBA needs {want}",
+            rgba.len()
+        ));
+    }
+    let rgb: Vec<u8> = rgba
+        .chunks_exact(4)
+        .flat_map(|p| [p[0], p[1], p[2]])
+        .collect();
+    Ok(RgbImage::from_raw(w, h, rgb).expect("length checked above"))
+}
+
+/// `{ x, y, w, h }` as the tracker's `[x, y, w, h]`.
+pub fn rect_from_js(rect: &JsValue) -> Result<[f32; 4], String> {
+    if !rect.is_object() {
+        return Err(format!(
+            "the box must be an object {{ x, y, w, h }}, got {}",
+            describe_js(rect)
+        ));
+    }
+    let mut r = [0f32; 4];
+    for (v, key) in r.iter_mut().zip(["x", "y", "w", "h"]) {
+        *v = number(rect, "box", key)? as f32;
+    }
+    Ok(r)
+}
+
+fn update_to_js(u: &tracker::Update) -> JsValue {
+    let o = Object::new();
+    let [x, y, w, h] = u.rect;
+    for (k, v) in [("x", x), ("y", y), ("w", w), ("h", h), ("score", u.score)] {
+        Reflect::set(&o, &k.into(), &(v as f64).into()).expect("setting a plain object's key");
+    }
+    o.into()
+}
+
+/// A SparseTT tracker on the page's WebGPU device.
+#[wasm_bindgen]
+pub struct Tracker {
+    /// Shared with the future of a running `update`, which takes the tracker out while it
+    /// runs: `None` means busy, and a concurrent call is refused instead of interleaved.
+    inner: Rc<RefCell<Option<tracker::Tracker>>>,
+    adapter: String,
+}
+
+#[wasm_bindgen]
+impl Tracker {
+    /// Opens WebGPU and loads the model from checkpoint bytes (safetensors or a `torch.save`
+    /// zip). `preset` is one of "got10k" (default), "otb", "uav".
+    pub async fn create(weights: Vec<u8>, preset: Option<String>) -> Result<Tracker, JsError> {
+        let preset: Preset = match preset.as_deref() {
+            None | Some("") => Preset::default(),
+            Some(p) => p
+                .parse()
+                .map_err(|e: sparsett::Error| js_err(e.to_string()))?,
+        };
+        let sd = parse_weights(&weights).map_err(js_err)?;
+        drop(weights);
+        let gpu = create_gpu(GpuOptions::default()).await.map_err(js_err)?;
+        let model = SparseTT::load(&gpu, &sd)
+            .map_err(|e| js_err(format!("loading the model on the GPU failed: {e}")))?;
+        drop(sd);
+        let adapter = gpu.adapter_line();
+        // The tracker API takes Arc handles so native hosts can share them across threads; the
+        // browser has one thread, where Arc is merely a reference count.
+        #[allow(clippy::arc_with_non_send_sync)]
+        let inner = tracker::Tracker::new(Arc::new(gpu), Arc::new(model), preset);
+        Ok(Tracker {
+            inner: Rc::new(RefCell::new(Some(inner))),
+            adapter,
+        })
+    }
+
+    /// The adapter the model runs on and the kernel variant, e.g. " (BrowserWebGpu, Cpu, register
+    /// kernels)": browsers usually hide the adapter's name (GPUAdapterInfo.description).
+    #[wasm_bindgen(getter)]
+    pub fn adapter(&self) -> String {
+        self.adapter.clone()
+    }
+
+    /// Starts tracking the box `{ x, y, w, h }` (pixels) in the first frame.
+    pub fn init(&self, image: JsValue, rect: JsValue) -> Result<(), JsError> {
+        let frame = rgb_from_image_data(&image).map_err(js_err)?;
+        let rect = rect_from_js(&rect).map_err(js_err)?;
+        let mut slot = self.inner.borrow_mut();
+        let t = slot.as_mut().ok_or_else(busy)?;
+        t.init(&frame, rect).map_err(|e| js_err(e.to_string()))
+    }
+
+    /// Tracks the target into the next frame: resolves to `{ x, y, w, h, score }`.
+    pub fn update(&self, image: JsValue) -> Promise {
+        let inner = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let frame = rgb_from_image_data(&image).map_err(|e| JsValue::from(js_err(e)))?;
+            let mut t = inner
+                .borrow_mut()
+                .take()
+                .ok_or_else(|| JsValue::from(busy()))?;
+            let result = t.update_async(&frame).await;
+            *inner.borrow_mut() = Some(t);
+            let u = result.map_err(|e| JsValue::from(js_err(e.to_string())))?;
+            Ok(update_to_js(&u))
+        })
+    }
+}
+
+fn busy() -> JsError {
+    js_err("the tracker is still busy with the previous update: await it before the next call")
+}
