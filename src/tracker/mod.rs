@@ -13,7 +13,7 @@ use image::RgbImage;
 use crate::model::taps::Taps;
 use crate::model::{SparseTT, TemplateFeatures, SCORE_SIDE, X_SIZE, Z_SIZE};
 use crate::ops::crop::{self, CropSpec};
-use crate::{Error, Gpu, Result, Tensor};
+use crate::{Error, Gpu, Result};
 pub use post::{hann_window, Post, TargetState};
 pub use preset::Preset;
 
@@ -202,28 +202,6 @@ impl Tracker {
             *t = p.state;
         }
         Ok(posts)
-    }
-
-    /// The normalised search crops the next update would feed the model (for tests and tools).
-    pub fn search_crops(&self, frame: &RgbImage) -> Result<Tensor> {
-        let s = self
-            .session
-            .as_ref()
-            .ok_or_else(|| Error::Other("search_crops before init".into()))?;
-        let specs: Vec<CropSpec> = s
-            .targets
-            .iter()
-            .map(|t| CropSpec {
-                m: crop::subwindow_matrix(t.pos, t.crop(Z_SIZE, X_SIZE).side, X_SIZE),
-                border_rgb: s.border,
-            })
-            .collect();
-        let (w, h) = (frame.width() as usize, frame.height() as usize);
-        let gframe = crop::upload_frame(&self.gpu, frame.as_raw(), w, h)?;
-        let mut enc = self.gpu.encoder();
-        let x = crop::crop(&mut enc, &gframe, &specs, X_SIZE, MEAN, STD)?;
-        enc.submit()?;
-        Ok(x)
     }
 }
 
