@@ -237,27 +237,9 @@ pub fn attention_kernel(
     opts: &AttnOpts,
     kernel: Kernel,
 ) -> Result<Tensor> {
-    let heads = opts.heads;
-    for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
-        if x.t.dtype() != DType::F32 {
-            return Err(Error::shape(
-                OP,
-                format!("{name} must be f32, got {:?}", x.t),
-            ));
-        }
-    }
     let width = view_width(&q, &k, &v)?;
-    if heads == 0 || !width.is_multiple_of(heads) {
-        return Err(Error::shape(
-            OP,
-            format!(
-                "width {width} (q {:?}, k {:?}, v {:?}) is not divisible by {heads} heads",
-                q.t.shape(),
-                k.t.shape(),
-                v.t.shape()
-            ),
-        ));
-    }
+    validate(OP, &q, &k, &v, opts, width)?;
+    let heads = opts.heads;
     let hd = width / heads;
     if hd > MAX_HEAD_DIM {
         return Err(Error::shape(
@@ -267,56 +249,8 @@ pub fn attention_kernel(
             ),
         ));
     }
-    for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
-        x.check(OP, width).map_err(|e| match e {
-            Error::Shape { op, msg } => Error::shape(op, format!("{name}: {msg}")),
-            e => e,
-        })?;
-    }
     let (batch, lq, lk) = (q.batch, q.len, k.len);
-    if k.batch != batch || v.batch != batch || v.len != lk {
-        return Err(Error::shape(
-            OP,
-            format!(
-                "q (batch {batch}, len {lq}), k (batch {}, len {lk}) and v (batch {}, len {}) must \
-                 share the batch, and k and v the length",
-                k.batch, v.batch, v.len
-            ),
-        ));
-    }
-    if lk == 0 && batch * lq > 0 {
-        return Err(Error::shape(
-            OP,
-            "softmax over zero keys (k and v have length 0)",
-        ));
-    }
-    if let Some(b) = opts.bias {
-        if b.shape() != [heads, lq, lk] || b.dtype() != DType::F32 {
-            return Err(Error::shape(
-                OP,
-                format!("bias must be f32 [heads, Lq, Lk] = [{heads}, {lq}, {lk}], got {b:?}"),
-            ));
-        }
-    }
-    let mut nw = 1;
-    if let Some(m) = opts.mask {
-        let s = m.shape();
-        if s.len() != 3
-            || s[1..] != [lq, lk]
-            || s[0] == 0
-            || !batch.is_multiple_of(s[0])
-            || m.dtype() != DType::F32
-        {
-            return Err(Error::shape(
-                OP,
-                format!(
-                    "mask must be f32 [nW, Lq, Lk] = [nW, {lq}, {lk}] with nW dividing the batch \
-                     {batch}, got {m:?}"
-                ),
-            ));
-        }
-        nw = s[0];
-    }
+    let nw = opts.mask.map_or(1, |m| m.shape()[0]);
 
     let gpu = enc.gpu();
     if kernel != Kernel::Tiled && !register_fits(hd, &[&q, &k, &v]) {
@@ -658,7 +592,8 @@ pub fn attention_backward(
     Ok(AttnGrads { dq, dk, dv, dbias })
 }
 
-/// The operand checks of [`attention_kernel`] that do not depend on the kernel.
+/// The operand checks shared by [`attention_kernel`] and [`attention_backward`] (they do not
+/// depend on the kernel).
 fn validate(
     op: &'static str,
     q: &HeadsView,
