@@ -5,6 +5,7 @@
 //! around them, native only: [`video`] input/output, [`render`] (boxes on frames) and [`eval`]
 //! (benchmark datasets, toolkit metrics, plots).
 
+pub mod autograd;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod error;
