@@ -1,0 +1,4 @@
+//! Training: the configuration file, checkpoints and the trainer.
+
+pub mod checkpoint;
+pub mod config;
