@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use cli::{bench, eval, forward, track};
+use cli::{bench, eval, forward, track, train};
 use sparsett::tracker::Preset;
 use sparsett::{Gpu, GpuOptions, Variant};
 
@@ -93,6 +93,25 @@ enum Cmd {
         /// Where the success/precision PNGs go (default: the first result folder).
         #[arg(long)]
         plots: Option<PathBuf>,
+    },
+    /// Train (or fine-tune) from a TOML config mirroring the official YAML training config;
+    /// built-in configs: got10k, fulldata, demo.
+    Train {
+        /// A TOML file, or the name of a built-in config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Checkpoint folder (default: exp_save/exp_name from the config).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue from the folder's latest checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// Stop after this many steps (default: the whole schedule).
+        #[arg(long)]
+        steps: Option<u64>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
     },
     /// Print the adapter, backend, device type, features and the limits that matter.
     Info,
@@ -237,6 +256,22 @@ fn run(cli: &Cli) -> sparsett::Result<()> {
                 },
             )?;
         }
+        Cmd::Train {
+            config,
+            out,
+            resume,
+            steps,
+            quiet,
+        } => train::run(
+            Arc::new(gpu(cli, false)?),
+            &train::TrainArgs {
+                config,
+                out: out.as_deref(),
+                resume: *resume,
+                steps: *steps,
+                quiet: *quiet,
+            },
+        )?,
         Cmd::Info => {
             let g = gpu(cli, false)?;
             println!("{}", g.describe());

@@ -28,11 +28,18 @@ fn official_examples_give_the_official_architecture_and_recipe() {
         assert_eq!(t.data.transformer.random_crop.max_scale, 0.3);
         assert_eq!(t.data.transformer.random_crop.max_shift, 0.4);
         // The spec's schedule: 1e-4 for epochs 0–9, 1e-5 for 10–14, 1e-6 for 15–19.
+        let o = f.optim().unwrap();
         for (epoch, lr) in [(0, 1e-4), (9, 1e-4), (10, 1e-5), (14, 1e-5), (15, 1e-6), (19, 1e-6)] {
-            assert_eq!(f.base_lr(epoch), lr, "{name} epoch {epoch}");
+            assert_eq!(o.schedule.lr(epoch), lr, "{name} epoch {epoch}");
         }
-        assert_eq!(f.lr_ratio("basemodel.net.stages.0.blocks.0.attn.w_msa.qkv.weight"), 0.1);
-        assert_eq!(f.lr_ratio("neck.encoder.layers.0.linear1.weight"), 1.0);
+        assert_eq!(o.lr_mult("basemodel.net.stages.0.blocks.0.attn.w_msa.qkv.weight"), 0.1);
+        assert_eq!(o.lr_mult("neck.encoder.layers.0.linear1.weight"), 1.0);
+        assert_eq!(o.adamw.weight_decay, 1e-4);
+        let lc = f.losses();
+        assert_eq!(
+            [lc.w_cls_fc, lc.w_reg_fc, lc.w_cls_conv, lc.w_reg_conv, lc.alpha, lc.gamma],
+            [1.4, 0.6, 0.5, 2.0, 0.75, 2.0]
+        );
         let l = &t.model.losses;
         assert_eq!(
             [l.focal_fc.weight, l.iou_fc.weight, l.focal_conv.weight, l.iou_conv.weight],

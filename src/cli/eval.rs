@@ -9,7 +9,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sparsett::eval::{self, metrics, plot, results, DatasetKind, Protocol, Sequence};
 use sparsett::model::SparseTT;
 use sparsett::tracker::{Preset, Tracker};
-use sparsett::video::{folder::FolderSource, Prefetch, VideoSource};
 use sparsett::{Error, Gpu, Result};
 
 pub struct EvalArgs<'a> {
@@ -43,29 +42,6 @@ fn bar(len: u64) -> ProgressBar {
         .expect("valid template"),
     );
     b
-}
-
-/// Tracks one sequence: the boxes (first frame = ground truth, as every toolkit expects) and the
-/// seconds each frame took.
-fn track_sequence(t: &mut Tracker, seq: &Sequence) -> Result<(Vec<[f64; 4]>, Vec<f64>)> {
-    let mut src: Box<dyn VideoSource> = Box::new(Prefetch::new(Box::new(
-        FolderSource::from_paths(&seq.name, seq.frames.clone())?,
-    )));
-    let first = sparsett::video::first_frame(&mut *src)?;
-    let init = seq.init_box().map(|v| v as f32);
-    let t0 = Instant::now();
-    t.init(&first, init)?;
-    let mut boxes = vec![seq.init_box()];
-    let mut times = vec![t0.elapsed().as_secs_f64()];
-    while let Some(frame) = src.next_frame()? {
-        let t0 = Instant::now();
-        let u = t
-            .update(&frame)
-            .map_err(|e| Error::Other(format!("frame {}: {e}", boxes.len() + 1)))?;
-        times.push(t0.elapsed().as_secs_f64());
-        boxes.push(u.rect.map(f64::from));
-    }
-    Ok((boxes, times))
 }
 
 pub fn run(gpu: Option<Arc<Gpu>>, a: &EvalArgs) -> Result<()> {
@@ -119,7 +95,7 @@ pub fn run(gpu: Option<Arc<Gpu>>, a: &EvalArgs) -> Result<()> {
             for seq in todo {
                 pb.set_message(seq.name.clone());
                 let t0 = Instant::now();
-                match track_sequence(&mut tracker, seq) {
+                match eval::track_sequence(&mut tracker, seq) {
                     Ok((boxes, times)) => {
                         results::write_results(kind, out, &seq.name, &boxes, Some(&times))?;
                         let fps = boxes.len() as f64 / t0.elapsed().as_secs_f64();

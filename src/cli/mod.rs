@@ -5,4 +5,5 @@ pub mod eval;
 pub mod forward;
 pub mod show;
 pub mod track;
+pub mod train;
 pub mod weights;

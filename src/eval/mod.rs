@@ -10,9 +10,11 @@ pub mod datasets;
 pub mod metrics;
 pub mod plot;
 pub mod results;
+pub mod run;
 
 pub use datasets::{frame_size, open_dataset, DatasetKind, Sequence};
 pub use metrics::{format_sequences, format_table, score, Protocol, Report, Runs, Scores};
+pub use run::{success_auc, track_sequence};
 
 use std::path::Path;
 

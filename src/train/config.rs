@@ -6,9 +6,9 @@
 //!
 //! Differences from the YAML, each because TOML or this runtime needs it:
 //! - `lr_policy` and `lr_multiplier` are tables, not JSON strings inside YAML strings.
-//! - `lr_multiplier` matches with `contains` (a substring of the parameter name) instead of a
-//!   Python regex; the first entry that matches wins, names matching none get ratio 1. The
-//!   official pair (`basemodel` × 0.1, everything else × 1) is `contains = "basemodel"`.
+//! - `lr_multiplier` matches a `prefix` of the parameter name instead of a Python regex; the
+//!   first entry that matches wins, names matching none get ratio 1. The official pair
+//!   (`basemodel` × 0.1, everything else × 1) is `prefix = "basemodel."`.
 //! - Keys that only concern PyTorch (num_processes, pin_memory, amp, use_sync_bn, monitors,
 //!   pretrained paths) are accepted and ignored.
 //! - `[sparsett]` holds what the YAML has no key for: the seed, the validation set, gradient
@@ -21,6 +21,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::model::config::Config as Arch;
+use crate::ops::loss::LossConfig;
+use crate::ops::optim::AdamW;
+use crate::train::schedule::{LrSchedule, OptimConfig, ParamGroup, Stage};
 use crate::{Error, Result};
 
 /// The whole file.
@@ -371,7 +374,8 @@ pub struct LrPolicy {
 #[serde(deny_unknown_fields)]
 pub struct LrMultiplier {
     pub name: String,
-    pub contains: String,
+    /// Parameters whose official key starts with this train at `ratio` × the schedule's lr.
+    pub prefix: String,
     pub ratio: f64,
 }
 
@@ -510,6 +514,10 @@ impl TrainFile {
                 return bad("lr_stages must be non-empty with increasing end epochs".into());
             }
         }
+        let l = &m.losses;
+        if (l.focal_fc.alpha, l.focal_fc.gamma) != (l.focal_conv.alpha, l.focal_conv.gamma) {
+            return bad("FocalLossFC and FocalLossConv must share alpha and gamma".into());
+        }
         self.arch().validate().map_err(|e| Error::Other(format!("{origin}: {e}")))?;
         Ok(())
     }
@@ -537,30 +545,56 @@ impl TrainFile {
         }
     }
 
-    /// Learning rate of `epoch` (0-based) before the group multiplier.
-    pub fn base_lr(&self, epoch: usize) -> f64 {
+    /// The schedule, the parameter groups and AdamW's hyper-parameters.
+    pub fn optim(&self) -> Result<OptimConfig> {
         let a = &self.train.track.optim.optimizer.adamw;
-        for pol in &a.lr_policy {
-            if let Some((_, lr)) = pol.lr_stages.iter().find(|(end, _)| (epoch as f64) < *end) {
-                return *lr;
+        // `lr_stages` lists [end_epoch, lr]; a stage starts where the previous one ended.
+        let stages = match a.lr_policy.first() {
+            Some(p) => {
+                let mut start = 0;
+                let mut v = Vec::new();
+                for &(end, lr) in &p.lr_stages {
+                    v.push(Stage {
+                        start_epoch: start,
+                        lr,
+                    });
+                    start = end as usize;
+                }
+                v
             }
-            return pol.lr_stages.last().map(|s| s.1).unwrap_or(a.lr);
-        }
-        a.lr
+            None => vec![Stage {
+                start_epoch: 0,
+                lr: a.lr,
+            }],
+        };
+        Ok(OptimConfig {
+            schedule: LrSchedule::new(stages)?,
+            groups: a
+                .lr_multiplier
+                .iter()
+                .map(|m| ParamGroup {
+                    prefix: m.prefix.clone(),
+                    lr_mult: m.ratio,
+                })
+                .collect(),
+            adamw: AdamW {
+                weight_decay: a.weight_decay,
+                ..AdamW::default()
+            },
+        })
     }
 
-    /// The group multiplier of a parameter (first `lr_multiplier` entry whose `contains`
-    /// occurs in the name; 1 when none does).
-    pub fn lr_ratio(&self, param: &str) -> f64 {
-        self.train
-            .track
-            .optim
-            .optimizer
-            .adamw
-            .lr_multiplier
-            .iter()
-            .find(|m| param.contains(&m.contains))
-            .map_or(1.0, |m| m.ratio)
+    /// The four loss weights and the focal loss's α and γ.
+    pub fn losses(&self) -> LossConfig {
+        let l = &self.train.track.model.losses;
+        LossConfig {
+            alpha: l.focal_fc.alpha,
+            gamma: l.focal_fc.gamma,
+            w_cls_fc: l.focal_fc.weight,
+            w_reg_fc: l.iou_fc.weight,
+            w_cls_conv: l.focal_conv.weight,
+            w_reg_conv: l.iou_conv.weight,
+        }
     }
 
     /// Optimizer steps per epoch: pairs per epoch ÷ batch, rounded up.
