@@ -9,6 +9,7 @@ mod crop;
 mod decode;
 mod elementwise;
 mod layout;
+mod loss;
 mod matmul;
 mod norm;
 mod optim;
