@@ -13,6 +13,7 @@ mod loss;
 mod matmul;
 mod norm;
 mod optim;
+mod random;
 mod reduce;
 mod runtime;
 mod softmax;
