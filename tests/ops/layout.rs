@@ -284,3 +284,364 @@ fn bad_arguments_are_errors() {
     assert!(e.contains("embed_2d") && e.contains("[12, 3]"), "{e}");
     assert_eq!(enc.dispatch_count(), 0);
 }
+
+// ---- backward ----------------------------------------------------------------------------------
+// Tolerance: none again. Each backward copies every gradient element once (permute, pad, slice,
+// concat), adds it to one existing value (`into`), or sums the embedding's columns/rows in the
+// ascending order the CPU reference uses, so results are bitwise equal to the reference. The
+// references of these linear maps are checked by the adjoint identity ⟨A x, y⟩ = ⟨x, Aᵀ y⟩ in
+// f64 (the exact form of a finite-difference check for a linear map; ~1e-15 relative, while any
+// misplaced element moves it by O(1)).
+
+/// `base + grad` in f32, as an accumulating kernel must produce it.
+fn plus(base: &[f32], grad: &[f32]) -> Vec<f32> {
+    base.iter().zip(grad).map(|(a, b)| a + b).collect()
+}
+
+fn to64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[track_caller]
+fn assert_adjoint(what: &str, lhs: f64, rhs: f64, n: usize) {
+    assert!(
+        (lhs - rhs).abs() <= 1e-12 * n as f64,
+        "{what}: <Ax, y> = {lhs} but <x, A^T y> = {rhs}"
+    );
+}
+
+const PADS: [(&[usize], &[(usize, usize)]); 5] = [
+    (&[5], &[(2, 3)]),
+    (&[3, 4], &[(0, 1), (2, 0)]),
+    (&[2, 3, 5], &[(1, 1), (0, 0), (3, 2)]),
+    (&[2, 9, 11, 3], &[(0, 0), (0, 5), (0, 3), (0, 0)]),
+    (&[1, 2, 1, 17], &[(1, 0), (0, 2), (1, 1), (0, 18)]),
+];
+
+/// (shape, axis, start, len), the slice's length 0 included.
+const SLICES: [(&[usize], usize, usize, usize); 5] = [
+    (&[7], 0, 2, 4),
+    (&[3, 5, 4], 1, 1, 3),
+    (&[2, 9, 33], 2, 5, 20),
+    (&[4, 2, 3, 2, 5], 0, 1, 2),
+    (&[3, 6], 1, 6, 0),
+];
+
+/// (shape of the joined tensor, lengths along axis, axis).
+const CONCATS: [(&[usize], &[usize], usize); 4] = [
+    (&[2, 9, 5], &[4, 0, 5], 1),
+    (&[17], &[1, 16], 0),
+    (&[3, 4, 7], &[2, 1, 1, 3], 2),
+    (&[5, 2, 3], &[1, 1, 1, 1, 1, 0, 0, 0, 0], 0),
+];
+
+const PERMS: [(&[usize], &[usize]); 5] = [
+    (&[5], &[0]),
+    (&[3, 7], &[1, 0]),
+    (&[2, 3, 5], &[2, 0, 1]),
+    (&[2, 5, 3, 7], &[0, 2, 3, 1]),
+    (&[2, 3, 4, 17], &[3, 1, 0, 2]),
+];
+
+/// (hmax, wmax, half, h, w): maps smaller than the tables, full tables, one row/column.
+const EMBEDS: [(usize, usize, usize, usize, usize); 4] = [
+    (7, 9, 3, 5, 6),
+    (4, 4, 16, 4, 4),
+    (3, 2, 1, 1, 2),
+    (20, 20, 5, 19, 1),
+];
+
+#[test]
+fn layout_backward_references_are_adjoints() {
+    for (i, &(shape, pads)) in PADS.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let x = to64(&rand_vec(3000 + i as u64, n, -1.0, 1.0));
+        let ax = cpu::pad(&x, shape, pads, 0.0);
+        let y = to64(&rand_vec(3050 + i as u64, ax.len(), -1.0, 1.0));
+        let aty = cpu::pad_backward(&y, shape, pads);
+        assert_adjoint(&format!("pad {shape:?}"), dot(&ax, &y), dot(&x, &aty), n);
+    }
+    for (i, &(shape, axis, start, len)) in SLICES.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let x = to64(&rand_vec(3100 + i as u64, n, -1.0, 1.0));
+        let ax = cpu::slice(&x, shape, axis, start, len);
+        let y = to64(&rand_vec(3150 + i as u64, ax.len(), -1.0, 1.0));
+        let aty = cpu::slice_backward(&y, shape, axis, start, len);
+        assert_adjoint(&format!("slice {shape:?}"), dot(&ax, &y), dot(&x, &aty), n);
+    }
+    for (i, &(shape, sizes, axis)) in CONCATS.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let shapes: Vec<Vec<usize>> = sizes
+            .iter()
+            .map(|&l| {
+                let mut s = shape.to_vec();
+                s[axis] = l;
+                s
+            })
+            .collect();
+        let xs: Vec<Vec<f64>> = shapes
+            .iter()
+            .enumerate()
+            .map(|(j, s)| {
+                to64(&rand_vec(
+                    3200 + (10 * i + j) as u64,
+                    s.iter().product(),
+                    -1.0,
+                    1.0,
+                ))
+            })
+            .collect();
+        let parts: Vec<(&[f64], &[usize])> = xs
+            .iter()
+            .zip(&shapes)
+            .map(|(x, s)| (&x[..], &s[..]))
+            .collect();
+        let ax = cpu::concat(&parts, axis);
+        let y = to64(&rand_vec(3250 + i as u64, n, -1.0, 1.0));
+        let aty = cpu::concat_backward(&y, shape, sizes, axis);
+        let rhs: f64 = xs.iter().zip(&aty).map(|(x, g)| dot(x, g)).sum();
+        assert_adjoint(&format!("concat {shape:?}"), dot(&ax, &y), rhs, n);
+    }
+    for (i, &(shape, perm)) in PERMS.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let x = to64(&rand_vec(3300 + i as u64, n, -1.0, 1.0));
+        let ax = cpu::permute(&x, shape, perm);
+        let y = to64(&rand_vec(3350 + i as u64, n, -1.0, 1.0));
+        let aty = cpu::permute_backward(&y, shape, perm);
+        assert_adjoint(
+            &format!("permute {shape:?}"),
+            dot(&ax, &y),
+            dot(&x, &aty),
+            n,
+        );
+    }
+    for (i, &(hmax, wmax, half, h, w)) in EMBEDS.iter().enumerate() {
+        let row = to64(&rand_vec(3400 + i as u64, hmax * half, -1.0, 1.0));
+        let col = to64(&rand_vec(3410 + i as u64, wmax * half, -1.0, 1.0));
+        let ax = cpu::embed_2d(&row, &col, half, h, w);
+        let y = to64(&rand_vec(3420 + i as u64, ax.len(), -1.0, 1.0));
+        let (dr, dc) = cpu::embed_2d_backward(&y, half, [hmax, wmax], h, w);
+        let rhs = dot(&row, &dr) + dot(&col, &dc);
+        assert_adjoint(&format!("embed {hmax}x{wmax}"), dot(&ax, &y), rhs, ax.len());
+    }
+}
+
+#[test]
+fn pad_slice_permute_backward_match_reference() {
+    let g = gpu();
+    for (i, &(shape, pads)) in PADS.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let out_shape: Vec<usize> = shape.iter().zip(pads).map(|(d, p)| d + p.0 + p.1).collect();
+        let dy = rand_vec(3500 + i as u64, out_shape.iter().product(), -1.0, 1.0);
+        let base = rand_vec(3550 + i as u64, n, -1.0, 1.0);
+        let want = cpu::pad_backward(&dy, shape, pads);
+        let dyt = g.upload(&out_shape, &dy).unwrap();
+        let acc = g.upload(shape, &base).unwrap();
+        let mut enc = g.encoder();
+        let dx = layout::pad_backward(&mut enc, &dyt, shape, pads, None).unwrap();
+        layout::pad_backward(&mut enc, &dyt, shape, pads, Some(&acc)).unwrap();
+        assert_eq!(dx.shape(), shape);
+        let got = enc.submit_read(&[&dx, &acc]).unwrap();
+        assert_bits(&format!("pad bw {shape:?}"), &bits(&got[0]), &bits(&want));
+        assert_bits(
+            &format!("pad bw into {shape:?}"),
+            &bits(&got[1]),
+            &bits(&plus(&base, &want)),
+        );
+    }
+    for (i, &(shape, axis, start, len)) in SLICES.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let mut ds = shape.to_vec();
+        ds[axis] = len;
+        let dy = rand_vec(3600 + i as u64, ds.iter().product(), -1.0, 1.0);
+        let base = rand_vec(3650 + i as u64, n, -1.0, 1.0);
+        let want = cpu::slice_backward(&dy, shape, axis, start, len);
+        let dyt = g.upload(&ds, &dy).unwrap();
+        let acc = g.upload(shape, &base).unwrap();
+        let mut enc = g.encoder();
+        let dx = layout::slice_backward(&mut enc, &dyt, shape, axis, start, None).unwrap();
+        layout::slice_backward(&mut enc, &dyt, shape, axis, start, Some(&acc)).unwrap();
+        assert_eq!(dx.shape(), shape);
+        let got = enc.submit_read(&[&dx, &acc]).unwrap();
+        assert_bits(&format!("slice bw {shape:?}"), &bits(&got[0]), &bits(&want));
+        assert_bits(
+            &format!("slice bw into {shape:?}"),
+            &bits(&got[1]),
+            &bits(&plus(&base, &want)),
+        );
+    }
+    for (i, &(shape, perm)) in PERMS.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let ds: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+        let dy = rand_vec(3700 + i as u64, n, -1.0, 1.0);
+        let base = rand_vec(3750 + i as u64, n, -1.0, 1.0);
+        let want = cpu::permute_backward(&dy, shape, perm);
+        let dyt = g.upload(&ds, &dy).unwrap();
+        let acc = g.upload(shape, &base).unwrap();
+        let mut enc = g.encoder();
+        let dx = layout::permute_backward(&mut enc, &dyt, perm, None).unwrap();
+        layout::permute_backward(&mut enc, &dyt, perm, Some(&acc)).unwrap();
+        assert_eq!(dx.shape(), shape);
+        let got = enc.submit_read(&[&dx, &acc]).unwrap();
+        assert_bits(
+            &format!("permute bw {shape:?}"),
+            &bits(&got[0]),
+            &bits(&want),
+        );
+        assert_bits(
+            &format!("permute bw into {shape:?}"),
+            &bits(&got[1]),
+            &bits(&plus(&base, &want)),
+        );
+    }
+}
+
+#[test]
+fn concat_and_embed_backward_match_reference() {
+    let g = gpu();
+    for (i, &(shape, sizes, axis)) in CONCATS.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let dy = rand_vec(3800 + i as u64, n, -1.0, 1.0);
+        let want = cpu::concat_backward(&dy, shape, sizes, axis);
+        let dyt = g.upload(shape, &dy).unwrap();
+        let bases: Vec<Vec<f32>> = want
+            .iter()
+            .enumerate()
+            .map(|(j, w)| rand_vec(3850 + (10 * i + j) as u64, w.len(), -1.0, 1.0))
+            .collect();
+        let accs: Vec<Tensor> = bases
+            .iter()
+            .zip(sizes)
+            .map(|(b, &l)| {
+                let mut s = shape.to_vec();
+                s[axis] = l;
+                g.upload(&s, b).unwrap()
+            })
+            .collect();
+        // Every other input accumulates; the rest get fresh gradients in the same call.
+        let into: Vec<Option<&Tensor>> = accs
+            .iter()
+            .enumerate()
+            .map(|(j, t)| (j % 2 == 0).then_some(t))
+            .collect();
+        let mut enc = g.encoder();
+        let fresh = layout::concat_backward(&mut enc, &dyt, sizes, axis, &[]).unwrap();
+        let mixed = layout::concat_backward(&mut enc, &dyt, sizes, axis, &into).unwrap();
+        // Empty gradients are checked by shape: reading a zero-size tensor back is not supported.
+        let refs: Vec<&Tensor> = fresh.iter().chain(&mixed).collect();
+        let live: Vec<&Tensor> = refs.iter().copied().filter(|t| t.numel() > 0).collect();
+        let mut read = enc.submit_read(&live).unwrap().into_iter();
+        let got: Vec<Vec<f32>> = refs
+            .iter()
+            .map(|t| {
+                if t.numel() > 0 {
+                    read.next().unwrap()
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
+        for j in 0..sizes.len() {
+            let mut s = shape.to_vec();
+            s[axis] = sizes[j];
+            assert_eq!(
+                (refs[j].shape(), refs[sizes.len() + j].shape()),
+                (&s[..], &s[..])
+            );
+            let what = format!("concat bw {shape:?} input {j}");
+            assert_bits(&what, &bits(&got[j]), &bits(&want[j]));
+            let w2 = if j % 2 == 0 {
+                plus(&bases[j], &want[j])
+            } else {
+                want[j].clone()
+            };
+            assert_bits(
+                &format!("{what} mixed"),
+                &bits(&got[sizes.len() + j]),
+                &bits(&w2),
+            );
+        }
+    }
+    for (i, &(hmax, wmax, half, h, w)) in EMBEDS.iter().enumerate() {
+        let dpos = rand_vec(3900 + i as u64, h * w * 2 * half, -1.0, 1.0);
+        let (wr, wc) = cpu::embed_2d_backward(&dpos, half, [hmax, wmax], h, w);
+        let base_r = rand_vec(3950 + i as u64, hmax * half, -1.0, 1.0);
+        let dpt = g.upload(&[h * w, 2 * half], &dpos).unwrap();
+        let acc_r = g.upload(&[hmax, half], &base_r).unwrap();
+        let mut enc = g.encoder();
+        let (dr, dc) =
+            layout::embed_2d_backward(&mut enc, &dpt, hmax, wmax, h, w, None, None).unwrap();
+        // Only the row table accumulates: the column table starts from zeros.
+        let (ar, ac) =
+            layout::embed_2d_backward(&mut enc, &dpt, hmax, wmax, h, w, Some(&acc_r), None)
+                .unwrap();
+        assert_eq!(
+            (dr.shape(), dc.shape()),
+            (&[hmax, half][..], &[wmax, half][..])
+        );
+        let got = enc.submit_read(&[&dr, &dc, &ar, &ac]).unwrap();
+        let what = format!("embed bw {hmax}x{wmax} map {h}x{w}");
+        assert_bits(&format!("{what} row"), &bits(&got[0]), &bits(&wr));
+        assert_bits(&format!("{what} col"), &bits(&got[1]), &bits(&wc));
+        assert_bits(
+            &format!("{what} row into"),
+            &bits(&got[2]),
+            &bits(&plus(&base_r, &wr)),
+        );
+        let zero = vec![0.0f32; wc.len()];
+        assert_bits(
+            &format!("{what} col zeros"),
+            &bits(&got[3]),
+            &bits(&plus(&zero, &wc)),
+        );
+    }
+}
+
+#[test]
+fn layout_backward_bad_arguments_are_errors() {
+    let g = gpu();
+    let mut enc = g.encoder();
+    let dy = g.zeros(&[4, 6]).unwrap();
+    let err = |r: sparsett::Result<Tensor>| r.expect_err("bad arguments").to_string();
+    let e = err(layout::pad_backward(
+        &mut enc,
+        &dy,
+        &[3, 4],
+        &[(1, 1), (1, 0)],
+        None,
+    ));
+    assert!(e.contains("pad_backward") && e.contains("[3, 4]"), "{e}");
+    let e = err(layout::slice_backward(&mut enc, &dy, &[4, 8], 1, 3, None));
+    assert!(e.contains("slice_backward") && e.contains("axis 1"), "{e}");
+    let e = err(layout::permute_backward(&mut enc, &dy, &[0, 0], None));
+    assert!(e.contains("permute_backward"), "{e}");
+    let wrong = g.zeros(&[6, 5]).unwrap();
+    let e = err(layout::permute_backward(
+        &mut enc,
+        &dy,
+        &[1, 0],
+        Some(&wrong),
+    ));
+    assert!(e.contains("into") && e.contains("[6, 4]"), "{e}");
+    let e = err(layout::permute_backward(&mut enc, &dy, &[0, 1], Some(&dy)));
+    assert!(e.contains("apart from the input"), "{e}");
+    let e = layout::concat_backward(&mut enc, &dy, &[2, 3], 1, &[])
+        .expect_err("sizes do not add up")
+        .to_string();
+    assert!(e.contains("concat_backward") && e.contains("[2, 3]"), "{e}");
+    let ints = g.upload_u32(&[4, 6], &[0; 24]).unwrap();
+    let e = err(layout::permute_backward(&mut enc, &ints, &[1, 0], None));
+    assert!(e.contains("f32"), "{e}");
+    let e = layout::embed_2d_backward(&mut enc, &dy, 3, 3, 2, 3, None, None)
+        .expect_err("dpos rows")
+        .to_string();
+    assert!(
+        e.contains("embed_2d_backward") && e.contains("w ≤ 3"),
+        "{e}"
+    );
+}

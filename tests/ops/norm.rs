@@ -504,3 +504,153 @@ fn layer_norm_nchw_matches_transpose_then_norm() {
         }
     }
 }
+
+/// NCHW → tokens transpose (`permute(x, [0, 2, 3, 1])` viewed as `[N, H·W, C]`), and back.
+fn nchw_to_tokens<T: Copy + Default>(x: &[T], [n, c, h, w]: [usize; 4], back: bool) -> Vec<T> {
+    let mut out = vec![T::default(); x.len()];
+    for b in 0..n {
+        for ch in 0..c {
+            for p in 0..h * w {
+                let (t, m) = ((b * h * w + p) * c + ch, (b * c + ch) * h * w + p);
+                if back {
+                    out[m] = x[t];
+                } else {
+                    out[t] = x[m];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The f64 reference of the NCHW LayerNorm backward: LN backward on the tokens, dx back to NCHW.
+fn ln_nchw_bw64(
+    x: &[f64],
+    dims: [usize; 4],
+    w: &[f64],
+    dy: &[f64],
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (dx, dw, db) =
+        cpu::layer_norm_backward(&nchw_to_tokens(x, dims, false), dims[1], w, dy, 1e-5);
+    (nchw_to_tokens(&dx, dims, true), dw, db)
+}
+
+#[test]
+fn layer_norm_nchw_backward_reference_is_the_derivative() {
+    let dims = [2, 3, 2, 3];
+    let n: usize = dims.iter().product();
+    let x = to64(&rand_vec(1700, n, -2.0, 2.0));
+    let w = to64(&rand_vec(1701, 3, 0.5, 1.5));
+    let b = to64(&rand_vec(1702, 3, -1.0, 1.0));
+    let dy = to64(&rand_vec(1703, n, -1.0, 1.0));
+    let f = |x: &[f64], w: &[f64], b: &[f64]| {
+        cpu::layer_norm_f64(&nchw_to_tokens(x, dims, false), 3, w, b, 1e-5)
+    };
+    let (dx, dw, db) = ln_nchw_bw64(&x, dims, &w, &dy);
+    assert_fd(
+        "nchw dx",
+        &dx,
+        &numeric_grad(|v| f(v, &w, &b), &x, &dy),
+        1e-7,
+    );
+    assert_fd(
+        "nchw dweight",
+        &dw,
+        &numeric_grad(|v| f(&x, v, &b), &w, &dy),
+        1e-7,
+    );
+    assert_fd(
+        "nchw dbias",
+        &db,
+        &numeric_grad(|v| f(&x, &w, v), &b, &dy),
+        1e-7,
+    );
+}
+
+/// The NCHW LayerNorm backward against the f64 reference, with the backward tolerances above
+/// (its LayerNorm is `layer_norm_backward`; the transposes move values exactly), fresh and added
+/// into given tensors (one f32 addition per element on top of the fresh result: 1e-6).
+#[test]
+fn layer_norm_nchw_backward_matches_reference() {
+    let g = gpu();
+    for (i, dims) in [[1, 96, 5, 7], [2, 13, 3, 4], [1, 4, 1, 1], [2, 5, 9, 11]]
+        .into_iter()
+        .enumerate()
+    {
+        let [n, c, h, w] = dims;
+        let len = n * c * h * w;
+        let seed = 1800 + 10 * i as u64;
+        let x: Vec<f32> = rand_vec(seed, len, -2.0, 2.0)
+            .iter()
+            .map(|v| v + 3.0)
+            .collect();
+        let wt = rand_vec(seed + 1, c, 0.5, 1.5);
+        let dy = rand_vec(seed + 2, len, -1.0, 1.0);
+        let want = ln_nchw_bw64(&to64(&x), dims, &to64(&wt), &to64(&dy));
+        let base = [
+            rand_vec(seed + 3, len, -1.0, 1.0),
+            rand_vec(seed + 4, c, -1.0, 1.0),
+            rand_vec(seed + 5, c, -1.0, 1.0),
+        ];
+        let (xg, wg, dyg) = (
+            g.upload(&dims, &x).unwrap(),
+            g.upload(&[c], &wt).unwrap(),
+            g.upload(&[n, h * w, c], &dy).unwrap(),
+        );
+        let acc = [
+            g.upload(&dims, &base[0]).unwrap(),
+            g.upload(&[c], &base[1]).unwrap(),
+            g.upload(&[c], &base[2]).unwrap(),
+        ];
+        let mut enc = g.encoder();
+        let gr = norm::layer_norm_nchw_backward(
+            &mut enc,
+            &xg,
+            &wg,
+            &dyg,
+            1e-5,
+            &LayerNormInto::default(),
+        )
+        .unwrap();
+        let into = LayerNormInto {
+            dx: Some(&acc[0]),
+            dweight: Some(&acc[1]),
+            dbias: Some(&acc[2]),
+        };
+        norm::layer_norm_nchw_backward(&mut enc, &xg, &wg, &dyg, 1e-5, &into).unwrap();
+        assert_eq!(gr.dx.shape(), dims);
+        let got = enc
+            .submit_read(&[&gr.dx, &gr.dweight, &gr.dbias, &acc[0], &acc[1], &acc[2]])
+            .unwrap();
+        let what = format!("nchw bw {dims:?}");
+        let rows = (n * h * w) as f32;
+        close64(&format!("{what} dx"), &got[0], &want.0, 3e-5, 2e-5);
+        close64(
+            &format!("{what} dweight"),
+            &got[1],
+            &want.1,
+            1e-5 + 2e-6 * rows,
+            0.0,
+        );
+        close64(&format!("{what} dbias"), &got[2], &want.2, 1e-6 * rows, 0.0);
+        for k in 0..3 {
+            let added: Vec<f32> = base[k].iter().zip(&got[k]).map(|(a, b)| a + b).collect();
+            assert_close(&format!("{what} into {k}"), &got[3 + k], &added, 1e-6, 1e-6);
+        }
+    }
+    let mut enc = g.encoder();
+    let e = norm::layer_norm_nchw_backward(
+        &mut enc,
+        &g.zeros(&[1, 4, 2, 3]).unwrap(),
+        &g.zeros(&[4]).unwrap(),
+        &g.zeros(&[1, 4, 6]).unwrap(),
+        1e-5,
+        &LayerNormInto::default(),
+    )
+    .expect_err("dy in NCHW order")
+    .to_string();
+    assert!(
+        e.contains("layer_norm_nchw_backward") && e.contains("[1, 6, 4]"),
+        "{e}"
+    );
+}

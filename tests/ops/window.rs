@@ -440,3 +440,506 @@ fn bad_shapes_are_errors() {
     assert!(e.contains("patch_merge") && e.contains("C = 5"), "{e}");
     assert_eq!(enc.dispatch_count(), 0);
 }
+
+// ---- backward ----------------------------------------------------------------------------------
+// Tolerances: the data-movement backward passes (partition, reverse, patch merge) copy each
+// gradient element once, and with `into` add it to one existing value: one f32 addition done the
+// same way on both sides, so GPU and CPU agree bitwise. The relative bias backward sums each
+// table entry's ≤ w² contributions in the same order (ascending i) as the CPU reference, so it is
+// bitwise too. The CPU references of these linear maps are checked by the adjoint identity
+// ⟨A x, y⟩ = ⟨x, Aᵀ y⟩ in f64 (exact up to f64 summation order, ~1e-15 relative: a wrong index
+// changes the sum by O(1)), which is the finite-difference check made exact for a linear map.
+// The fused LayerNorm backward passes are checked against the f64 reference (itself checked by
+// central differences below) with tests/ops/norm.rs's backward tolerances (derived there):
+// dx 3e-5 + 2e-5·|want|, dgamma 1e-5 + 2e-6·R, dbeta 1e-6·R for R normalised rows. They run the
+// adapter's LayerNorm variant; tests/ops/norm.rs covers both.
+
+use crate::reduce::{assert_fd, numeric_grad, to32, to64};
+use sparsett::ops::norm::{cpu as ncpu, LayerNormInto};
+
+/// (B, H, W, C, window): odd maps with windows 3 and 7 (pad on both sides, shift wrapping into
+/// the pad), batch 2, maps smaller than one window, C = 1, 4, 5, 16.
+const BW_MAPS: [(usize, usize, usize, usize, usize); 7] = [
+    (2, 9, 11, 4, 3),
+    (2, 9, 11, 16, 7),
+    (1, 9, 11, 5, 7),
+    (2, 5, 9, 8, 3),
+    (3, 2, 3, 4, 7),
+    (2, 4, 4, 1, 4),
+    (1, 7, 7, 16, 7),
+];
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[track_caller]
+fn assert_adjoint(what: &str, lhs: f64, rhs: f64, scale: f64) {
+    assert!(
+        (lhs - rhs).abs() <= 1e-12 * scale,
+        "{what}: <Ax, y> = {lhs} but <x, A^T y> = {rhs}"
+    );
+}
+
+#[test]
+fn window_backward_references_are_adjoints() {
+    for (mi, &(b, h, w, c, win)) in BW_MAPS.iter().enumerate() {
+        let dims = [b, h, w, c];
+        let seed = 2000 + 10 * mi as u64;
+        let x = to64(&rand_vec(seed, b * h * w * c, -1.0, 1.0));
+        let nw = WindowGrid::new(h, w, win).unwrap().count();
+        let y = to64(&rand_vec(seed + 1, b * nw * win * win * c, -1.0, 1.0));
+        let scale = (x.len() + y.len()) as f64;
+        for shift in shifts(win) {
+            let what = format!("{dims:?} window {win} shift {shift}");
+            let ax = cpu::window_partition(&x, dims, win, shift);
+            let aty = cpu::window_partition_backward(&y, dims, win, shift);
+            assert_adjoint(
+                &format!("partition {what}"),
+                dot(&ax, &y),
+                dot(&x, &aty),
+                scale,
+            );
+            let ry = cpu::window_reverse(&y, dims, win, shift);
+            let rtx = cpu::window_reverse_backward(&x, dims, win, shift);
+            assert_adjoint(
+                &format!("reverse {what}"),
+                dot(&ry, &x),
+                dot(&y, &rtx),
+                scale,
+            );
+        }
+        let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
+        let m = to64(&rand_vec(seed + 2, b * h2 * w2 * 4 * c, -1.0, 1.0));
+        let mx = cpu::patch_merge(&x, dims);
+        let mtm = cpu::patch_merge_backward(&m, dims);
+        assert_adjoint(
+            &format!("patch merge {dims:?}"),
+            dot(&mx, &m),
+            dot(&x, &mtm),
+            scale,
+        );
+    }
+    for (win, heads) in [(1, 2), (2, 1), (3, 3), (7, 4)] {
+        let rows = (2 * win - 1) * (2 * win - 1);
+        let t = to64(&rand_vec(2100 + win as u64, rows * heads, -1.0, 1.0));
+        let d = to64(&rand_vec(2200 + win as u64, heads * win.pow(4), -1.0, 1.0));
+        let bt = cpu::relative_position_bias(&t, heads, win);
+        let btd = cpu::relative_position_bias_backward(&d, heads, win);
+        let scale = (t.len() + d.len()) as f64;
+        assert_adjoint(
+            &format!("rel bias w{win}"),
+            dot(&bt, &d),
+            dot(&t, &btd),
+            scale,
+        );
+    }
+}
+
+/// `base + grad` in f32, as an accumulating kernel must produce it.
+fn plus(base: &[f32], grad: &[f32]) -> Vec<f32> {
+    base.iter().zip(grad).map(|(a, b)| a + b).collect()
+}
+
+#[test]
+fn partition_and_reverse_backward_match_reference() {
+    let g = gpu();
+    for (mi, &(b, h, w, c, win)) in BW_MAPS.iter().enumerate() {
+        let dims = [b, h, w, c];
+        let seed = 2300 + 10 * mi as u64;
+        let nw = WindowGrid::new(h, w, win).unwrap().count();
+        let wshape = [b * nw, win * win, c];
+        let dwin = rand_vec(seed, b * nw * win * win * c, -1.0, 1.0);
+        let dmap = rand_vec(seed + 1, b * h * w * c, -1.0, 1.0);
+        let base_map = rand_vec(seed + 2, dmap.len(), -1.0, 1.0);
+        let base_win = rand_vec(seed + 3, dwin.len(), -1.0, 1.0);
+        let dwt = g.upload(&wshape, &dwin).unwrap();
+        let dmt = g.upload(&dims, &dmap).unwrap();
+        for shift in shifts(win) {
+            let want_p = cpu::window_partition_backward(&dwin, dims, win, shift);
+            let want_r = cpu::window_reverse_backward(&dmap, dims, win, shift);
+            for width in widths(c) {
+                let what = format!("{dims:?} window {win} shift {shift} {width:?}");
+                let acc_map = g.upload(&dims, &base_map).unwrap();
+                let acc_win = g.upload(&wshape, &base_win).unwrap();
+                let mut enc = g.encoder();
+                let bw = [b, h, w];
+                let p = window::window_partition_backward_with(
+                    &mut enc, &dwt, bw, win, shift, None, width,
+                )
+                .unwrap();
+                window::window_partition_backward_with(
+                    &mut enc,
+                    &dwt,
+                    bw,
+                    win,
+                    shift,
+                    Some(&acc_map),
+                    width,
+                )
+                .unwrap();
+                let r =
+                    window::window_reverse_backward_with(&mut enc, &dmt, win, shift, None, width)
+                        .unwrap();
+                window::window_reverse_backward_with(
+                    &mut enc,
+                    &dmt,
+                    win,
+                    shift,
+                    Some(&acc_win),
+                    width,
+                )
+                .unwrap();
+                assert_eq!(p.shape(), dims);
+                assert_eq!(r.shape(), wshape);
+                let got = enc.submit_read(&[&p, &acc_map, &r, &acc_win]).unwrap();
+                assert_bits(&format!("partition bw {what}"), &got[0], &want_p);
+                assert_bits(
+                    &format!("partition bw into {what}"),
+                    &got[1],
+                    &plus(&base_map, &want_p),
+                );
+                assert_bits(&format!("reverse bw {what}"), &got[2], &want_r);
+                assert_bits(
+                    &format!("reverse bw into {what}"),
+                    &got[3],
+                    &plus(&base_win, &want_r),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn patch_merge_backward_matches_reference() {
+    let g = gpu();
+    let maps: [[usize; 4]; 5] = [
+        [2, 9, 11, 4],
+        [1, 5, 7, 16],
+        [2, 1, 1, 3],
+        [1, 4, 6, 8],
+        [2, 3, 2, 1],
+    ];
+    for (mi, &dims) in maps.iter().enumerate() {
+        let [b, h, w, c] = dims;
+        let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
+        let dy = rand_vec(2500 + mi as u64, b * h2 * w2 * 4 * c, -1.0, 1.0);
+        let base = rand_vec(2550 + mi as u64, b * h * w * c, -1.0, 1.0);
+        let want = cpu::patch_merge_backward(&dy, dims);
+        let dyt = g.upload(&[b, h2 * w2, 4 * c], &dy).unwrap();
+        for width in widths(c) {
+            let what = format!("{dims:?} {width:?}");
+            let acc = g.upload(&dims, &base).unwrap();
+            let mut enc = g.encoder();
+            let dx = window::patch_merge_backward_with(&mut enc, &dyt, dims, None, width).unwrap();
+            window::patch_merge_backward_with(&mut enc, &dyt, dims, Some(&acc), width).unwrap();
+            let got = enc.submit_read(&[&dx, &acc]).unwrap();
+            assert_bits(&format!("merge bw {what}"), &got[0], &want);
+            assert_bits(
+                &format!("merge bw into {what}"),
+                &got[1],
+                &plus(&base, &want),
+            );
+        }
+    }
+}
+
+#[test]
+fn relative_bias_backward_matches_reference() {
+    let g = gpu();
+    for (win, heads) in [(1, 2), (2, 1), (3, 3), (7, 3), (7, 24)] {
+        let n = win * win;
+        let rows = (2 * win - 1) * (2 * win - 1);
+        let d = rand_vec(2600 + (win * heads) as u64, heads * n * n, -1.0, 1.0);
+        let base = rand_vec(2650 + win as u64, rows * heads, -1.0, 1.0);
+        let want = cpu::relative_position_bias_backward(&d, heads, win);
+        let dt = g.upload(&[heads, n, n], &d).unwrap();
+        let acc = g.upload(&[rows, heads], &base).unwrap();
+        let mut enc = g.encoder();
+        let t = window::relative_position_bias_backward(&mut enc, &dt, win, None).unwrap();
+        window::relative_position_bias_backward(&mut enc, &dt, win, Some(&acc)).unwrap();
+        assert_eq!(t.shape(), [rows, heads]);
+        let got = enc.submit_read(&[&t, &acc]).unwrap();
+        let what = format!("window {win} heads {heads}");
+        assert_bits(&format!("rel bias bw {what}"), &got[0], &want);
+        assert_bits(
+            &format!("rel bias bw into {what}"),
+            &got[1],
+            &plus(&base, &want),
+        );
+    }
+}
+
+/// f64 reference of the fused LayerNorm + partition backward: partition's adjoint, then LN's.
+fn partition_ln_bw64(
+    x: &[f64],
+    dims: [usize; 4],
+    gam: &[f64],
+    dwin: &[f64],
+    win: usize,
+    shift: usize,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let dln = cpu::window_partition_backward(dwin, dims, win, shift);
+    ncpu::layer_norm_backward(x, dims[3], gam, &dln, 1e-5)
+}
+
+/// f64 reference of the fused patch merge + LayerNorm backward: LN's over 4C, then the merge's.
+fn merge_ln_bw64(
+    x: &[f64],
+    dims: [usize; 4],
+    gam: &[f64],
+    dy: &[f64],
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let merged = cpu::patch_merge(x, dims);
+    let (dm, dg, db) = ncpu::layer_norm_backward(&merged, 4 * dims[3], gam, dy, 1e-5);
+    (cpu::patch_merge_backward(&dm, dims), dg, db)
+}
+
+#[test]
+fn fused_layer_norm_backward_references_are_the_derivative() {
+    let (dims, win, shift) = ([2, 4, 5, 3], 3, 1);
+    let [b, h, w, c] = dims;
+    let x = to64(&rand_vec(2700, b * h * w * c, -2.0, 2.0));
+    let gam = to64(&rand_vec(2701, c, 0.5, 1.5));
+    let bet = to64(&rand_vec(2702, c, -1.0, 1.0));
+    let nw = WindowGrid::new(h, w, win).unwrap().count();
+    let dwin = to64(&rand_vec(2703, b * nw * win * win * c, -1.0, 1.0));
+    let f = |x: &[f64], gm: &[f64], bt: &[f64]| {
+        cpu::window_partition(&ncpu::layer_norm_f64(x, c, gm, bt, 1e-5), dims, win, shift)
+    };
+    let (dx, dg, db) = partition_ln_bw64(&x, dims, &gam, &dwin, win, shift);
+    assert_fd(
+        "partition_ln dx",
+        &dx,
+        &numeric_grad(|v| f(v, &gam, &bet), &x, &dwin),
+        1e-7,
+    );
+    assert_fd(
+        "partition_ln dgamma",
+        &dg,
+        &numeric_grad(|v| f(&x, v, &bet), &gam, &dwin),
+        1e-7,
+    );
+    assert_fd(
+        "partition_ln dbeta",
+        &db,
+        &numeric_grad(|v| f(&x, &gam, v), &bet, &dwin),
+        1e-7,
+    );
+
+    let dims = [2, 3, 5, 2];
+    let [b, h, w, c] = dims;
+    let x = to64(&rand_vec(2710, b * h * w * c, -2.0, 2.0));
+    let gam = to64(&rand_vec(2711, 4 * c, 0.5, 1.5));
+    let bet = to64(&rand_vec(2712, 4 * c, -1.0, 1.0));
+    let dy = to64(&rand_vec(2713, b * 2 * 3 * 4 * c, -1.0, 1.0));
+    let f = |x: &[f64], gm: &[f64], bt: &[f64]| {
+        ncpu::layer_norm_f64(&cpu::patch_merge(x, dims), 4 * c, gm, bt, 1e-5)
+    };
+    let (dx, dg, db) = merge_ln_bw64(&x, dims, &gam, &dy);
+    assert_fd(
+        "merge_ln dx",
+        &dx,
+        &numeric_grad(|v| f(v, &gam, &bet), &x, &dy),
+        1e-7,
+    );
+    assert_fd(
+        "merge_ln dgamma",
+        &dg,
+        &numeric_grad(|v| f(&x, v, &bet), &gam, &dy),
+        1e-7,
+    );
+    assert_fd(
+        "merge_ln dbeta",
+        &db,
+        &numeric_grad(|v| f(&x, &gam, v), &bet, &dy),
+        1e-7,
+    );
+}
+
+#[track_caller]
+fn close_ln_grads(
+    what: &str,
+    got: &[Vec<f32>],
+    want: &(Vec<f64>, Vec<f64>, Vec<f64>),
+    rows: usize,
+) {
+    use crate::common::assert_close;
+    assert_close(&format!("{what} dx"), &got[0], &to32(&want.0), 3e-5, 2e-5);
+    let r = rows as f32;
+    assert_close(
+        &format!("{what} dgamma"),
+        &got[1],
+        &to32(&want.1),
+        1e-5 + 2e-6 * r,
+        0.0,
+    );
+    assert_close(
+        &format!("{what} dbeta"),
+        &got[2],
+        &to32(&want.2),
+        1e-6 * r,
+        0.0,
+    );
+}
+
+#[test]
+fn fused_layer_norm_backward_matches_reference() {
+    let g = gpu();
+    for (mi, &(b, h, w, c, win)) in BW_MAPS.iter().enumerate() {
+        let dims = [b, h, w, c];
+        let seed = 2800 + 10 * mi as u64;
+        let x: Vec<f32> = rand_vec(seed, b * h * w * c, -2.0, 2.0)
+            .iter()
+            .map(|v| v + 5.0)
+            .collect();
+        let gam = rand_vec(seed + 1, c, 0.5, 1.5);
+        let nw = WindowGrid::new(h, w, win).unwrap().count();
+        let dwin = rand_vec(seed + 2, b * nw * win * win * c, -1.0, 1.0);
+        let (xt, gt) = (g.upload(&dims, &x).unwrap(), g.upload(&[c], &gam).unwrap());
+        let dwt = g.upload(&[b * nw, win * win, c], &dwin).unwrap();
+        for shift in shifts(win) {
+            let want = partition_ln_bw64(&to64(&x), dims, &to64(&gam), &to64(&dwin), win, shift);
+            let mut enc = g.encoder();
+            let gr = window::window_partition_ln_backward(
+                &mut enc,
+                &xt,
+                &gt,
+                &dwt,
+                1e-5,
+                win,
+                shift,
+                &LayerNormInto::default(),
+            )
+            .unwrap();
+            assert_eq!(gr.dx.shape(), dims);
+            let got = enc.submit_read(&[&gr.dx, &gr.dweight, &gr.dbias]).unwrap();
+            let what = format!("partition_ln bw {dims:?} window {win} shift {shift}");
+            close_ln_grads(&what, &got, &want, b * h * w);
+        }
+
+        // Patch merge + LN(4C) on the same map, fresh and added into given tensors.
+        let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
+        let gam4 = rand_vec(seed + 3, 4 * c, 0.5, 1.5);
+        let dy = rand_vec(seed + 4, b * h2 * w2 * 4 * c, -1.0, 1.0);
+        let want = merge_ln_bw64(&to64(&x), dims, &to64(&gam4), &to64(&dy));
+        let g4 = g.upload(&[4 * c], &gam4).unwrap();
+        let dyt = g.upload(&[b, h2 * w2, 4 * c], &dy).unwrap();
+        let base = [
+            rand_vec(seed + 5, x.len(), -1.0, 1.0),
+            rand_vec(seed + 6, 4 * c, -1.0, 1.0),
+            rand_vec(seed + 7, 4 * c, -1.0, 1.0),
+        ];
+        let acc = [
+            g.upload(&dims, &base[0]).unwrap(),
+            g.upload(&[4 * c], &base[1]).unwrap(),
+            g.upload(&[4 * c], &base[2]).unwrap(),
+        ];
+        let mut enc = g.encoder();
+        let gr = window::patch_merge_ln_backward(
+            &mut enc,
+            &xt,
+            &g4,
+            &dyt,
+            1e-5,
+            &LayerNormInto::default(),
+        )
+        .unwrap();
+        let into = LayerNormInto {
+            dx: Some(&acc[0]),
+            dweight: Some(&acc[1]),
+            dbias: Some(&acc[2]),
+        };
+        window::patch_merge_ln_backward(&mut enc, &xt, &g4, &dyt, 1e-5, &into).unwrap();
+        let got = enc
+            .submit_read(&[&gr.dx, &gr.dweight, &gr.dbias, &acc[0], &acc[1], &acc[2]])
+            .unwrap();
+        let what = format!("merge_ln bw {dims:?}");
+        close_ln_grads(&what, &got[..3], &want, b * h2 * w2);
+        let added: Vec<Vec<f32>> = (0..3).map(|k| plus(&base[k], &got[k])).collect();
+        let accd: Vec<Vec<f32>> = got[3..].to_vec();
+        for k in 0..3 {
+            crate::common::assert_close(
+                &format!("{what} into {k}"),
+                &accd[k],
+                &added[k],
+                1e-6,
+                1e-6,
+            );
+        }
+    }
+}
+
+#[test]
+fn window_backward_bad_inputs_are_errors() {
+    let g = gpu();
+    let mut enc = g.encoder();
+    let dwin = g.zeros(&[4, 9, 4]).unwrap();
+    // 5×5 in 3×3 windows is 4 windows per image: batch 2 needs 8.
+    let e = window::window_partition_backward(&mut enc, &dwin, [2, 5, 5], 3, 1, None)
+        .expect_err("window count")
+        .to_string();
+    assert!(
+        e.contains("window_partition_backward") && e.contains("[8, 9, C]"),
+        "{e}"
+    );
+    let wrong = g.zeros(&[1, 5, 5, 4]).unwrap();
+    let e = window::window_partition_backward(&mut enc, &dwin, [1, 5, 5], 3, 1, Some(&wrong))
+        .map(|_| ())
+        .and(window::window_partition_backward(
+            &mut enc,
+            &dwin,
+            [1, 5, 5],
+            3,
+            1,
+            Some(&g.zeros(&[1, 5, 4, 4]).unwrap()),
+        ))
+        .expect_err("into of the wrong shape")
+        .to_string();
+    assert!(e.contains("into"), "{e}");
+    let e = window::window_reverse_backward(&mut enc, &wrong, 3, 3, None)
+        .expect_err("shift ≥ window")
+        .to_string();
+    assert!(
+        e.contains("window_reverse_backward") && e.contains("shift 3"),
+        "{e}"
+    );
+    let e =
+        window::patch_merge_backward(&mut enc, &g.zeros(&[1, 4, 16]).unwrap(), [1, 5, 5, 4], None)
+            .expect_err("merged size")
+            .to_string();
+    assert!(
+        e.contains("patch_merge_backward") && e.contains("[1, 9, 16]"),
+        "{e}"
+    );
+    let e =
+        window::relative_position_bias_backward(&mut enc, &g.zeros(&[2, 9, 8]).unwrap(), 3, None)
+            .expect_err("bias shape")
+            .to_string();
+    assert!(
+        e.contains("relative_position_bias_backward") && e.contains("[heads, 9, 9]"),
+        "{e}"
+    );
+    let e = window::relative_position_bias_backward(
+        &mut enc,
+        &g.zeros(&[2, 9, 9]).unwrap(),
+        3,
+        Some(&g.zeros(&[25, 3]).unwrap()),
+    )
+    .expect_err("table shape")
+    .to_string();
+    assert!(e.contains("[25, 2]"), "{e}");
+    let x = g.zeros(&[1, 4, 4, 8]).unwrap();
+    let e = window::patch_merge_ln_backward(
+        &mut enc,
+        &x,
+        &g.zeros(&[8]).unwrap(),
+        &g.zeros(&[1, 4, 32]).unwrap(),
+        1e-5,
+        &LayerNormInto::default(),
+    )
+    .expect_err("gamma of C instead of 4C")
+    .to_string();
+    assert!(e.contains("gamma") && e.contains("[32]"), "{e}");
+}
