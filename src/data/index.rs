@@ -54,7 +54,12 @@ pub fn load_indexed(
         "{kind}-{:016x}.idx",
         fnv1a64(format!("{}\0{split_s}", abs.display()).as_bytes())
     ));
-    let fp = fingerprint(root)?;
+    // A cache folder inside the dataset is not part of its listing.
+    let skip = dir
+        .strip_prefix(root)
+        .ok()
+        .filter(|r| !r.as_os_str().is_empty());
+    let fp = fingerprint(root, skip)?;
     let reason = match std::fs::read(&file) {
         Err(_) => "no index yet".to_string(),
         Ok(bytes) => match decode(&bytes, root) {
@@ -83,8 +88,9 @@ fn is_image(name: &str) -> bool {
     n.ends_with(".jpg") || n.ends_with(".jpeg") || n.ends_with(".png")
 }
 
-/// Hash of the listing under `root` (see the module doc), in a fixed order.
-pub fn fingerprint(root: &Path) -> Result<u64> {
+/// Hash of the listing under `root` (see the module doc), in a fixed order, without the folder
+/// `skip` (relative to `root`) and without the default cache folder.
+pub fn fingerprint(root: &Path, skip: Option<&Path>) -> Result<u64> {
     let mut h = Fnv(0xcbf2_9ce4_8422_2325);
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
@@ -93,7 +99,9 @@ pub fn fingerprint(root: &Path) -> Result<u64> {
         for e in std::fs::read_dir(&d).map_err(io_err(&d))? {
             let e = e.map_err(io_err(&d))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if rel.as_os_str().is_empty() && name == CACHE_DIR {
+            if (rel.as_os_str().is_empty() && name == CACHE_DIR)
+                || skip.is_some_and(|s| s == rel.join(&name))
+            {
                 continue;
             }
             let ft = e.file_type().map_err(io_err(&d))?;

@@ -68,6 +68,7 @@ pub struct Loader {
     receivers: Vec<Receiver<Result<ReadyPair>>>,
     handles: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
+    start: u64,
     next: u64,
 }
 
@@ -112,13 +113,14 @@ impl Loader {
             receivers,
             handles,
             stop,
+            start,
             next: start,
         })
     }
 
     /// The next pair in index order (blocks until its worker has it).
     pub fn next_pair(&mut self) -> Result<ReadyPair> {
-        let w = (self.next % self.receivers.len() as u64) as usize;
+        let w = ((self.next - self.start) % self.receivers.len() as u64) as usize;
         let r = self.receivers[w]
             .recv()
             .map_err(|_| Error::Other("loader: a worker thread stopped".into()))?;
