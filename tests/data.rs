@@ -565,6 +565,24 @@ fn sampler_edge_cases() {
     )
     .map(|_| ()));
     assert!(e.contains("no dataset with a positive weight"), "{e}");
+    // Out-of-range knobs, NaN included.
+    for cfg in [
+        SamplerConfig {
+            negative_prob: 1.5,
+            ..Default::default()
+        },
+        SamplerConfig {
+            max_scale: f64::NAN,
+            ..Default::default()
+        },
+        SamplerConfig {
+            max_aspect: 1.0,
+            ..Default::default()
+        },
+    ] {
+        let e = err(Sampler::new(vec![(one([1.0, 1.0, 20.0, 30.0]), 1.0)], cfg, 3).map(|_| ()));
+        assert!(e.starts_with("pair sampler:"), "{e}");
+    }
     // Negatives need two sequences.
     let single = mem_dataset(TrainKind::Got10k, 1, 20);
     let e = err(Sampler::new(vec![(single.clone(), 1.0)], SamplerConfig::default(), 3).map(|_| ()));
@@ -908,4 +926,114 @@ fn synth_cover_levels() {
     assert_eq!(synth::cover_level(13, 100), 6);
     assert_eq!(synth::overlap_area([0, 0, 10, 10], [5, 5, 10, 10]), 25);
     assert_eq!(synth::overlap_area([0, 0, 10, 10], [10, 0, 10, 10]), 0);
+}
+
+/// Measurement, not a check (run with `--ignored --nocapture`): pairs per second from the loader
+/// on 640×480 JPEG frames with 1 and 2 workers, and the GPU batch crop of 8 pairs.
+#[test]
+#[ignore]
+fn measure_loader_throughput() {
+    let root = scratch("measure");
+    let d = root.join("train/seq");
+    write(&root.join("train/list.txt"), "seq\n");
+    std::fs::create_dir_all(&d).unwrap();
+    let bg = noise(640, 480, 1);
+    let mut gt = String::new();
+    for i in 0..30u32 {
+        let mut f = bg.clone();
+        image::imageops::replace(&mut f, &noise(80, 60, 2), 100 + 5 * i as i64, 150);
+        f.save(d.join(format!("{:08}.jpg", i + 1))).unwrap();
+        gt += &format!("{},150,80,60\n", 100 + 5 * i);
+    }
+    write(&d.join("groundtruth.txt"), &gt);
+    let ds = Arc::new(data::scan(TrainKind::Got10k, &root, None).unwrap());
+    let mut other = (*ds).clone();
+    other.sequences[0].name = "copy".into();
+    let s = Arc::new(
+        Sampler::new(
+            vec![(ds, 1.0), (Arc::new(other), 1.0)],
+            SamplerConfig::default(),
+            0,
+        )
+        .unwrap(),
+    );
+    for workers in [1, 2] {
+        let mut l = Loader::new(s.clone(), 0, workers, 4).unwrap();
+        l.next_batch(4).unwrap();
+        let t = std::time::Instant::now();
+        let n = 64;
+        l.next_batch(n).unwrap();
+        let dt = t.elapsed().as_secs_f64();
+        println!("loader, {workers} worker(s): {:.1} pairs/s", n as f64 / dt);
+    }
+    let gpu = sparsett::Gpu::new().unwrap();
+    let pairs = Loader::new(s, 0, 2, 4).unwrap().next_batch(8).unwrap();
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        let mut enc = gpu.encoder();
+        let b = loader::crop_batch(&mut enc, &pairs).unwrap();
+        enc.submit_read(&[&b.z]).unwrap();
+        println!(
+            "GPU batch crop of 8 pairs (upload + crop + read back): {:.1} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    // The parts: one frame upload; one crop of an uploaded frame.
+    let img = &pairs[0].search_image;
+    let t = std::time::Instant::now();
+    let f = sparsett::ops::crop::upload_frame(&gpu, img.as_raw(), 640, 480).unwrap();
+    gpu.read_u32(&f.tensor).unwrap();
+    println!(
+        "one 640×480 upload: {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    for out in [127, 289, 127, 289] {
+        let t = std::time::Instant::now();
+        let mut enc = gpu.encoder();
+        let spec = pairs[0].geometry.search.spec;
+        let c = sparsett::ops::crop::crop(&mut enc, &f, &[spec], out, [0.0; 3], [1.0; 3]).unwrap();
+        enc.submit_read(&[&c]).unwrap();
+        println!(
+            "one crop to {out}: {:.1} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
+}
+
+/// Measurement, not a check (run with `--ignored --nocapture`): scan vs index-cache load of a
+/// GOT-10k-layout folder of 300 sequences × 100 frames (empty frame files).
+#[test]
+#[ignore]
+fn measure_index_cache() {
+    let root = scratch("measure-index");
+    let mut list = String::new();
+    for k in 0..300 {
+        let name = format!("GOT-10k_Train_{k:06}");
+        list += &format!("{name}\n");
+        let d = root.join("train").join(&name);
+        std::fs::create_dir_all(&d).unwrap();
+        let mut gt = String::new();
+        for i in 0..100 {
+            std::fs::write(d.join(format!("{:08}.jpg", i + 1)), b"").unwrap();
+            gt += &format!("{}.5,{}.25,40.75,30.5\n", i, k);
+        }
+        write(&d.join("groundtruth.txt"), &gt);
+    }
+    write(&root.join("train/list.txt"), &list);
+    let t = std::time::Instant::now();
+    let (a, st) = load_indexed(TrainKind::Got10k, &root, None, None).unwrap();
+    println!(
+        "first load (scan + index write): {:.1} ms {st:?}",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let t = std::time::Instant::now();
+    let (b, st) = load_indexed(TrainKind::Got10k, &root, None, None).unwrap();
+    println!(
+        "second load (index): {:.1} ms {st:?}",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    assert_eq!(a, b);
+    let t = std::time::Instant::now();
+    data::scan(TrainKind::Got10k, &root, None).unwrap();
+    println!("scan alone: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
 }

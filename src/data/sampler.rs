@@ -109,7 +109,11 @@ impl Sampler {
                 c.negative_prob
             ));
         }
-        if !(c.max_aspect > 1.0) || !(c.max_scale >= 1.0) || !(c.max_shift >= 0.0) {
+        // Written so that NaN fails every check.
+        let ranges_ok = c.max_aspect > 1.0
+            && (1.0..f64::INFINITY).contains(&c.max_scale)
+            && (0.0..f64::INFINITY).contains(&c.max_shift);
+        if !ranges_ok {
             return bad(format!(
                 "max_aspect {} must be > 1, max_scale {} ≥ 1, max_shift {} ≥ 0",
                 c.max_aspect, c.max_scale, c.max_shift
