@@ -8,6 +8,8 @@
 pub mod autograd;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod data;
 pub mod error;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod eval;
