@@ -180,6 +180,14 @@ fn coco_reader_skips_crowd_and_tiny_boxes() {
               {"id": 4, "image_id": 9, "bbox": [1, 2, 4, 4]}
             ]}"#,
     );
+    let e = err(data::scan(TrainKind::Coco, &root, None));
+    assert!(
+        e.contains("instances_train2017.json") && e.contains("a.jpg (coco-1) is missing"),
+        "{e}"
+    );
+    for f in ["a.jpg", "b.jpg"] {
+        write(&root.join("train2017").join(f), "");
+    }
     let ds = data::scan(TrainKind::Coco, &root, None).unwrap();
     let got: Vec<(&str, [f64; 4], bool)> = ds
         .sequences

@@ -28,7 +28,25 @@ pub fn scan_coco(root: &Path, split: &str) -> Result<Vec<TrainSequence>> {
             ))
         })?;
     let bytes = std::fs::read(&json).map_err(io_err(&json))?;
-    parse_instances(&json, &bytes, &images_dir)
+    let seqs = parse_instances(&json, &bytes, &images_dir)?;
+    // One listing of the image folder, so a missing image is reported now, naming both files,
+    // rather than by a loader thread mid-training.
+    let present: std::collections::HashSet<std::ffi::OsString> = std::fs::read_dir(&images_dir)
+        .map_err(io_err(&images_dir))?
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
+    if let Some(s) = seqs
+        .iter()
+        .find(|s| s.frames[0].file_name().is_none_or(|n| !present.contains(n)))
+    {
+        return Err(Error::Other(format!(
+            "{}: {} ({}) is missing",
+            json.display(),
+            s.frames[0].display(),
+            s.name
+        )));
+    }
+    Ok(seqs)
 }
 
 /// Parses an instances file; `images_dir` holds the files its `file_name`s name.
