@@ -240,7 +240,7 @@ pub fn focal_loss_backward(
     const OP: &str = "focal_loss_backward";
     let n = check_cls(OP, logits, labels)?;
     check_scalar(OP, dloss)?;
-    if batch == 0 || n as usize % batch != 0 {
+    if batch == 0 || !(n as usize).is_multiple_of(batch) {
         return Err(Error::shape(
             OP,
             format!("{n} cells do not split into batch {batch}"),
@@ -251,8 +251,8 @@ pub fn focal_loss_backward(
         Some(t) => {
             check_f32(OP, "into", t)?;
             let per = t.numel() / batch;
-            let ok = t.numel() % batch == 0
-                && per % cells == 0
+            let ok = t.numel().is_multiple_of(batch)
+                && per.is_multiple_of(cells)
                 && (t.numel() == n as usize || t.shape().first() == Some(&batch));
             if !ok || [logits, labels, dloss].iter().any(|x| same(x, t)) {
                 return Err(Error::shape(
