@@ -353,3 +353,71 @@ fn loss_and_decode_gradients_match_official_head_grads() {
         }
     }
 }
+
+/// The schedule and parameter groups drive the existing AdamW kernel: a backbone and a head
+/// parameter stepped through [`OptimConfig::step`] in epochs 0 and 12 equal
+/// `optim::cpu::adamw_step` with lr = schedule × group multiplier and weight decay 1e-4.
+/// Parameters are O(1e-3) so that f32 rounding of p (~1e-10) is far below the smallest update
+/// (lr 1e-6 × 0.1); tolerance as tests/ops/optim.rs: 1e-5·lr absolute, 1e-6 relative.
+#[test]
+fn schedule_groups_drive_adamw() {
+    use sparsett::ops::optim::{cpu as ocpu, AdamState};
+    use sparsett::prng::SplitMix64;
+    use sparsett::train::schedule::OptimConfig;
+    let g = Gpu::new().expect("a GPU adapter (WGPU_BACKEND=vulkan with lavapipe works)");
+    let cfg = OptimConfig::default();
+    let n = 37;
+    for (name, epoch) in [
+        ("basemodel.net.patch_embed.norm.weight", 0),
+        ("head.si_fc", 0),
+        ("basemodel.net.patch_embed.norm.weight", 12),
+        ("neck.x", 12),
+    ] {
+        let p0 = SplitMix64::new(1).vec_f32(n, -1e-3, 1e-3);
+        let grads: Vec<Vec<f32>> = (0..3)
+            .map(|s| SplitMix64::new(10 + s).vec_f32(n, -1.0, 1.0))
+            .collect();
+        let param = g.upload(&[n], &p0).unwrap();
+        let state = AdamState::zeros(&g, &[n]).unwrap();
+        for (t, gr) in grads.iter().enumerate() {
+            let gt = g.upload(&[n], gr).unwrap();
+            let mut enc = g.encoder();
+            cfg.step(
+                &mut enc,
+                name,
+                epoch,
+                t as u64 + 1,
+                &param,
+                &gt,
+                &state,
+                None,
+            )
+            .unwrap();
+            enc.submit().unwrap();
+        }
+        let got = g.read(&param).unwrap();
+        let lr = if name.starts_with("basemodel.") {
+            0.1
+        } else {
+            1.0
+        } * if epoch < 10 { 1e-4 } else { 1e-5 };
+        let adam = sparsett::ops::optim::AdamW {
+            lr,
+            weight_decay: 1e-4,
+            ..Default::default()
+        };
+        let (mut p, mut m, mut v) = (p0.clone(), vec![0.0; n], vec![0.0; n]);
+        for (t, gr) in grads.iter().enumerate() {
+            ocpu::adamw_step(&adam, t as u64 + 1, &mut p, gr, &mut m, &mut v, None);
+        }
+        for i in 0..n {
+            let tol = 1e-5 * lr as f32 + 1e-6 * p[i].abs();
+            assert!(
+                (got[i] - p[i]).abs() <= tol,
+                "{name} epoch {epoch}: element {i} is {}, expected {} (lr {lr})",
+                got[i],
+                p[i]
+            );
+        }
+    }
+}
