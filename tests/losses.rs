@@ -1,21 +1,24 @@
 //! Training targets and losses against the official code's outputs
-//! (tests/data/golden/seed0/{targets,train}.safetensors, see tests/data/golden/README.md).
+//! ({targets,train,small_params}.safetensors of the golden folder: `SPARSETT_GOLDEN_DIR` when set,
+//! else tests/data/golden/seed0; see tests/data/golden/README.md).
 //!
 //! Targets (cls, box) must match bitwise; centerness within one ulp (see `assert_ulp1`). Loss terms from the golden predictions and official targets must
 //! be within 1e-5 relative of `loss.*`: the official values are f32 sums over ≤ 722 cells (error
 //! ≲ 1e-6 relative), our CPU reference is f64 and the GPU one f32 with a tree sum; 1e-5 leaves
 //! room for both and still catches any wrong weight, normaliser or convention (≥ 1e-3 effects).
 
-use std::path::PathBuf;
-
 use safetensors::{Dtype, SafeTensors};
 use sparsett::ops::loss::{self, cpu, slot, Focal, LossConfig, Preds, Targets};
 use sparsett::train::target::{batch_targets, dense_targets, TargetConfig};
 use sparsett::Gpu;
 
+#[path = "support/golden.rs"]
+mod golden;
+
+/// A file of the golden folder: `SPARSETT_GOLDEN_DIR` when set, else the project's seed-0 copy.
 fn golden_file(name: &str) -> Vec<u8> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden/seed0");
-    std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    let path = golden::golden_dir().join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn f32s(st: &SafeTensors, key: &str) -> Vec<f32> {
@@ -105,7 +108,7 @@ fn targets_match_official_train_batch() {
         [0, 1],
         "the golden batch is one positive and one negative pair"
     );
-    let pairs: Vec<([f32; 4], bool)> = (0..2)
+    let pairs: Vec<([f32; 4], bool)> = (0..neg.len())
         .map(|i| (boxes[i * 4..i * 4 + 4].try_into().unwrap(), neg[i] != 0))
         .collect();
     let t = batch_targets(&TargetConfig::default(), &pairs);
@@ -191,10 +194,14 @@ fn cpu_losses_match_official() {
 fn gpu_losses_match_official() {
     let g = Gpu::new().expect("a GPU adapter (WGPU_BACKEND=vulkan with lavapipe works)");
     let b = golden_batch();
+    let nb = b.labels.len() / 361;
     let up = |shape: &[usize], v: &[f32]| g.upload(shape, v).unwrap();
-    let (cf, cc) = (up(&[2, 361, 1], &b.cls_fc), up(&[2, 361, 1], &b.cls_conv));
-    let (bf, bc) = (up(&[2, 361, 4], &b.bbox_fc), up(&[2, 361, 4], &b.bbox_conv));
-    let (lab, gt) = (up(&[2, 361, 1], &b.labels), up(&[2, 361, 4], &b.box_gt));
+    let (cf, cc) = (up(&[nb, 361, 1], &b.cls_fc), up(&[nb, 361, 1], &b.cls_conv));
+    let (bf, bc) = (
+        up(&[nb, 361, 4], &b.bbox_fc),
+        up(&[nb, 361, 4], &b.bbox_conv),
+    );
+    let (lab, gt) = (up(&[nb, 361, 1], &b.labels), up(&[nb, 361, 4], &b.box_gt));
     let mut enc = g.encoder();
     let out = loss::sparsett_losses(
         &mut enc,
@@ -246,7 +253,8 @@ fn loss_and_decode_gradients_match_official_head_grads() {
         offset: 0.0,
     };
     let b = golden_batch();
-    let (batch, cells, side) = (2usize, 361usize, 19usize);
+    let (cells, side) = (361usize, 19usize);
+    let batch = b.labels.len() / cells;
     // [B, 5, cells]: channel 0 the logit, 1..4 the reg values behind the boxes.
     let head = |cls: &[f32], boxes: &[f32], s: f32, bias: f32| -> Vec<f32> {
         let mut v = vec![0f32; batch * 5 * cells];
