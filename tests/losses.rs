@@ -296,36 +296,26 @@ fn loss_and_decode_gradients_match_official_head_grads() {
     );
     let one = up(&[1], &[1.0]);
     let c = LossConfig::default();
-    let focal = |w| Focal {
-        alpha: c.alpha,
-        gamma: c.gamma,
-        weight: w,
-    };
     let mut enc = g.encoder();
     let dfc = g.zeros(&[batch, 5, cells]).unwrap();
     let dcv = g.zeros(&[batch, 5, cells]).unwrap();
-    loss::focal_loss_backward(
-        &mut enc,
-        &cf,
-        &lab,
-        &focal(c.w_cls_fc),
-        batch,
-        &one,
-        Some(&dfc),
-    )
-    .unwrap();
-    loss::focal_loss_backward(
-        &mut enc,
-        &cc,
-        &lab,
-        &focal(c.w_cls_conv),
-        batch,
-        &one,
-        Some(&dcv),
-    )
-    .unwrap();
-    let dbf = loss::iou_loss_backward(&mut enc, &bf, &gt, &lab, c.w_reg_fc, &one, None).unwrap();
-    let dbc = loss::iou_loss_backward(&mut enc, &bc, &gt, &lab, c.w_reg_conv, &one, None).unwrap();
+    let preds = Preds {
+        cls_fc: &cf,
+        bbox_fc: &bf,
+        cls_conv: &cc,
+        bbox_conv: &bc,
+    };
+    let tg = Targets {
+        cls: &lab,
+        box_gt: &gt,
+    };
+    let lin = loss::LossInto {
+        cls_fc: Some(&dfc),
+        cls_conv: Some(&dcv),
+        ..Default::default()
+    };
+    let lg = loss::sparsett_losses_backward(&mut enc, &preds, &tg, &c, batch, &one, &lin).unwrap();
+    let (dbf, dbc) = (lg.bbox_fc, lg.bbox_conv);
     let into = DecodeInto {
         dfc: Some(&dfc),
         dconv: Some(&dcv),
