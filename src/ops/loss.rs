@@ -240,7 +240,7 @@ pub fn focal_loss_backward(
     const OP: &str = "focal_loss_backward";
     let n = check_cls(OP, logits, labels)?;
     check_scalar(OP, dloss)?;
-    if batch == 0 || n as usize % batch != 0 {
+    if batch == 0 || !(n as usize).is_multiple_of(batch) {
         return Err(Error::shape(
             OP,
             format!("{n} cells do not split into batch {batch}"),
@@ -251,8 +251,8 @@ pub fn focal_loss_backward(
         Some(t) => {
             check_f32(OP, "into", t)?;
             let per = t.numel() / batch;
-            let ok = t.numel() % batch == 0
-                && per % cells == 0
+            let ok = t.numel().is_multiple_of(batch)
+                && per.is_multiple_of(cells)
                 && (t.numel() == n as usize || t.shape().first() == Some(&batch));
             if !ok || [logits, labels, dloss].iter().any(|x| same(x, t)) {
                 return Err(Error::shape(
@@ -462,6 +462,59 @@ pub fn sparsett_losses(
         [1, 1, 1],
     )?;
     Ok(out)
+}
+
+/// Where [`sparsett_losses_backward`] adds its gradients (`None`: fresh zero tensors). The cls
+/// targets may be `[B, C, …]` head outputs (channel 0 the logits), as in [`focal_loss_backward`].
+#[derive(Default)]
+pub struct LossInto<'a> {
+    pub cls_fc: Option<&'a Tensor>,
+    pub bbox_fc: Option<&'a Tensor>,
+    pub cls_conv: Option<&'a Tensor>,
+    pub bbox_conv: Option<&'a Tensor>,
+}
+
+/// Gradients of the weighted total w.r.t. the predictions.
+pub struct LossGrads {
+    pub cls_fc: Tensor,
+    pub bbox_fc: Tensor,
+    pub cls_conv: Tensor,
+    pub bbox_conv: Tensor,
+}
+
+/// Backward of [`sparsett_losses`]' total (`dtotal`: `[1]` upstream gradient, 1 for a plain
+/// step): each term gets `dtotal` since the total is their plain sum. `batch` = number of pairs.
+pub fn sparsett_losses_backward(
+    enc: &mut Encoder,
+    pred: &Preds,
+    tgt: &Targets,
+    cfg: &LossConfig,
+    batch: usize,
+    dtotal: &Tensor,
+    into: &LossInto,
+) -> Result<LossGrads> {
+    let f = cfg.focal(cfg.w_cls_fc);
+    let cls_fc = focal_loss_backward(enc, pred.cls_fc, tgt.cls, &f, batch, dtotal, into.cls_fc)?;
+    let f = cfg.focal(cfg.w_cls_conv);
+    let cls_conv = focal_loss_backward(
+        enc,
+        pred.cls_conv,
+        tgt.cls,
+        &f,
+        batch,
+        dtotal,
+        into.cls_conv,
+    )?;
+    let (w, t) = (cfg.w_reg_fc, tgt.box_gt);
+    let bbox_fc = iou_loss_backward(enc, pred.bbox_fc, t, tgt.cls, w, dtotal, into.bbox_fc)?;
+    let w = cfg.w_reg_conv;
+    let bbox_conv = iou_loss_backward(enc, pred.bbox_conv, t, tgt.cls, w, dtotal, into.bbox_conv)?;
+    Ok(LossGrads {
+        cls_fc,
+        bbox_fc,
+        cls_conv,
+        bbox_conv,
+    })
 }
 
 /// Plain-loop references in f64 (the backward ones are checked against finite differences).

@@ -254,3 +254,80 @@ fn losses_reject_bad_shapes() {
         .to_string();
     assert!(e.contains("into") && e.contains("[2, 360]"), "{e}");
 }
+
+/// Full size (batch 32 × 361 cells, the official training batch): all four terms forward and
+/// backward in one submission against the references; prints the wall time of a second,
+/// pipeline-warm run (lavapipe: the single-workgroup forward sums dominate).
+#[test]
+fn full_size_batch32_losses() {
+    use sparsett::ops::loss::{slot, LossConfig, Preds, Targets};
+    let g = gpu();
+    let (b, cells) = (32usize, 361usize);
+    let n = b * cells;
+    let lab = labels(7, n, 0.03, 0.3);
+    let x = rand_vec(8, n, -4.0, 4.0);
+    let (pr, gtv) = boxes(9, n);
+    let xt = g.upload(&[b, cells], &x).unwrap();
+    let lt = g.upload(&[b, cells], &lab).unwrap();
+    let pt = g.upload(&[b, cells, 4], &pr).unwrap();
+    let gt = g.upload(&[b, cells, 4], &gtv).unwrap();
+    let one = g.upload(&[1], &[1.0]).unwrap();
+    let c = LossConfig::default();
+    let f = Focal {
+        alpha: c.alpha,
+        gamma: c.gamma,
+        weight: c.w_cls_fc,
+    };
+    let run = || {
+        let mut enc = g.encoder();
+        let preds = Preds {
+            cls_fc: &xt,
+            bbox_fc: &pt,
+            cls_conv: &xt,
+            bbox_conv: &pt,
+        };
+        let tg = Targets {
+            cls: &lt,
+            box_gt: &gt,
+        };
+        let out = loss::sparsett_losses(&mut enc, &preds, &tg, &c).unwrap();
+        let dx = loss::focal_loss_backward(&mut enc, &xt, &lt, &f, b, &one, None).unwrap();
+        let db = loss::iou_loss_backward(&mut enc, &pt, &gt, &lt, c.w_reg_fc, &one, None).unwrap();
+        enc.submit_read(&[&out, &dx, &db]).unwrap()
+    };
+    run();
+    let t0 = std::time::Instant::now();
+    let got = run();
+    eprintln!(
+        "batch 32 losses fwd+bwd: {:.2} ms",
+        t0.elapsed().as_secs_f64() * 1e3
+    );
+    let xf = f64s(&x);
+    let (pf, gf) = (f64s(&pr), f64s(&gtv));
+    let ffc = cpu::focal_loss(&xf, &lab, &f);
+    let (ifc, _) = cpu::iou_loss(&pf, &gf, &lab, c.w_reg_fc);
+    assert_close(
+        "cls_fc",
+        &got[0][slot::CLS_FC..=slot::CLS_FC],
+        &[ffc as f32],
+        1e-6,
+        2e-5,
+    );
+    assert_close(
+        "reg_fc",
+        &got[0][slot::REG_FC..=slot::REG_FC],
+        &[ifc as f32],
+        1e-6,
+        2e-5,
+    );
+    let dx: Vec<f32> = cpu::focal_loss_backward(&xf, &lab, &f)
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    assert_close("dlogits", &got[1], &dx, 1e-6, 1e-4);
+    let db: Vec<f32> = cpu::iou_loss_backward(&pf, &gf, &lab, c.w_reg_fc)
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    assert_close("dboxes", &got[2], &db, 1e-6, 1e-4);
+}
