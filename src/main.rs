@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use cli::{bench, eval, forward, track, train};
+use cli::{bench, eval, forward, synth, track, train};
 use sparsett::tracker::Preset;
 use sparsett::{Gpu, GpuOptions, Variant};
 
@@ -112,6 +112,24 @@ enum Cmd {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+    },
+    /// Write generated tracking sequences with exact ground truth (GOT-10k layout) cut from your
+    /// photos or video frames: training data without downloading a benchmark.
+    Synth {
+        /// Photos to cut objects and backgrounds from (repeatable).
+        #[arg(long = "image")]
+        images: Vec<PathBuf>,
+        /// Videos whose every 10th frame serves as a photo (repeatable).
+        #[arg(long = "video")]
+        videos: Vec<String>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 16)]
+        sequences: usize,
+        #[arg(long, default_value_t = 30)]
+        frames: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
     /// Print the adapter, backend, device type, features and the limits that matter.
     Info,
@@ -281,6 +299,24 @@ fn run(cli: &Cli) -> sparsett::Result<()> {
                 resume: *resume,
                 steps: *steps,
                 quiet: *quiet,
+            },
+        )?,
+        Cmd::Synth {
+            images,
+            videos,
+            out,
+            sequences,
+            frames,
+            seed,
+        } => synth::run(
+            images,
+            videos,
+            out,
+            &sparsett::synth::DatasetSpec {
+                sequences: *sequences,
+                frames: *frames,
+                seed: *seed,
+                ..Default::default()
             },
         )?,
         Cmd::Info => {

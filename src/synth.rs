@@ -263,3 +263,88 @@ pub fn write_got10k(dir: &Path, s: &Synth, png: bool) -> Result<()> {
     let absent: String = s.absent.iter().map(|&a| format!("{}\n", a as u8)).collect();
     std::fs::write(dir.join("absence.label"), absent).map_err(io)
 }
+
+/// What [`write_dataset`] makes.
+#[derive(Clone, Debug)]
+pub struct DatasetSpec {
+    pub sequences: usize,
+    pub frames: usize,
+    pub seed: u64,
+    /// Probability that a sequence has an occluder.
+    pub occlusion: f64,
+    /// Each sequence gets 0 ..= this many distractors.
+    pub max_distractors: usize,
+    /// Side of the square background cut from a source photo (smaller photos are used whole).
+    pub background: u32,
+}
+
+impl Default for DatasetSpec {
+    fn default() -> Self {
+        DatasetSpec {
+            sequences: 16,
+            frames: 30,
+            seed: 0,
+            occlusion: 0.3,
+            max_distractors: 2,
+            background: 320,
+        }
+    }
+}
+
+fn random_crop(img: &RgbImage, w: u32, h: u32, u: &mut impl FnMut() -> f64) -> RgbImage {
+    let (iw, ih) = img.dimensions();
+    let (w, h) = (w.min(iw), h.min(ih));
+    let x = ((iw - w) as f64 * u()) as u32;
+    let y = ((ih - h) as f64 * u()) as u32;
+    image::imageops::crop_imm(img, x, y, w, h).to_image()
+}
+
+/// A GOT-10k-layout dataset (`dir/list.txt`, `dir/<name>/…`) of generated sequences: each one a
+/// random patch of a random photo moving over a random cut of another, with an occluder and
+/// distractors by chance. Deterministic in `spec.seed`.
+pub fn write_dataset(photos: &[RgbImage], dir: &Path, spec: &DatasetSpec) -> Result<Vec<String>> {
+    let usable: Vec<&RgbImage> = photos
+        .iter()
+        .filter(|p| p.width() >= 96 && p.height() >= 96)
+        .collect();
+    if usable.is_empty() {
+        return Err(Error::Other(
+            "synth: no photo of at least 96×96 pixels to cut backgrounds and objects from".into(),
+        ));
+    }
+    let mut names = Vec::with_capacity(spec.sequences);
+    for i in 0..spec.sequences {
+        let mut rng = SplitMix64::for_key(&format!("synth/{i}"), spec.seed);
+        let mut u = move || rng.next_unit();
+        let pick = |x: f64| (x * usable.len() as f64) as usize % usable.len();
+        let bg_src = usable[pick(u())];
+        let side = spec.background;
+        let bg = random_crop(bg_src, side, side * 3 / 4, &mut u);
+        let short = bg.width().min(bg.height());
+        let obj_src = usable[pick(u())];
+        let ow = (short as f64 * (0.15 + 0.2 * u())) as u32;
+        let oh = (ow as f64 * (0.6 + 0.8 * u())) as u32;
+        let ow = ow.max(12);
+        let oh = oh.clamp(12, short / 2);
+        let obj = random_crop(obj_src, ow * 2, oh * 2, &mut u);
+        let s = SynthSpec {
+            frames: spec.frames,
+            object_size: (ow, oh),
+            max_step: 2.0 + 6.0 * u() as f32,
+            max_scale: 1.0 + 0.4 * u() as f32,
+            seed: spec.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+            occlusion: u() < spec.occlusion,
+            distractors: (u() * (spec.max_distractors + 1) as f64) as usize % (spec.max_distractors + 1),
+        };
+        let seq = generate(&bg, &obj, &s)?;
+        let name = format!("SYNTH_{:06}", i + 1);
+        write_got10k(&dir.join(&name), &seq, false)?;
+        names.push(name);
+    }
+    let list: String = names.iter().map(|n| format!("{n}\n")).collect();
+    std::fs::write(dir.join("list.txt"), list).map_err(|source| Error::Io {
+        path: dir.join("list.txt").display().to_string(),
+        source,
+    })?;
+    Ok(names)
+}

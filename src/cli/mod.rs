@@ -4,6 +4,7 @@ pub mod bench;
 pub mod eval;
 pub mod forward;
 pub mod show;
+pub mod synth;
 pub mod track;
 pub mod train;
 pub mod weights;
