@@ -1,0 +1,3 @@
+//! Training: targets, losses' host side, learning-rate schedule and parameter groups.
+pub mod schedule;
+pub mod target;
