@@ -20,6 +20,7 @@ pub mod render;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod synth;
 pub mod tracker;
+pub mod train;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod video;
 
