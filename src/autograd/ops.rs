@@ -13,9 +13,11 @@ use crate::ops::attention::{self as attn, AttnInto, AttnOpts};
 use crate::ops::conv::{self, BatchNorm, BatchNormInto, Conv2dOpts, ConvGeometry};
 use crate::ops::elementwise::{self as ew, Binary, Unary};
 use crate::ops::layout;
+use crate::ops::loss;
 use crate::ops::matmul::{self, Epilogue};
 use crate::ops::norm::{self, LayerNormInto};
 use crate::ops::reduce::{self, Axes, Reduce};
+use crate::ops::topk;
 use crate::ops::HeadsView;
 use crate::{DType, Encoder, Error, Result, Tensor};
 
@@ -751,6 +753,100 @@ pub fn sum(tape: &mut Tape, enc: &mut Encoder, x: &Var) -> Result<Var> {
             enc.clear(&z);
             let g = ew::binary(enc, &z, &dy.reshape(&[1])?, Binary::Add)?;
             Ok(vec![Some(g.reshape(&shape)?)])
+        }),
+    ))
+}
+
+/// Top-K sparse self-attention on one packed qkv projection `[B, L, 3C]` (q, k, v its column
+/// blocks): per head, logits `scale·q·kᵀ`, the `keep` largest of each row softmaxed, all others
+/// 0 ([`topk::topk_attention`]). The kept indices and weights are saved, so the backward sends
+/// gradient through exactly the forward's kept set.
+pub fn topk_attention(
+    tape: &mut Tape,
+    enc: &mut Encoder,
+    qkv: &Var,
+    heads: usize,
+    keep: usize,
+    scale: f32,
+) -> Result<Var> {
+    let r = topk::topk_attention(
+        enc,
+        HeadsView::packed(&qkv.t, 3, 0)?,
+        HeadsView::packed(&qkv.t, 3, 1)?,
+        HeadsView::packed(&qkv.t, 3, 2)?,
+        heads,
+        keep,
+        scale,
+    )?;
+    let (t, indices, weights) = (qkv.t.clone(), r.indices, r.weights);
+    Ok(tape.record(
+        "topk_attention",
+        &[qkv],
+        r.out,
+        Box::new(move |enc, dout, _| {
+            let view = |i: usize| HeadsView::packed(&t, 3, i);
+            let g = topk::topk_attention_backward(
+                enc,
+                view(0)?,
+                view(1)?,
+                view(2)?,
+                heads,
+                scale,
+                &indices,
+                &weights,
+                dout,
+                &topk::TopKInto::default(),
+            )?;
+            Ok(vec![Some(layout::concat(enc, &[&g.dq, &g.dk, &g.dv], 2)?)])
+        }),
+    ))
+}
+
+/// SparseTT's sigmoid focal loss (see [`loss`]) of `logits` (one per cell, `batch` pairs)
+/// against constant `labels`, as a `[1]` variable.
+pub fn focal_loss(
+    tape: &mut Tape,
+    enc: &mut Encoder,
+    logits: &Var,
+    labels: &Tensor,
+    f: &loss::Focal,
+    batch: usize,
+) -> Result<Var> {
+    let y = loss::focal_loss(enc, &logits.t, labels, f)?;
+    let (lt, lab, f) = (logits.t.clone(), labels.clone(), *f);
+    Ok(tape.record(
+        "focal_loss",
+        &[logits],
+        y,
+        Box::new(move |enc, dy, _| {
+            Ok(vec![Some(loss::focal_loss_backward(
+                enc, &lt, &lab, &f, batch, dy, None,
+            )?)])
+        }),
+    ))
+}
+
+/// SparseTT's IoU loss of the xyxy boxes `pred` against constant `gt` at the positive cells of
+/// `labels`: a `[2]` variable (weighted loss, mean IoU); only the loss carries a gradient.
+pub fn iou_loss(
+    tape: &mut Tape,
+    enc: &mut Encoder,
+    pred: &Var,
+    gt: &Tensor,
+    labels: &Tensor,
+    weight: f32,
+) -> Result<Var> {
+    let y = loss::iou_loss(enc, &pred.t, gt, labels, weight)?;
+    let (pt, gt, lab) = (pred.t.clone(), gt.clone(), labels.clone());
+    Ok(tape.record(
+        "iou_loss",
+        &[pred],
+        y,
+        Box::new(move |enc, dy, _| {
+            let dloss = layout::slice(enc, dy, 0, 0, 1)?;
+            Ok(vec![Some(loss::iou_loss_backward(
+                enc, &pt, &gt, &lab, weight, &dloss, None,
+            )?)])
         }),
     ))
 }
