@@ -189,6 +189,9 @@ enum Cmd {
         /// Frames of that video to time.
         #[arg(long, default_value_t = 6)]
         frames: usize,
+        /// Pairs per step for `bench train`.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
     },
 }
 
@@ -198,6 +201,8 @@ enum BenchWhat {
     Kernels,
     /// The full model: template step and track step times, dispatches, allocations, syncs.
     Track,
+    /// One training step (forward, backward, AdamW) at `--batch`, peak GPU memory in use.
+    Train,
 }
 
 fn parse_preset(s: &str) -> Result<Preset, String> {
@@ -360,6 +365,13 @@ fn run(cli: &Cli) -> sparsett::Result<()> {
             video,
             *frames,
         )?,
+        Cmd::Bench {
+            what: BenchWhat::Train,
+            weights,
+            iters,
+            batch,
+            ..
+        } => bench::train(&gpu(cli, false)?, weights.as_deref(), *batch, *iters)?,
         Cmd::Bench {
             what: BenchWhat::Kernels,
             filter,

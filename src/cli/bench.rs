@@ -257,3 +257,125 @@ fn track_loop(
     );
     Ok(())
 }
+
+/// `bench train`: one training step of the full model on a batch of `batch` random pairs with
+/// random targets, timed in three parts (forward + losses, backward, AdamW over every
+/// parameter), each ending in one sync; peak GPU memory in use is the pool's live bytes, sampled
+/// at the end of each part (the tape holds every saved tensor at the end of the forward).
+pub fn train(g: &Gpu, weights: Option<&Path>, batch: usize, iters: usize) -> sparsett::Result<()> {
+    use sparsett::autograd::Tape;
+    use sparsett::ops::loss::LossConfig;
+    use sparsett::ops::optim::AdamState;
+    use sparsett::train::net::Net;
+    use sparsett::train::schedule::OptimConfig;
+    use sparsett::train::target::{batch_targets, TargetConfig};
+    if batch == 0 {
+        return Err(Error::Other(
+            "bench train: --batch must be at least 1".into(),
+        ));
+    }
+    let sd = super::weights::load(weights, true)?;
+    println!("adapter: {}", g.adapter_line());
+    let net = Net::load(g, &sd)?;
+    drop(sd);
+    let params = net.param_list();
+    let states = params
+        .iter()
+        .map(|(_, t)| AdamState::zeros(g, t.shape()))
+        .collect::<sparsett::Result<Vec<_>>>()?;
+    let optim = OptimConfig::default();
+    let mut rng = sparsett::prng::SplitMix64::new(7);
+    let z = g.upload(
+        &[batch, 3, Z_SIZE, Z_SIZE],
+        &rng.vec_f32(batch * 3 * Z_SIZE * Z_SIZE, -2.0, 2.0),
+    )?;
+    let x = g.upload(
+        &[batch, 3, X_SIZE, X_SIZE],
+        &rng.vec_f32(batch * 3 * X_SIZE * X_SIZE, -2.0, 2.0),
+    )?;
+    let pairs: Vec<([f32; 4], bool)> = (0..batch)
+        .map(|i| ([100.0, 90.0, 190.0, 200.0], i % 3 == 2))
+        .collect();
+    let tcfg = TargetConfig::default();
+    let t = batch_targets(&tcfg, &pairs);
+    let cells = tcfg.cells();
+    let labels = g.upload(&[batch, cells, 1], &t.cls)?;
+    let box_gt = g.upload(&[batch, cells, 4], &t.box_gt)?;
+    let base = g.stats().pool.live_bytes;
+    let (mut tf, mut tb, mut to) = (Vec::new(), Vec::new(), Vec::new());
+    let mut peak = base;
+    for step in 1..=iters.max(1) as u64 + 1 {
+        let t0 = Instant::now();
+        let mut tape = Tape::new();
+        let mut enc = g.encoder();
+        let zv = tape.constant(&z);
+        let xv = tape.constant(&x);
+        let pred = net.forward(&mut tape, &mut enc, &zv, &xv)?;
+        let l = Net::losses(
+            &mut tape,
+            &mut enc,
+            &pred,
+            &labels,
+            &box_gt,
+            &LossConfig::default(),
+        )?;
+        drop(pred);
+        let loss = enc.submit_read(&[&l.total.t])?[0][0];
+        let t1 = Instant::now();
+        peak = peak.max(g.stats().pool.live_bytes);
+        let mut enc = g.encoder();
+        let seed = g.upload(&[1], &[1.0])?;
+        let root = l.total.clone();
+        drop(l);
+        let grads = tape.backward(&mut enc, &root, seed)?;
+        drop(root);
+        let probe = grads.get(&params[0].0).cloned();
+        match &probe {
+            Some(p) => drop(enc.submit_read(&[p])?),
+            None => enc.submit()?,
+        }
+        let t2 = Instant::now();
+        peak = peak.max(g.stats().pool.live_bytes);
+        let mut enc = g.encoder();
+        for ((name, p), s) in params.iter().zip(&states) {
+            if let Some(gr) = grads.get(name) {
+                optim.step(&mut enc, name, 0, step, p, gr, s, None)?;
+            }
+        }
+        drop(enc.submit_read(&[&params[0].1])?);
+        let t3 = Instant::now();
+        peak = peak.max(g.stats().pool.live_bytes);
+        drop(grads);
+        if !loss.is_finite() {
+            return Err(Error::Other(format!(
+                "bench train: loss {loss} at step {step}"
+            )));
+        }
+        // The first step compiles the pipelines and fills the pool: not timed.
+        if step > 1 {
+            tf.push((t1 - t0).as_secs_f64());
+            tb.push((t2 - t1).as_secs_f64());
+            to.push((t3 - t2).as_secs_f64());
+        }
+        eprintln!("step {step}: loss {loss:.4}");
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2] * 1e3
+    };
+    let numel: usize = params.iter().map(|(_, t)| t.numel()).sum();
+    println!(
+        "train step, batch {batch}, {} parameters ({numel} values), median of {} steps:",
+        params.len(),
+        tf.len()
+    );
+    println!("  forward + losses  {:10.1} ms", med(&mut tf));
+    println!("  backward          {:10.1} ms", med(&mut tb));
+    println!("  optimizer (AdamW) {:10.1} ms", med(&mut to));
+    println!(
+        "  peak GPU memory in use: {:.1} MiB (pool live bytes; {:.1} MiB before the first step)",
+        peak as f64 / (1 << 20) as f64,
+        base as f64 / (1 << 20) as f64
+    );
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! The double head in training mode (BatchNorm frozen, as the golden step runs it): fc branch
+//! (two 1×1 convs with ReLU), conv branch (a residual block 512→1024 and 7 bottlenecks), each
+//! ending in cls (1×1 conv + BN(1)) and reg (1×1 conv + BN(4)); then the box decoding
+//! `ltrb = exp(s·reg + b)·16`, box = (cx − l, cy − t, cx + r, cy + b) at cell centres
+//! (16 j, 16 i). BatchNorm eps 1e-5.
+
+use crate::autograd::{ops, Tape, Var};
+use crate::train::params::{bn, bn_keys, Params};
+use crate::{Encoder, Error, Result};
+
+pub const IN: usize = 512;
+pub const WIDTH: usize = 1024;
+const MID: usize = 256;
+const EPS: f32 = 1e-5;
+pub const STRIDE: f32 = 16.0;
+
+/// What the losses read: raw cls logits `[B, cells, 1]` and decoded xyxy boxes `[B, cells, 4]`
+/// of both branches.
+pub struct HeadOut {
+    pub cls_fc: Var,
+    pub bbox_fc: Var,
+    pub cls_conv: Var,
+    pub bbox_conv: Var,
+}
+
+type Keys = Vec<(String, Vec<usize>)>;
+
+fn conv_bn_keys(conv: &str, bnp: &str, shape: [usize; 4], p: &mut Keys, b: &mut Keys) {
+    p.push((conv.to_string(), shape.to_vec()));
+    let [bp, bb] = bn_keys(bnp, shape[0]);
+    p.extend(bp);
+    b.extend(bb);
+}
+
+/// (trainable, buffers) keys of the head.
+pub fn keys() -> [Keys; 2] {
+    let (mut p, mut b) = (Keys::new(), Keys::new());
+    for s in ["si_fc", "bi_fc", "si_conv", "bi_conv"] {
+        p.push((format!("head.{s}"), vec![]));
+    }
+    for (k, ci) in [("head.fc_branch.0", IN), ("head.fc_branch.2", WIDTH)] {
+        p.push((format!("{k}.weight"), vec![WIDTH, ci, 1, 1]));
+        p.push((format!("{k}.bias"), vec![WIDTH]));
+    }
+    let r = "head.conv_branch.0";
+    for (c, shape) in [
+        ("conv1", [IN, IN, 3, 3]),
+        ("conv2", [WIDTH, IN, 1, 1]),
+        ("conv_identity", [WIDTH, IN, 1, 1]),
+    ] {
+        let (cw, cb) = (format!("{r}.{c}.conv.weight"), format!("{r}.{c}.bn"));
+        conv_bn_keys(&cw, &cb, shape, &mut p, &mut b);
+    }
+    for i in 1..=7 {
+        let q = format!("head.conv_branch.{i}");
+        for (j, shape) in [
+            (1, [MID, WIDTH, 1, 1]),
+            (2, [MID, MID, 3, 3]),
+            (3, [WIDTH, MID, 1, 1]),
+        ] {
+            let (cw, cb) = (format!("{q}.conv{j}.weight"), format!("{q}.bn{j}"));
+            conv_bn_keys(&cw, &cb, shape, &mut p, &mut b);
+        }
+    }
+    for branch in ["fc_branch", "conv_branch"] {
+        for (part, co) in [("cls", 1), ("reg", 4)] {
+            let pre = format!("head.{branch}_{part}");
+            let (cw, cb) = (format!("{pre}.conv.weight"), format!("{pre}.bn"));
+            conv_bn_keys(&cw, &cb, [co, WIDTH, 1, 1], &mut p, &mut b);
+        }
+    }
+    [p, b]
+}
+
+/// Bias-free conv `w` (padding `pad` on every side), then frozen BN `bnp`.
+fn conv_bn(
+    p: &Params,
+    tape: &mut Tape,
+    enc: &mut Encoder,
+    x: &Var,
+    w: &str,
+    bnp: &str,
+    pad: usize,
+) -> Result<Var> {
+    let w = p.var(tape, w)?;
+    let y = ops::conv2d(tape, enc, x, &w, None, (1, 1), [pad; 4])?;
+    bn(p, tape, enc, &y, bnp, EPS)
+}
+
+/// The head on the neck output `[B, 512, s, s]`.
+pub fn forward(p: &Params, tape: &mut Tape, enc: &mut Encoder, x: &Var) -> Result<HeadOut> {
+    let s = x.shape().to_vec();
+    if s.len() != 4 || s[1] != IN || s[2] != s[3] {
+        return Err(Error::shape(
+            "train::head",
+            format!("expects [B, {IN}, s, s], got {s:?}"),
+        ));
+    }
+    let mut f = x.clone();
+    for k in ["head.fc_branch.0", "head.fc_branch.2"] {
+        let w = p.var(tape, &format!("{k}.weight"))?;
+        let b = p.var(tape, &format!("{k}.bias"))?;
+        f = ops::conv2d(tape, enc, &f, &w, Some(&b), (1, 1), [0; 4])?;
+        f = ops::relu(tape, enc, &f)?;
+    }
+    let r = "head.conv_branch.0";
+    let h = conv_bn(
+        p,
+        tape,
+        enc,
+        x,
+        &format!("{r}.conv1.conv.weight"),
+        &format!("{r}.conv1.bn"),
+        1,
+    )?;
+    let h = ops::relu(tape, enc, &h)?;
+    let h = conv_bn(
+        p,
+        tape,
+        enc,
+        &h,
+        &format!("{r}.conv2.conv.weight"),
+        &format!("{r}.conv2.bn"),
+        0,
+    )?;
+    let id = conv_bn(
+        p,
+        tape,
+        enc,
+        x,
+        &format!("{r}.conv_identity.conv.weight"),
+        &format!("{r}.conv_identity.bn"),
+        0,
+    )?;
+    let sum = ops::add(tape, enc, &h, &id)?;
+    let mut c = ops::relu(tape, enc, &sum)?;
+    for i in 1..=7 {
+        let q = format!("head.conv_branch.{i}");
+        let mut h = c.clone();
+        for (j, pad) in [(1, 0), (2, 1), (3, 0)] {
+            h = conv_bn(
+                p,
+                tape,
+                enc,
+                &h,
+                &format!("{q}.conv{j}.weight"),
+                &format!("{q}.bn{j}"),
+                pad,
+            )?;
+            if j < 3 {
+                h = ops::relu(tape, enc, &h)?;
+            }
+        }
+        let sum = ops::add(tape, enc, &h, &c)?;
+        c = ops::relu(tape, enc, &sum)?;
+    }
+    let (cls_fc, bbox_fc) = cls_reg(p, tape, enc, &f, "fc")?;
+    let (cls_conv, bbox_conv) = cls_reg(p, tape, enc, &c, "conv")?;
+    Ok(HeadOut {
+        cls_fc,
+        bbox_fc,
+        cls_conv,
+        bbox_conv,
+    })
+}
+
+/// cls logits `[B, cells, 1]` and decoded boxes `[B, cells, 4]` of branch `fc` / `conv`.
+fn cls_reg(
+    p: &Params,
+    tape: &mut Tape,
+    enc: &mut Encoder,
+    feat: &Var,
+    branch: &str,
+) -> Result<(Var, Var)> {
+    let s = feat.shape().to_vec();
+    let (b, side) = (s[0], s[2]);
+    let cells = side * side;
+    let pre = |part: &str| format!("head.{branch}_branch_{part}");
+    let cls = conv_bn(
+        p,
+        tape,
+        enc,
+        feat,
+        &format!("{}.conv.weight", pre("cls")),
+        &format!("{}.bn", pre("cls")),
+        0,
+    )?;
+    let cls = ops::reshape(tape, &cls, &[b, cells, 1])?;
+    let reg = conv_bn(
+        p,
+        tape,
+        enc,
+        feat,
+        &format!("{}.conv.weight", pre("reg")),
+        &format!("{}.bn", pre("reg")),
+        0,
+    )?;
+    let reg = ops::reshape(tape, &reg, &[b, 4, cells])?;
+    let reg = ops::permute(tape, enc, &reg, &[0, 2, 1])?;
+    // exp(s·reg + b)·16 with the learned scalars broadcast over every element.
+    let flat = ops::reshape(tape, &reg, &[b * cells * 4, 1])?;
+    let si = p.var(tape, &format!("head.si_{branch}"))?;
+    let bi = p.var(tape, &format!("head.bi_{branch}"))?;
+    let t = ops::mul(tape, enc, &flat, &si)?;
+    let t = ops::add(tape, enc, &t, &bi)?;
+    let t = ops::exp(tape, enc, &t)?;
+    let ltrb = ops::scale(tape, enc, &t, STRIDE, 0.0)?;
+    let ltrb = ops::reshape(tape, &ltrb, &[b, cells, 4])?;
+    // (cx − l, cy − t, cx + r, cy + b): a sign per coordinate, then the cell centres.
+    let g = enc.gpu();
+    let sign = tape.constant(&g.upload(&[4], &[-1.0, -1.0, 1.0, 1.0])?);
+    let mut ctr = Vec::with_capacity(cells * 4);
+    for i in 0..side {
+        for j in 0..side {
+            let (cx, cy) = (STRIDE * j as f32, STRIDE * i as f32);
+            ctr.extend([cx, cy, cx, cy]);
+        }
+    }
+    let ctr = tape.constant(&g.upload(&[cells, 4], &ctr)?);
+    let boxes = ops::mul(tape, enc, &ltrb, &sign)?;
+    let boxes = ops::add(tape, enc, &boxes, &ctr)?;
+    Ok((cls, boxes))
+}
