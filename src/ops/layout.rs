@@ -726,7 +726,12 @@ pub fn embed_2d_backward(
     const OP: &str = "embed_2d_backward";
     check_grad(OP, "dpos", dpos)?;
     let s = dpos.shape();
-    if s.len() != 2 || Some(s[0]) != h.checked_mul(w) || s[1] % 2 != 0 || h > hmax || w > wmax {
+    if s.len() != 2
+        || Some(s[0]) != h.checked_mul(w)
+        || !s[1].is_multiple_of(2)
+        || h > hmax
+        || w > wmax
+    {
         return Err(Error::shape(
             OP,
             format!(

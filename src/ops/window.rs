@@ -1018,7 +1018,82 @@ pub fn bench(gpu: &crate::Gpu, rows: &mut Vec<crate::bench::Row>) -> Result<()> 
             flops: None,
             bytes: Some(map + merged),
         });
+        // Backward passes accumulating into a gradient (read + write of it, read of the upstream).
+        let dmerged = {
+            let mut enc = gpu.encoder();
+            let t = patch_merge(&mut enc, &x)?;
+            enc.submit()?;
+            t
+        };
+        let acc_map = gpu.zeros(&[1, h, w, c])?;
+        let acc_win = gpu.zeros(wins.shape())?;
+        let ms = median_ms(gpu, 2, 9, |enc| {
+            for _ in 0..REPS {
+                window_partition_backward_with(
+                    enc,
+                    &wins,
+                    [1, h, w],
+                    win,
+                    shift,
+                    Some(&acc_map),
+                    width,
+                )?;
+            }
+            Ok(())
+        })? / REPS as f64;
+        rows.push(Row {
+            kernel: format!("window_partition_backward into {width:?}").to_lowercase(),
+            shape: shape.clone(),
+            median_ms: ms,
+            flops: Some((h * w * c) as f64),
+            bytes: Some(3.0 * map),
+        });
+        let ms = median_ms(gpu, 2, 9, |enc| {
+            for _ in 0..REPS {
+                window_reverse_backward_with(enc, &x, win, shift, Some(&acc_win), width)?;
+            }
+            Ok(())
+        })? / REPS as f64;
+        rows.push(Row {
+            kernel: format!("window_reverse_backward into {width:?}").to_lowercase(),
+            shape: shape.clone(),
+            median_ms: ms,
+            flops: Some((h * w * c) as f64),
+            bytes: Some(map + 2.0 * padded),
+        });
+        let ms = median_ms(gpu, 2, 9, |enc| {
+            for _ in 0..REPS {
+                patch_merge_backward_with(enc, &dmerged, [1, h, w, c], Some(&acc_map), width)?;
+            }
+            Ok(())
+        })? / REPS as f64;
+        rows.push(Row {
+            kernel: format!("patch_merge_backward into {width:?}").to_lowercase(),
+            shape: format!("1x{h}x{w}x{c}"),
+            median_ms: ms,
+            flops: Some((h * w * c) as f64),
+            bytes: Some(2.0 * map + merged),
+        });
     }
+    // Stage 3's bias gradient (24 heads) summed into its table.
+    let heads = 24;
+    let dbias = gpu.upload(
+        &[heads, win * win, win * win],
+        &vec![0.5; heads * win.pow(4)],
+    )?;
+    let ms = median_ms(gpu, 2, 9, |enc| {
+        for _ in 0..REPS {
+            relative_position_bias_backward(enc, &dbias, win, None)?;
+        }
+        Ok(())
+    })? / REPS as f64;
+    rows.push(Row {
+        kernel: "relative_position_bias_backward".into(),
+        shape: format!("{heads}x{}x{} w{win}", win * win, win * win),
+        median_ms: ms,
+        flops: Some((heads * win.pow(4)) as f64),
+        bytes: Some((heads * win.pow(4) * 4 + (2 * win - 1).pow(2) * heads * 4) as f64),
+    });
     Ok(())
 }
 

@@ -315,7 +315,7 @@ fn assert_adjoint(what: &str, lhs: f64, rhs: f64, n: usize) {
     );
 }
 
-const PADS: [(&[usize], &[(usize, usize)]); 5] = [
+const PADS: [PadCase; 5] = [
     (&[5], &[(2, 3)]),
     (&[3, 4], &[(0, 1), (2, 0)]),
     (&[2, 3, 5], &[(1, 1), (0, 0), (3, 2)]),
