@@ -1,76 +1,75 @@
 //! The target focus network (neck) in training mode, on the tape: learned 2-D positional
 //! encodings recomputed from their row/col tables (so the tables get gradients), a 2-layer
 //! post-norm encoder on the template tokens, and a 2-layer decoder on the search tokens whose
-//! self-attention keeps the top-32 logits per row (gradient through the kept set only) and
-//! whose cross-attention is dense. d = 256, 8 heads of 32, FFN 2048 with ReLU, LayerNorm eps
-//! 1e-6; dropout is off (the golden step; see the golden README).
+//! self-attention keeps the top-K logits per row (gradient through the kept set only) and
+//! whose cross-attention is dense. Sizes from the [`Config`] (official: d = 256, 8 heads of 32,
+//! FFN 2048, 2 + 2 layers, K = 32); ReLU FFN, LayerNorm eps 1e-6; dropout is off (the golden step; see the golden README).
 
 use crate::autograd::ops::{self, Packing};
 use crate::autograd::{Tape, Var};
+use crate::model::config::Config;
 use crate::train::params::Params;
 use crate::{Encoder, Error, Result};
 
-pub const D: usize = 256;
-pub const HEADS: usize = 8;
-pub const FFN: usize = 2048;
-pub const TOPK: usize = 32;
 const EPS: f32 = 1e-6;
-const LAYERS: usize = 2;
 
-fn scale() -> f32 {
-    1.0 / ((D / HEADS) as f32).sqrt()
+fn scale(c: &Config) -> f32 {
+    1.0 / ((c.d_model / c.neck_heads) as f32).sqrt()
 }
 
-fn mha_keys(p: &str, out: &mut Vec<(String, Vec<usize>)>) {
+fn mha_keys(c: &Config, p: &str, out: &mut Vec<(String, Vec<usize>)>) {
+    let d = c.d_model;
     out.extend([
-        (format!("{p}.in_proj_weight"), vec![3 * D, D]),
-        (format!("{p}.in_proj_bias"), vec![3 * D]),
-        (format!("{p}.out_proj.weight"), vec![D, D]),
-        (format!("{p}.out_proj.bias"), vec![D]),
+        (format!("{p}.in_proj_weight"), vec![3 * d, d]),
+        (format!("{p}.in_proj_bias"), vec![3 * d]),
+        (format!("{p}.out_proj.weight"), vec![d, d]),
+        (format!("{p}.out_proj.bias"), vec![d]),
     ]);
 }
 
-fn ln_keys(p: &str, out: &mut Vec<(String, Vec<usize>)>) {
+fn ln_keys(c: &Config, p: &str, out: &mut Vec<(String, Vec<usize>)>) {
+    let d = c.d_model;
     out.extend([
-        (format!("{p}.weight"), vec![D]),
-        (format!("{p}.bias"), vec![D]),
+        (format!("{p}.weight"), vec![d]),
+        (format!("{p}.bias"), vec![d]),
     ]);
 }
 
-fn ffn_keys(p: &str, out: &mut Vec<(String, Vec<usize>)>) {
+fn ffn_keys(c: &Config, p: &str, out: &mut Vec<(String, Vec<usize>)>) {
+    let (d, f) = (c.d_model, c.ffn);
     out.extend([
-        (format!("{p}.w_1.weight"), vec![FFN, D]),
-        (format!("{p}.w_1.bias"), vec![FFN]),
-        (format!("{p}.w_2.weight"), vec![D, FFN]),
-        (format!("{p}.w_2.bias"), vec![D]),
+        (format!("{p}.w_1.weight"), vec![f, d]),
+        (format!("{p}.w_1.bias"), vec![f]),
+        (format!("{p}.w_2.weight"), vec![d, f]),
+        (format!("{p}.w_2.bias"), vec![d]),
     ]);
-    ln_keys(&format!("{p}.layer_norm"), out);
+    ln_keys(c, &format!("{p}.layer_norm"), out);
 }
 
 /// Trainable keys of the neck for a `z_side²` template map and an `x_side²` search map.
-pub fn keys(z_side: usize, x_side: usize) -> Vec<(String, Vec<usize>)> {
+pub fn keys(c: &Config, z_side: usize, x_side: usize) -> Vec<(String, Vec<usize>)> {
     let mut out = Vec::new();
     for (part, side) in [("encoder", z_side), ("decoder", x_side)] {
         for t in ["row", "col"] {
             out.push((
                 format!("neck.{part}.spatial_position_encoding.{t}_embed.weight"),
-                vec![side, D / 2],
+                vec![side, c.d_model / 2],
             ));
         }
     }
-    for i in 0..LAYERS {
+    for i in 0..c.enc_layers {
         let p = format!("neck.encoder.encoder_layers.{i}");
-        mha_keys(&format!("{p}.slf_attn"), &mut out);
-        ln_keys(&format!("{p}.norm"), &mut out);
-        ffn_keys(&format!("{p}.pos_ffn"), &mut out);
+        mha_keys(c, &format!("{p}.slf_attn"), &mut out);
+        ln_keys(c, &format!("{p}.norm"), &mut out);
+        ffn_keys(c, &format!("{p}.pos_ffn"), &mut out);
     }
-    for i in 0..LAYERS {
+    for i in 0..c.dec_layers {
         let p = format!("neck.decoder.decoder_layers.{i}");
-        mha_keys(&format!("{p}.slf_attn"), &mut out);
-        ln_keys(&format!("{p}.norm1"), &mut out);
-        mha_keys(&format!("{p}.enc_attn"), &mut out);
-        ln_keys(&format!("{p}.norm2"), &mut out);
-        ffn_keys(&format!("{p}.pos_ffn"), &mut out);
+        mha_keys(c, &format!("{p}.slf_attn"), &mut out);
+        ln_keys(c, &format!("{p}.norm1"), &mut out);
+        mha_keys(c, &format!("{p}.enc_attn"), &mut out);
+        ln_keys(c, &format!("{p}.norm2"), &mut out);
+        ffn_keys(c, &format!("{p}.pos_ffn"), &mut out);
     }
     out
 }
@@ -117,13 +116,21 @@ fn ffn(p: &Params, tape: &mut Tape, enc: &mut Encoder, x: &Var, pre: &str) -> Re
 }
 
 /// Tokens `[B, side², D]` plus the learned encoding of `neck.{part}`.
-fn embed(p: &Params, tape: &mut Tape, enc: &mut Encoder, x: &Var, part: &str) -> Result<Var> {
+fn embed(
+    p: &Params,
+    c: &Config,
+    tape: &mut Tape,
+    enc: &mut Encoder,
+    x: &Var,
+    part: &str,
+) -> Result<Var> {
     let s = x.shape().to_vec();
+    let d = c.d_model;
     let side = (s[1] as f64).sqrt().round() as usize;
-    if s.len() != 3 || s[2] != D || side * side != s[1] {
+    if s.len() != 3 || s[2] != d || side * side != s[1] {
         return Err(Error::shape(
             "train::focus",
-            format!("expects [B, side², {D}] tokens, got {s:?}"),
+            format!("expects [B, side², {d}] tokens, got {s:?}"),
         ));
     }
     let key = |t: &str| format!("neck.{part}.spatial_position_encoding.{t}_embed.weight");
@@ -133,11 +140,18 @@ fn embed(p: &Params, tape: &mut Tape, enc: &mut Encoder, x: &Var, part: &str) ->
     ops::add(tape, enc, x, &pos)
 }
 
-/// The neck on adjusted template tokens `z` `[B, 64, 256]` and search tokens `x`
-/// `[B, 361, 256]`: returns the decoder output `[B, 361, 256]`.
-pub fn forward(p: &Params, tape: &mut Tape, enc: &mut Encoder, z: &Var, x: &Var) -> Result<Var> {
-    let mut m = embed(p, tape, enc, z, "encoder")?;
-    for i in 0..LAYERS {
+/// The neck on adjusted template tokens `z` `[B, 64, d]` and search tokens `x` `[B, 361, d]`:
+/// returns the decoder output `[B, 361, d]`.
+pub fn forward(
+    p: &Params,
+    c: &Config,
+    tape: &mut Tape,
+    enc: &mut Encoder,
+    z: &Var,
+    x: &Var,
+) -> Result<Var> {
+    let mut m = embed(p, c, tape, enc, z, "encoder")?;
+    for i in 0..c.enc_layers {
         let pre = format!("neck.encoder.encoder_layers.{i}");
         let a = format!("{pre}.slf_attn");
         let qkv = lin(
@@ -155,8 +169,8 @@ pub fn forward(p: &Params, tape: &mut Tape, enc: &mut Encoder, z: &Var, x: &Var)
             &qkv,
             &qkv,
             Packing::QKV,
-            HEADS,
-            scale(),
+            c.neck_heads,
+            scale(c),
             None,
             None,
         )?;
@@ -171,8 +185,8 @@ pub fn forward(p: &Params, tape: &mut Tape, enc: &mut Encoder, z: &Var, x: &Var)
         let y = add_ln(p, tape, enc, &m, &o, &format!("{pre}.norm"))?;
         m = ffn(p, tape, enc, &y, &format!("{pre}.pos_ffn"))?;
     }
-    let mut h = embed(p, tape, enc, x, "decoder")?;
-    for i in 0..LAYERS {
+    let mut h = embed(p, c, tape, enc, x, "decoder")?;
+    for i in 0..c.dec_layers {
         let pre = format!("neck.decoder.decoder_layers.{i}");
         let s = format!("{pre}.slf_attn");
         let qkv = lin(
@@ -183,7 +197,7 @@ pub fn forward(p: &Params, tape: &mut Tape, enc: &mut Encoder, z: &Var, x: &Var)
             &format!("{s}.in_proj_weight"),
             &format!("{s}.in_proj_bias"),
         )?;
-        let o = ops::topk_attention(tape, enc, &qkv, HEADS, TOPK, scale())?;
+        let o = ops::topk_attention(tape, enc, &qkv, c.neck_heads, c.top_k, scale(c))?;
         let o = lin(
             p,
             tape,
@@ -196,8 +210,8 @@ pub fn forward(p: &Params, tape: &mut Tape, enc: &mut Encoder, z: &Var, x: &Var)
         // Cross-attention with the packed in_proj: the full projection of both sides, q read
         // from block 0 of the queries', k and v from blocks 1 and 2 of the memory's (the unused
         // blocks cost a few small GEMMs and get zero gradient).
-        let c = format!("{pre}.enc_attn");
-        let (w, b) = (format!("{c}.in_proj_weight"), format!("{c}.in_proj_bias"));
+        let ca = format!("{pre}.enc_attn");
+        let (w, b) = (format!("{ca}.in_proj_weight"), format!("{ca}.in_proj_bias"));
         let qf = lin(p, tape, enc, &y, &w, &b)?;
         let kvf = lin(p, tape, enc, &m, &w, &b)?;
         let packing = Packing {
@@ -212,8 +226,8 @@ pub fn forward(p: &Params, tape: &mut Tape, enc: &mut Encoder, z: &Var, x: &Var)
             &kvf,
             &kvf,
             packing,
-            HEADS,
-            scale(),
+            c.neck_heads,
+            scale(c),
             None,
             None,
         )?;
@@ -222,8 +236,8 @@ pub fn forward(p: &Params, tape: &mut Tape, enc: &mut Encoder, z: &Var, x: &Var)
             tape,
             enc,
             &o,
-            &format!("{c}.out_proj.weight"),
-            &format!("{c}.out_proj.bias"),
+            &format!("{ca}.out_proj.weight"),
+            &format!("{ca}.out_proj.bias"),
         )?;
         let y = add_ln(p, tape, enc, &y, &o, &format!("{pre}.norm2"))?;
         h = ffn(p, tape, enc, &y, &format!("{pre}.pos_ffn"))?;

@@ -1,16 +1,15 @@
 //! The double head in training mode (BatchNorm frozen, as the golden step runs it): fc branch
-//! (two 1×1 convs with ReLU), conv branch (a residual block 512→1024 and 7 bottlenecks), each
+//! (two 1×1 convs with ReLU), conv branch (a residual block in→width and `head_convs`
+//! bottlenecks; official: 512→1024 and 7 of width 256), each
 //! ending in cls (1×1 conv + BN(1)) and reg (1×1 conv + BN(4)); then the box decoding
 //! `ltrb = exp(s·reg + b)·16`, box = (cx − l, cy − t, cx + r, cy + b) at cell centres
 //! (16 j, 16 i). BatchNorm eps 1e-5.
 
 use crate::autograd::{ops, Tape, Var};
+use crate::model::config::Config;
 use crate::train::params::{bn, bn_keys, Params};
 use crate::{Encoder, Error, Result};
 
-pub const IN: usize = 512;
-pub const WIDTH: usize = 1024;
-const MID: usize = 256;
 const EPS: f32 = 1e-5;
 pub const STRIDE: f32 = 16.0;
 
@@ -33,30 +32,31 @@ fn conv_bn_keys(conv: &str, bnp: &str, shape: [usize; 4], p: &mut Keys, b: &mut 
 }
 
 /// (trainable, buffers) keys of the head.
-pub fn keys() -> [Keys; 2] {
+pub fn keys(c: &Config) -> [Keys; 2] {
+    let (inp, width, mid) = (c.head_in(), c.head_width, c.bottleneck);
     let (mut p, mut b) = (Keys::new(), Keys::new());
     for s in ["si_fc", "bi_fc", "si_conv", "bi_conv"] {
         p.push((format!("head.{s}"), vec![]));
     }
-    for (k, ci) in [("head.fc_branch.0", IN), ("head.fc_branch.2", WIDTH)] {
-        p.push((format!("{k}.weight"), vec![WIDTH, ci, 1, 1]));
-        p.push((format!("{k}.bias"), vec![WIDTH]));
+    for (k, ci) in [("head.fc_branch.0", inp), ("head.fc_branch.2", width)] {
+        p.push((format!("{k}.weight"), vec![width, ci, 1, 1]));
+        p.push((format!("{k}.bias"), vec![width]));
     }
     let r = "head.conv_branch.0";
     for (c, shape) in [
-        ("conv1", [IN, IN, 3, 3]),
-        ("conv2", [WIDTH, IN, 1, 1]),
-        ("conv_identity", [WIDTH, IN, 1, 1]),
+        ("conv1", [inp, inp, 3, 3]),
+        ("conv2", [width, inp, 1, 1]),
+        ("conv_identity", [width, inp, 1, 1]),
     ] {
         let (cw, cb) = (format!("{r}.{c}.conv.weight"), format!("{r}.{c}.bn"));
         conv_bn_keys(&cw, &cb, shape, &mut p, &mut b);
     }
-    for i in 1..=7 {
+    for i in 1..=c.head_convs {
         let q = format!("head.conv_branch.{i}");
         for (j, shape) in [
-            (1, [MID, WIDTH, 1, 1]),
-            (2, [MID, MID, 3, 3]),
-            (3, [WIDTH, MID, 1, 1]),
+            (1, [mid, width, 1, 1]),
+            (2, [mid, mid, 3, 3]),
+            (3, [width, mid, 1, 1]),
         ] {
             let (cw, cb) = (format!("{q}.conv{j}.weight"), format!("{q}.bn{j}"));
             conv_bn_keys(&cw, &cb, shape, &mut p, &mut b);
@@ -66,7 +66,7 @@ pub fn keys() -> [Keys; 2] {
         for (part, co) in [("cls", 1), ("reg", 4)] {
             let pre = format!("head.{branch}_{part}");
             let (cw, cb) = (format!("{pre}.conv.weight"), format!("{pre}.bn"));
-            conv_bn_keys(&cw, &cb, [co, WIDTH, 1, 1], &mut p, &mut b);
+            conv_bn_keys(&cw, &cb, [co, width, 1, 1], &mut p, &mut b);
         }
     }
     [p, b]
@@ -87,13 +87,20 @@ fn conv_bn(
     bn(p, tape, enc, &y, bnp, EPS)
 }
 
-/// The head on the neck output `[B, 512, s, s]`.
-pub fn forward(p: &Params, tape: &mut Tape, enc: &mut Encoder, x: &Var) -> Result<HeadOut> {
+/// The head on the neck output `[B, 2·d_model, s, s]`.
+pub fn forward(
+    p: &Params,
+    cfg: &Config,
+    tape: &mut Tape,
+    enc: &mut Encoder,
+    x: &Var,
+) -> Result<HeadOut> {
     let s = x.shape().to_vec();
-    if s.len() != 4 || s[1] != IN || s[2] != s[3] {
+    let inp = cfg.head_in();
+    if s.len() != 4 || s[1] != inp || s[2] != s[3] {
         return Err(Error::shape(
             "train::head",
-            format!("expects [B, {IN}, s, s], got {s:?}"),
+            format!("expects [B, {inp}, s, s], got {s:?}"),
         ));
     }
     let mut f = x.clone();
@@ -134,7 +141,7 @@ pub fn forward(p: &Params, tape: &mut Tape, enc: &mut Encoder, x: &Var) -> Resul
     )?;
     let sum = ops::add(tape, enc, &h, &id)?;
     let mut c = ops::relu(tape, enc, &sum)?;
-    for i in 1..=7 {
+    for i in 1..=cfg.head_convs {
         let q = format!("head.conv_branch.{i}");
         let mut h = c.clone();
         for (j, pad) in [(1, 0), (2, 1), (3, 0)] {

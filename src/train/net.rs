@@ -4,6 +4,7 @@
 //! IoU 2.0) with their sum.
 
 use crate::autograd::{ops, Tape, Var};
+use crate::model::config::Config;
 use crate::model::load::WeightSource;
 use crate::ops::loss::LossConfig;
 use crate::train::head::HeadOut;
@@ -20,6 +21,7 @@ pub const X_SIZE: usize = 289;
 pub struct Net {
     pub swin: Swin,
     pub params: Params,
+    pub config: Config,
 }
 
 /// Head predictions of a batch of pairs.
@@ -37,20 +39,36 @@ pub struct Losses {
 impl Net {
     /// Loads the official architecture's trainable parameters from `weights` (official keys).
     pub fn load(gpu: &Gpu, weights: &dyn WeightSource) -> Result<Net> {
-        let swin = Swin::load(gpu, weights, &Arch::official())?;
+        Net::load_with(gpu, weights, &Config::official())
+    }
+
+    /// Loads the trainable parameters of architecture `config` from `weights`.
+    pub fn load_with(gpu: &Gpu, weights: &dyn WeightSource, config: &Config) -> Result<Net> {
+        config.validate()?;
+        let arch = Arch {
+            embed: config.embed,
+            depths: config.depths,
+            heads: config.heads,
+            window: config.window,
+        };
+        let swin = Swin::load(gpu, weights, &arch)?;
         let (zs, xs) = (Z_SIZE.div_ceil(16), X_SIZE.div_ceil(16));
-        let mut p = focus::keys(zs, xs);
+        let mut p = focus::keys(config, zs, xs);
         let mut b = Vec::new();
         for name in ["feat_adjuster_z", "feat_adjuster_x"] {
-            let [ap, ab] = adjust::keys(name);
+            let [ap, ab] = adjust::keys(config, name);
             p.extend(ap);
             b.extend(ab);
         }
-        let [hp, hb] = head::keys();
+        let [hp, hb] = head::keys(config);
         p.extend(hp);
         b.extend(hb);
         let params = Params::load(gpu, weights, &p, &b)?;
-        Ok(Net { swin, params })
+        Ok(Net {
+            swin,
+            params,
+            config: config.clone(),
+        })
     }
 
     /// Every trainable (key, tensor): backbone first, then adjusters, neck and head.
@@ -71,9 +89,10 @@ impl Net {
         let p = &self.params;
         let zt = self.swin.forward(tape, enc, z)?;
         let xt = self.swin.forward(tape, enc, x)?;
-        let za = adjust::forward(p, tape, enc, "feat_adjuster_z", &zt)?;
-        let xa = adjust::forward(p, tape, enc, "feat_adjuster_x", &xt)?;
-        let dec = focus::forward(p, tape, enc, &za, &xa)?;
+        let cf = &self.config;
+        let za = adjust::forward(p, cf, tape, enc, "feat_adjuster_z", &zt)?;
+        let xa = adjust::forward(p, cf, tape, enc, "feat_adjuster_x", &xt)?;
+        let dec = focus::forward(p, cf, tape, enc, &za, &xa)?;
         let (b, l, c) = (xa.dim(0), xa.dim(1), xa.dim(2));
         let side = (l as f64).sqrt().round() as usize;
         if side * side != l {
@@ -89,7 +108,7 @@ impl Net {
         let d = nchw(tape, enc, &dec)?;
         let xa4 = nchw(tape, enc, &xa)?;
         let neck = ops::concat(tape, enc, &[&d, &xa4], 1)?;
-        head::forward(p, tape, enc, &neck)
+        head::forward(p, cf, tape, enc, &neck)
     }
 
     /// The four SparseTT losses of `pred` against the constant targets: `labels` `[B, cells, 1]`
