@@ -680,7 +680,7 @@ pub fn topk_attention_backward(
         ("slot map words", rows * map_words),
         ("dq element count", batch * lq * width),
         ("dk element count", batch * lk * width),
-        ("dk invocations", batch * lk * heads * col_chunks),
+        ("dk invocations", batch * heads * map_words * col_chunks),
     ] {
         u32_of(BW, what, n)?;
     }
@@ -745,7 +745,7 @@ pub fn topk_attention_backward(
         ],
         bytes,
         &[q.t, dout, weights, &ds, &map, &dk, &dv],
-        grid(batch * lk * heads * col_chunks),
+        grid(batch * heads * map_words * col_chunks),
     )?;
     Ok(TopKGrads { dq, dk, dv })
 }
