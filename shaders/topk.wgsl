@@ -9,6 +9,8 @@
 //   logits_register / logits_tiled    q (`src`), k views -> logits                 [B, H, Lq, Lk]
 //   attend_register / attend_tiled    logits (`src`), v view -> att_out [B, Lq, H·D],
 //                                     att_idx, att_w [B, H, Lq, K]
+//   tk_bw_rows / tk_bw_dq / tk_bw_dkv the backward, from the forward's indices and weights (see
+//                                     the section before the SUBGROUP KERNELS marker)
 //   attend_subgroup / logits_subgroup (after the SUBGROUP KERNELS marker; the host compiles that
 //                                     part only on devices with subgroups) fused logits,
 //                                     selection, softmax and w·v for D = 32, subgroups of 8.
