@@ -9,6 +9,8 @@
 //   logits_register / logits_tiled    q (`src`), k views -> logits                 [B, H, Lq, Lk]
 //   attend_register / attend_tiled    logits (`src`), v view -> att_out [B, Lq, H·D],
 //                                     att_idx, att_w [B, H, Lq, K]
+//   tk_bw_rows / tk_bw_dq / tk_bw_dkv the backward, from the forward's indices and weights (see
+//                                     the section before the SUBGROUP KERNELS marker)
 //   attend_subgroup / logits_subgroup (after the SUBGROUP KERNELS marker; the host compiles that
 //                                     part only on devices with subgroups) fused logits,
 //                                     selection, softmax and w·v for D = 32, subgroups of 8.
@@ -604,7 +606,7 @@ fn logits_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
 // i holding t + 1 when key j is row i's slot t (0: not kept), so tk_bw_dkv walks the rows of
 // each key in ascending order and adds up a fixed sequence (deterministic, no atomics).
 //   tk_bw_rows  per (b, h, i): dS, slot map           tk_bw_dq   per element of dq
-//   tk_bw_dkv   per (b, j, h, 4 columns): dk, dv
+//   tk_bw_dkv   per (b, h, 4 keys, 4 columns): dk, dv
 
 struct TkBw {
     batch: u32, heads: u32, lq: u32, lk: u32,
@@ -731,41 +733,70 @@ fn put_dkv(o: u32, n: u32, ak: vec4<f32>, av: vec4<f32>) {
     }
 }
 
-// One invocation per (b, j, h, columns 4c .. 4c + 3 of the head): walks the Lq rows of (b, h)
-// in order and adds the kept ones' terms. One map read per row serves 4 columns of dk and dv.
+// Terms of one key of the map word: slot byte `sl` (0: row not kept by this key).
+struct KeyAcc {
+    k: vec4<f32>,
+    v: vec4<f32>,
+}
+
+fn key_acc(a: KeyAcc, sl: u32, r: u32, qv: vec4<f32>, dov: vec4<f32>) -> KeyAcc {
+    if (sl == 0u) {
+        return a;
+    }
+    let s = r * tb.keep + sl - 1u;
+    return KeyAcc(a.k + bk_ds[s] * qv, a.v + bk_w[s] * dov);
+}
+
+fn put_key(b: u32, j: u32, h: u32, d0: u32, a: KeyAcc) {
+    if (j < tb.lk) {
+        put_dkv((b * tb.lk + j) * tb.width + h * tb.hd + d0, min(4u, tb.hd - d0), a.k * tb.scale,
+                a.v);
+    }
+}
+
+// One invocation per (b, h, keys 4g .. 4g + 3, columns 4c .. 4c + 3 of the head): walks the Lq
+// rows of (b, h) in order and adds the kept ones' terms. One map word holds the 4 keys' slots and
+// one q / dO load serves all 4 keys (on lavapipe the map walk, not the arithmetic, is the cost).
 @compute @workgroup_size(64)
 fn tk_bw_dkv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
              @builtin(local_invocation_index) li: u32) {
     let e = tb_index(wg, nw, li);
-    let per_j = tb.heads * tb.col_chunks;
-    if (e >= tb.batch * tb.lk * per_j) {
+    let per_h = tb.map_words * tb.col_chunks;
+    if (e >= tb.batch * tb.heads * per_h) {
         return;
     }
     let cc = e % tb.col_chunks;
-    let h = (e / tb.col_chunks) % tb.heads;
-    let j = (e / per_j) % tb.lk;
-    let b = e / (per_j * tb.lk);
+    let g = (e / tb.col_chunks) % tb.map_words;
+    let bh = e / per_h;
+    let h = bh % tb.heads;
+    let b = bh / tb.heads;
     let d0 = 4u * cc;
     let dl = tb.hd - 1u;
     let c = vec4<u32>(d0, min(d0 + 1u, dl), min(d0 + 2u, dl), min(d0 + 3u, dl)) + h * tb.hd;
-    let sh = 8u * (j % 4u);
-    let bh = b * tb.heads + h;
-    var ak = vec4<f32>(0.0);
-    var av = vec4<f32>(0.0);
+    let z = vec4<f32>(0.0);
+    var a0 = KeyAcc(z, z);
+    var a1 = a0;
+    var a2 = a0;
+    var a3 = a0;
     for (var i = 0u; i < tb.lq; i++) {
         let r = bh * tb.lq + i;
-        let slot = (bk_map[r * tb.map_words + j / 4u] >> sh) & 0xffu;
-        if (slot != 0u) {
-            let s = r * tb.keep + slot - 1u;
+        let word = bk_map[r * tb.map_words + g];
+        if (word != 0u) {
             let qb = (b * tb.lq + i) * tb.q_stride + tb.q_off;
             let ob = (b * tb.lq + i) * tb.width;
             let qv = vec4<f32>(bk_q[qb + c.x], bk_q[qb + c.y], bk_q[qb + c.z], bk_q[qb + c.w]);
             let dov = vec4<f32>(bk_do[ob + c.x], bk_do[ob + c.y], bk_do[ob + c.z], bk_do[ob + c.w]);
-            ak += bk_ds[s] * qv;
-            av += bk_w[s] * dov;
+            a0 = key_acc(a0, word & 0xffu, r, qv, dov);
+            a1 = key_acc(a1, (word >> 8u) & 0xffu, r, qv, dov);
+            a2 = key_acc(a2, (word >> 16u) & 0xffu, r, qv, dov);
+            a3 = key_acc(a3, word >> 24u, r, qv, dov);
         }
     }
-    put_dkv((b * tb.lk + j) * tb.width + h * tb.hd + d0, min(4u, tb.hd - d0), ak * tb.scale, av);
+    let j0 = 4u * g;
+    put_key(b, j0, h, d0, a0);
+    put_key(b, j0 + 1u, h, d0, a1);
+    put_key(b, j0 + 2u, h, d0, a2);
+    put_key(b, j0 + 3u, h, d0, a3);
 }
 
 // ---------------------------------------------------------------------------------------------

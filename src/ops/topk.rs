@@ -13,6 +13,10 @@
 //! - `Variant::Register` (CPU adapters such as lavapipe): with subgroups of 8, head width 32,
 //!   K ≤ 32 and 16-byte aligned views, one fused dispatch (logits, a sorted top-32 kept in
 //!   registers, softmax, `w·v`); otherwise logits, then one barrier-free invocation per row.
+//!
+//! Backward ([`topk_attention_backward`], one barrier-free kernel set for both variants): from
+//! the forward's saved indices and weights, three dispatches (dS per row plus a slot map, dq per
+//! element, dk and dv gathered per key through the slot map).
 
 use crate::gpu::{DType, Encoder, Gpu, Shader, ShaderNeeds, Tensor, Variant};
 use crate::ops::HeadsView;
@@ -680,7 +684,7 @@ pub fn topk_attention_backward(
         ("slot map words", rows * map_words),
         ("dq element count", batch * lq * width),
         ("dk element count", batch * lk * width),
-        ("dk invocations", batch * lk * heads * col_chunks),
+        ("dk invocations", batch * heads * map_words * col_chunks),
     ] {
         u32_of(BW, what, n)?;
     }
@@ -745,7 +749,7 @@ pub fn topk_attention_backward(
         ],
         bytes,
         &[q.t, dout, weights, &ds, &map, &dk, &dv],
-        grid(batch * lk * heads * col_chunks),
+        grid(batch * heads * map_words * col_chunks),
     )?;
     Ok(TopKGrads { dq, dk, dv })
 }
