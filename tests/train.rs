@@ -44,7 +44,9 @@ fn bgr_to_rgb(bgr: &[u8], w: u32, h: u32) -> RgbImage {
 fn dataset() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = scratch("data");
+        let root = scratch("data");
+        // The config's GOT10kDataset table reads the `train` split: ROOT/train/list.txt.
+        let dir = root.join("train");
         let gdir = golden::golden_dir();
         let g = golden::load_golden(&gdir);
         let f = &g["frame1_bgr_u8"];
@@ -73,7 +75,7 @@ fn dataset() -> &'static Path {
             names.push(name);
         }
         std::fs::write(dir.join("list.txt"), names.join("\n") + "\n").unwrap();
-        dir
+        root
     })
 }
 
