@@ -1,0 +1,283 @@
+//! The Swin backbone in training mode (`sparsett::train::swin`): tape gradients against f64 central
+//! finite differences of the plain CPU reference of the whole backbone, on a small configuration;
+//! the tape forward against the inference backbone and the official model's `backbone.z` at full
+//! size.
+//!
+//! Tolerances, and why:
+//! - Small-configuration forward: GPU (f32) vs CPU (f64) within 1e-4 of the output's max
+//!   magnitude. The output is a LayerNorm (values of order 1); ~40 chained f32 ops with sums of at
+//!   most a few hundred terms each give a few 1e-6 relative, LayerNorm re-normalising each stage.
+//! - Gradients: for each parameter tensor, (a) a directional derivative along a random direction
+//!   D: |FD − ⟨g, D⟩| ≤ 2e-3·‖g‖·‖D‖ (the Cauchy–Schwarz scale of the projection; f32 gradients
+//!   carry ~1e-5 relative error per element, summed over up to ~5000 elements), and (b) a few
+//!   single elements: |FD_i − g_i| ≤ 2e-3·max|g| + 1e-7. Central differences in f64 with step
+//!   1e-4 have truncation error ~1e-8·|f'''| and rounding ~1e-16/1e-4, both far below.
+//!   The loss is Σ out·R for a fixed random R, so its gradient seed is R.
+//! - Golden (full size, 127 template, golden weights): within 1e-4 of `backbone.z`'s max
+//!   magnitude (the official model's own f32-vs-f64 spread is ≤ 1.1e-5), and within 1e-5 of the
+//!   inference backbone, which runs the same kernels except the split GELU epilogue.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use sparsett::autograd::Tape;
+use sparsett::model::weights::golden_state_dict;
+use sparsett::model::{SparseTT, Taps};
+use sparsett::prng::SplitMix64;
+use sparsett::train::swin::{cpu, Arch, Swin, SwinOpts};
+use sparsett::{Gpu, Variant};
+
+#[path = "support/golden.rs"]
+mod golden;
+
+fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| Gpu::new().expect("a GPU adapter (lavapipe: WGPU_BACKEND=vulkan)"))
+}
+
+/// Held by every test that runs kernels: the variant is a device-wide setting, so the tests that
+/// switch it must not overlap with the others.
+fn lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Seeded parameters of plausible scale: LayerNorm weights near 1, biases and tables small,
+/// linear/conv weights LeCun-uniform.
+fn random_params(arch: &Arch, seed: u64) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
+    let mut rng = SplitMix64::new(seed);
+    arch.param_shapes()
+        .into_iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let v = if name.ends_with("norm.weight")
+                || name.ends_with("norm1.weight")
+                || name.ends_with("norm2.weight")
+            {
+                rng.vec_f32(n, 0.7, 1.3)
+            } else if name.ends_with(".bias") || name.ends_with("bias_table") {
+                rng.vec_f32(n, -0.3, 0.3)
+            } else {
+                let fan_in: usize = shape[1..].iter().product();
+                let a = (3.0 / fan_in as f32).sqrt();
+                rng.vec_f32(n, -a, a)
+            };
+            (name, (shape, v))
+        })
+        .collect()
+}
+
+fn to_f64(p: &HashMap<String, (Vec<usize>, Vec<f32>)>) -> HashMap<String, Vec<f64>> {
+    p.iter()
+        .map(|(k, (_, v))| (k.clone(), v.iter().map(|&x| x as f64).collect()))
+        .collect()
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn norm(a: &[f64]) -> f64 {
+    dot(a, a).sqrt()
+}
+
+/// GPU output and gradients of Σ out·R for every parameter.
+fn gpu_run(
+    arch: &Arch,
+    params: &HashMap<String, (Vec<usize>, Vec<f32>)>,
+    img: &[f32],
+    shape: [usize; 4],
+    r: &[f32],
+) -> (Vec<f32>, HashMap<String, Vec<f64>>) {
+    let gpu = gpu();
+    let swin = Swin::load(gpu, params, arch).expect("loads");
+    let mut tape = Tape::new();
+    let mut enc = gpu.encoder();
+    let x = tape.constant(&gpu.upload(&shape, img).unwrap());
+    let out = swin.forward(&mut tape, &mut enc, &x).expect("forward");
+    let seed = gpu.upload(out.shape(), r).expect("seed");
+    let grads = tape.backward(&mut enc, &out, seed).expect("backward");
+    let names: Vec<&String> = swin.params().iter().map(|(n, _)| n).collect();
+    let mut ts = vec![&out.t];
+    for n in &names {
+        ts.push(grads.get(n).unwrap_or_else(|| panic!("no gradient for {n}")));
+    }
+    let mut got = enc.submit_read(&ts).expect("read").into_iter();
+    let y = got.next().unwrap();
+    let g = names
+        .iter()
+        .zip(got)
+        .map(|(n, v)| ((*n).clone(), v.iter().map(|&x| x as f64).collect()))
+        .collect();
+    (y, g)
+}
+
+/// Gradient check of the small configuration `arch` on a `b × 3 × side × side` image.
+fn check_gradients(arch: Arch, b: usize, side: usize, seed: u64) {
+    let params = random_params(&arch, seed);
+    let mut rng = SplitMix64::new(seed ^ 0x5eed);
+    let img = rng.vec_f32(b * 3 * side * side, -2.0, 2.0);
+    let p64 = to_f64(&params);
+    let img64: Vec<f64> = img.iter().map(|&x| x as f64).collect();
+    let want = cpu::forward(&arch, &p64, &img64, [b, side, side]);
+    let r = rng.vec_f32(want.len(), -1.0, 1.0);
+    let r64: Vec<f64> = r.iter().map(|&x| x as f64).collect();
+    let loss = |p: &HashMap<String, Vec<f64>>| dot(&cpu::forward(&arch, p, &img64, [b, side, side]), &r64);
+    let mut fd_cache: HashMap<String, (Vec<f64>, f64, Vec<(usize, f64)>)> = HashMap::new();
+    const H: f64 = 1e-4;
+    let _guard = lock();
+    let original = gpu().variant();
+    for variant in Variant::ALL {
+        gpu().set_variant(variant);
+        let (y, grads) = gpu_run(&arch, &params, &img, [b, 3, side, side], &r);
+        let max = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let err = y
+            .iter()
+            .zip(&want)
+            .fold(0f64, |m, (g, w)| m.max((*g as f64 - w).abs()));
+        assert!(
+            err <= 1e-4 * max,
+            "{variant:?} {arch:?}: forward differs from the f64 reference by {err} (max {max})"
+        );
+        for (name, g) in &grads {
+            let (d, fd_dir, fd_el) = fd_cache.entry(name.clone()).or_insert_with(|| {
+                let n = g.len();
+                let mut drng = SplitMix64::new(seed ^ n as u64 ^ name.len() as u64 * 7919);
+                let d: Vec<f64> = drng.vec_f32(n, -1.0, 1.0).iter().map(|&x| x as f64).collect();
+                let shifted = |eps: f64, dir: &dyn Fn(usize) -> f64| {
+                    let mut p = p64.clone();
+                    for (i, v) in p.get_mut(name).unwrap().iter_mut().enumerate() {
+                        *v += eps * dir(i);
+                    }
+                    loss(&p)
+                };
+                let fd_dir = (shifted(H, &|i| d[i]) - shifted(-H, &|i| d[i])) / (2.0 * H);
+                let picks = [0, n / 2, n - 1, (drng.next_u64() % n as u64) as usize];
+                let fd_el = picks
+                    .iter()
+                    .map(|&k| {
+                        let e = |i: usize| if i == k { 1.0 } else { 0.0 };
+                        (k, (shifted(H, &e) - shifted(-H, &e)) / (2.0 * H))
+                    })
+                    .collect();
+                (d, fd_dir, fd_el)
+            });
+            let proj = dot(g, d);
+            let scale = norm(g) * norm(d);
+            assert!(
+                (proj - *fd_dir).abs() <= 2e-3 * scale,
+                "{variant:?} {name}: ⟨g, D⟩ = {proj}, finite differences {fd_dir} (scale {scale})"
+            );
+            let gmax = g.iter().fold(0f64, |m, v| m.max(v.abs()));
+            for &(k, fd) in fd_el.iter() {
+                assert!(
+                    (g[k] - fd).abs() <= 2e-3 * gmax + 1e-7,
+                    "{variant:?} {name}[{k}]: gradient {}, finite differences {fd} (max |g| {gmax})",
+                    g[k]
+                );
+            }
+        }
+        assert_eq!(grads.len(), arch.param_shapes().len());
+    }
+    gpu().set_variant(original);
+}
+
+/// Window 3 (shift 1) on a 37×37 image: maps 10×10, 5×5, 3×3 are padded to 12, 6 and 3, every
+/// stage has a shifted block, odd maps are merged with padding, batch 2.
+#[test]
+fn gradients_match_finite_differences_window3() {
+    let arch = Arch {
+        embed: 8,
+        depths: [2, 2, 2],
+        heads: [1, 2, 2],
+        window: 3,
+    };
+    check_gradients(arch, 2, 37, 1);
+}
+
+/// The official window 7 (shift 3) on a 29×29 image: 8×8 and 4×4 maps smaller than two windows,
+/// depths [1, 1, 2] as the tiny demo configuration has them.
+#[test]
+fn gradients_match_finite_differences_window7() {
+    let arch = Arch {
+        embed: 8,
+        depths: [1, 1, 2],
+        heads: [2, 2, 4],
+        window: 7,
+    };
+    check_gradients(arch, 1, 29, 2);
+}
+
+#[test]
+fn bad_input_and_options_are_errors() {
+    let arch = Arch {
+        embed: 8,
+        depths: [1, 1, 1],
+        heads: [1, 1, 1],
+        window: 3,
+    };
+    let _guard = lock();
+    let gpu = gpu();
+    let params = random_params(&arch, 3);
+    let swin = Swin::load(gpu, &params, &arch).unwrap();
+    let mut tape = Tape::new();
+    let mut enc = gpu.encoder();
+    let bad = tape.constant(&gpu.zeros(&[1, 4, 16, 16]).unwrap());
+    let e = swin.forward(&mut tape, &mut enc, &bad).unwrap_err();
+    assert!(e.to_string().contains("[B, 3, H, W]"), "{e}");
+    let img = tape.constant(&gpu.zeros(&[1, 3, 16, 16]).unwrap());
+    let opts = SwinOpts {
+        drop_path_rate: 0.2,
+        seed: 0,
+    };
+    let e = swin.forward_with(&mut tape, &mut enc, &img, &opts).unwrap_err();
+    assert!(e.to_string().contains("stochastic depth"), "{e}");
+    let mut missing = params.clone();
+    missing.remove("basemodel.net.stages.1.downsample.reduction.weight");
+    let e = Swin::load(gpu, &missing, &arch).err().expect("missing key fails");
+    assert!(e.to_string().contains("reduction.weight"), "{e}");
+    let odd = Arch { heads: [3, 1, 1], ..arch };
+    assert!(Swin::load(gpu, &params, &odd).is_err());
+}
+
+/// Full size (127×127 template, official sizes, golden weights): the tape forward equals the
+/// inference backbone and the official model's `backbone.z`.
+#[test]
+fn full_size_forward_matches_inference_and_golden() {
+    let dir = golden::golden_dir();
+    let gold = golden::load_golden(&dir);
+    let sd = golden_state_dict(&dir.join("small_params.safetensors"), golden::seed(&dir))
+        .expect("golden weights");
+    let _guard = lock();
+    let gpu = gpu();
+    let z: Vec<f32> = gold["input.z"].v.iter().map(|&x| x as f32).collect();
+    let swin = Swin::load(gpu, &sd, &Arch::official()).expect("loads");
+    let mut tape = Tape::new();
+    let mut enc = gpu.encoder();
+    let zt = gpu.upload(&[1, 3, 127, 127], &z).unwrap();
+    let img = tape.constant(&zt);
+    let out = swin.forward(&mut tape, &mut enc, &img).expect("forward");
+    assert_eq!(out.shape(), [1, 64, 384]);
+    let model = SparseTT::load(gpu, &sd).expect("model");
+    let mut taps = Taps::on();
+    model.template(&mut enc, &zt, &mut taps).expect("template");
+    let inf = taps
+        .list
+        .iter()
+        .find(|(n, _)| n == "backbone.z")
+        .map(|(_, t)| t.clone())
+        .expect("backbone.z tap");
+    let got = enc.submit_read(&[&out.t, &inf]).unwrap();
+    // Ours is tokens [64, 384]; the golden and the tap are NCHW [384, 8, 8].
+    let nchw: Vec<f64> = (0..384 * 64)
+        .map(|i| got[0][(i % 64) * 384 + i / 64] as f64)
+        .collect();
+    let g = &gold["backbone.z"].v;
+    let max = g.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let diff = |a: &[f64], b: &[f64]| a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs()));
+    let e_gold = diff(&nchw, g);
+    assert!(e_gold <= 1e-4 * max, "vs golden: {e_gold} (max {max})");
+    let inf64: Vec<f64> = got[1].iter().map(|&x| x as f64).collect();
+    let e_inf = diff(&nchw, &inf64);
+    assert!(e_inf <= 1e-5 * max, "vs inference: {e_inf} (max {max})");
+}
