@@ -228,3 +228,103 @@ fn embed_2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: v
         }
     }
 }
+
+// ==== backward ==================================================================================
+// The layout ops are linear, so their backward passes are data movement too: permute's is the
+// inverse permutation, pad's a crop, concat's a slice per input, slice's a zero pad (or, adding
+// into an existing gradient, a strided add). All but the embedding's are one strided copy.
+// Gradients are f32: where BW_ACCUM is set the copy adds to the destination instead.
+
+override BW_ACCUM: bool = false;
+
+struct StridedParams {
+    shape: vec4<u32>,    // iteration shape, right-aligned to 4-D
+    src_st: vec4<u32>,   // source stride of each iteration dimension
+    dst_st: vec4<u32>,   // destination stride of each iteration dimension
+    n: u32,              // invocations: rows of the iteration shape × runs per row
+    runs: u32,           // runs per row (of shape.w elements)
+    src_off: u32,
+    dst_off: u32,
+}
+
+@group(0) @binding(0) var<uniform> tp: StridedParams;
+
+// dst[dst_off + Σ c_k·dst_st_k] (+)= src[src_off + Σ c_k·src_st_k] for every coordinate c of
+// the iteration shape. The destinations are distinct, so no two invocations touch one element.
+@compute @workgroup_size(WG)
+fn strided_bw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+              @builtin(local_invocation_index) li: u32) {
+    let t = linear_id(wg, nw, li);
+    if (t >= tp.n) {
+        return;
+    }
+    let s = tp.shape;
+    let row = t / tp.runs;
+    let c2 = row % s.z;
+    let c1 = (row / s.z) % s.y;
+    let c0 = row / (s.z * s.y);
+    let sbase = tp.src_off + c0 * tp.src_st.x + c1 * tp.src_st.y + c2 * tp.src_st.z;
+    let dbase = tp.dst_off + c0 * tp.dst_st.x + c1 * tp.dst_st.y + c2 * tp.dst_st.z;
+    let start = (t % tp.runs) * R;
+    let end = min(start + R, s.w);
+    for (var j = start; j < end; j++) {
+        let o = dbase + j * tp.dst_st.w;
+        var v = src[sbase + j * tp.src_st.w];
+        if (BW_ACCUM) {
+            v = bitcast<u32>(bitcast<f32>(dst[o]) + bitcast<f32>(v));
+        }
+        dst[o] = v;
+    }
+}
+
+// ---- learned 2-D positional embedding backward -------------------------------------------------
+
+struct EmbedBwParams {
+    n: u32,          // (Hmax + Wmax)·half: one invocation per table element
+    h: u32,
+    w: u32,
+    half: u32,
+    row_elems: u32,  // Hmax·half: invocations below this fill drow, the rest dcol
+}
+
+@group(0) @binding(0) var<uniform> eb: EmbedBwParams;
+
+// drow[i, c] = Σ_j dpos[i·w + j, half + c] and dcol[j, c] = Σ_i dpos[i·w + j, c], summed in
+// ascending order (one invocation per table element: deterministic, no atomics); table rows
+// beyond the map (i ≥ h, j ≥ w) get zero. Bindings: dpos = `src`, drow = `dst`, dcol = `pos`.
+@compute @workgroup_size(WG)
+fn embed_2d_bw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+               @builtin(local_invocation_index) li: u32) {
+    let t = linear_id(wg, nw, li);
+    if (t >= eb.n) {
+        return;
+    }
+    let stride = 2u * eb.half;
+    var acc = 0.0;
+    if (t < eb.row_elems) {
+        let i = t / eb.half;
+        let c = t - i * eb.half;
+        if (i < eb.h) {
+            for (var j = 0u; j < eb.w; j++) {
+                acc += bitcast<f32>(src[(i * eb.w + j) * stride + eb.half + c]);
+            }
+        }
+        if (BW_ACCUM) {
+            acc += bitcast<f32>(dst[t]);
+        }
+        dst[t] = bitcast<u32>(acc);
+    } else {
+        let u = t - eb.row_elems;
+        let j = u / eb.half;
+        let c = u - j * eb.half;
+        if (j < eb.w) {
+            for (var i = 0u; i < eb.h; i++) {
+                acc += bitcast<f32>(src[(i * eb.w + j) * stride + c]);
+            }
+        }
+        if (BW_ACCUM) {
+            acc += bitcast<f32>(pos[u]);
+        }
+        pos[u] = bitcast<u32>(acc);
+    }
+}

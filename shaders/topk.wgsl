@@ -595,6 +595,180 @@ fn logits_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
 }
 
 // ---------------------------------------------------------------------------------------------
+// Backward of the top-K attention, from the forward's kept indices and softmax weights P
+// ([B, H, Lq, K]; the logits are not recomputed). Only kept entries carry gradient:
+//   dP_t = dO_i·v[idx_t],  dS_t = P_t·(dP_t − Σ_u P_u·dP_u)
+//   dq[i] = scale·Σ_t dS_t·k[idx_t]
+//   dk[j] = scale·Σ_{(i,t): idx_it = j} dS_it·q[i],  dv[j] = Σ_{(i,t): idx_it = j} P_it·dO[i]
+// The key-side sums are gathers, not scatters: tk_bw_rows also writes a slot map, byte j of row
+// i holding t + 1 when key j is row i's slot t (0: not kept), so tk_bw_dkv walks the rows of
+// each key in ascending order and adds up a fixed sequence (deterministic, no atomics).
+//   tk_bw_rows  per (b, h, i): dS, slot map           tk_bw_dq   per element of dq
+//   tk_bw_dkv   per (b, j, h, 4 columns): dk, dv
+
+struct TkBw {
+    batch: u32, heads: u32, lq: u32, lk: u32,
+    hd: u32, keep: u32, width: u32, map_words: u32,
+    q_stride: u32, q_off: u32, k_stride: u32, k_off: u32,
+    v_stride: u32, v_off: u32, scale: f32, col_chunks: u32,
+}
+
+@group(0) @binding(0) var<uniform> tb: TkBw;
+
+// Add into the destination instead of overwriting it (dk and dv have one switch each).
+override ACCUM: bool = false;
+override ACCUM_V: bool = false;
+
+fn tb_index(wg: vec3<u32>, nw: vec3<u32>, li: u32) -> u32 {
+    return (wg.x + wg.y * nw.x) * 64u + li;
+}
+
+@group(0) @binding(1) var<storage, read> br_v: array<f32>;
+@group(0) @binding(2) var<storage, read> br_do: array<f32>;
+@group(0) @binding(3) var<storage, read> br_idx: array<u32>;
+@group(0) @binding(4) var<storage, read> br_w: array<f32>;
+@group(0) @binding(5) var<storage, read_write> br_ds: array<f32>;
+@group(0) @binding(6) var<storage, read_write> br_map: array<u32>;
+
+@compute @workgroup_size(64)
+fn tk_bw_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+              @builtin(local_invocation_index) li: u32) {
+    let r = tb_index(wg, nw, li);
+    if (r >= tb.batch * tb.heads * tb.lq) {
+        return;
+    }
+    let i = r % tb.lq;
+    let bh = r / tb.lq;
+    let h = bh % tb.heads;
+    let b = bh / tb.heads;
+    let o0 = (b * tb.lq + i) * tb.width + h * tb.hd;
+    let vrow = b * tb.lk * tb.v_stride + tb.v_off + h * tb.hd;
+    let base = r * tb.keep;
+    let last = tb.lk - 1u;
+    var delta = 0.0;
+    for (var t = 0u; t < tb.keep; t++) {
+        let vb = vrow + min(br_idx[base + t], last) * tb.v_stride;
+        var dp = 0.0;
+        for (var d = 0u; d < tb.hd; d++) {
+            dp += br_do[o0 + d] * br_v[vb + d];
+        }
+        br_ds[base + t] = dp;
+        delta += br_w[base + t] * dp;
+    }
+    for (var t = 0u; t < tb.keep; t++) {
+        br_ds[base + t] = br_w[base + t] * (br_ds[base + t] - delta);
+    }
+    let mb = r * tb.map_words;
+    for (var m = 0u; m < tb.map_words; m++) {
+        br_map[mb + m] = 0u;
+    }
+    // This invocation owns the row's words, so read-modify-write is race-free. Indices ≥ Lk
+    // (never produced by the forward) are left out of the map.
+    for (var t = 0u; t < tb.keep; t++) {
+        let j = br_idx[base + t];
+        if (j < tb.lk) {
+            let sh = 8u * (j % 4u);
+            let a = mb + j / 4u;
+            br_map[a] = (br_map[a] & ~(0xffu << sh)) | ((t + 1u) << sh);
+        }
+    }
+}
+
+@group(0) @binding(1) var<storage, read> bq_k: array<f32>;
+@group(0) @binding(2) var<storage, read> bq_idx: array<u32>;
+@group(0) @binding(3) var<storage, read> bq_ds: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bq_dq: array<f32>;
+
+// One invocation per element (b, i, h·D + d) of dq (dense [B, Lq, width]).
+@compute @workgroup_size(64)
+fn tk_bw_dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+            @builtin(local_invocation_index) li: u32) {
+    let e = tb_index(wg, nw, li);
+    if (e >= tb.batch * tb.lq * tb.width) {
+        return;
+    }
+    let c = e % tb.width;
+    let i = (e / tb.width) % tb.lq;
+    let b = e / (tb.width * tb.lq);
+    let h = c / tb.hd;
+    let base = ((b * tb.heads + h) * tb.lq + i) * tb.keep;
+    let kcol = b * tb.lk * tb.k_stride + tb.k_off + c;
+    let last = tb.lk - 1u;
+    var acc = 0.0;
+    for (var t = 0u; t < tb.keep; t++) {
+        acc += bq_ds[base + t] * bq_k[kcol + min(bq_idx[base + t], last) * tb.k_stride];
+    }
+    acc *= tb.scale;
+    if (ACCUM) {
+        bq_dq[e] = bq_dq[e] + acc;
+    } else {
+        bq_dq[e] = acc;
+    }
+}
+
+@group(0) @binding(1) var<storage, read> bk_q: array<f32>;
+@group(0) @binding(2) var<storage, read> bk_do: array<f32>;
+@group(0) @binding(3) var<storage, read> bk_w: array<f32>;
+@group(0) @binding(4) var<storage, read> bk_ds: array<f32>;
+@group(0) @binding(5) var<storage, read> bk_map: array<u32>;
+@group(0) @binding(6) var<storage, read_write> bk_dk: array<f32>;
+@group(0) @binding(7) var<storage, read_write> bk_dv: array<f32>;
+
+fn put_dkv(o: u32, n: u32, ak: vec4<f32>, av: vec4<f32>) {
+    let a = array<f32, 4>(ak.x, ak.y, ak.z, ak.w);
+    let v = array<f32, 4>(av.x, av.y, av.z, av.w);
+    for (var u = 0u; u < n; u++) {
+        if (ACCUM) {
+            bk_dk[o + u] = bk_dk[o + u] + a[u];
+        } else {
+            bk_dk[o + u] = a[u];
+        }
+        if (ACCUM_V) {
+            bk_dv[o + u] = bk_dv[o + u] + v[u];
+        } else {
+            bk_dv[o + u] = v[u];
+        }
+    }
+}
+
+// One invocation per (b, j, h, columns 4c .. 4c + 3 of the head): walks the Lq rows of (b, h)
+// in order and adds the kept ones' terms. One map read per row serves 4 columns of dk and dv.
+@compute @workgroup_size(64)
+fn tk_bw_dkv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+             @builtin(local_invocation_index) li: u32) {
+    let e = tb_index(wg, nw, li);
+    let per_j = tb.heads * tb.col_chunks;
+    if (e >= tb.batch * tb.lk * per_j) {
+        return;
+    }
+    let cc = e % tb.col_chunks;
+    let h = (e / tb.col_chunks) % tb.heads;
+    let j = (e / per_j) % tb.lk;
+    let b = e / (per_j * tb.lk);
+    let d0 = 4u * cc;
+    let dl = tb.hd - 1u;
+    let c = vec4<u32>(d0, min(d0 + 1u, dl), min(d0 + 2u, dl), min(d0 + 3u, dl)) + h * tb.hd;
+    let sh = 8u * (j % 4u);
+    let bh = b * tb.heads + h;
+    var ak = vec4<f32>(0.0);
+    var av = vec4<f32>(0.0);
+    for (var i = 0u; i < tb.lq; i++) {
+        let r = bh * tb.lq + i;
+        let slot = (bk_map[r * tb.map_words + j / 4u] >> sh) & 0xffu;
+        if (slot != 0u) {
+            let s = r * tb.keep + slot - 1u;
+            let qb = (b * tb.lq + i) * tb.q_stride + tb.q_off;
+            let ob = (b * tb.lq + i) * tb.width;
+            let qv = vec4<f32>(bk_q[qb + c.x], bk_q[qb + c.y], bk_q[qb + c.z], bk_q[qb + c.w]);
+            let dov = vec4<f32>(bk_do[ob + c.x], bk_do[ob + c.y], bk_do[ob + c.z], bk_do[ob + c.w]);
+            ak += bk_ds[s] * qv;
+            av += bk_w[s] * dov;
+        }
+    }
+    put_dkv((b * tb.lk + j) * tb.width + h * tb.hd + d0, min(4u, tb.hd - d0), ak * tb.scale, av);
+}
+
+// ---------------------------------------------------------------------------------------------
 // ==== SUBGROUP KERNELS ==== (the host compiles everything below only on devices with subgroups)
 //
 // attend_subgroup fuses logits, selection, softmax and w·v for head width 32, K ≤ 32, 16-byte

@@ -11,6 +11,9 @@
 override WIN: u32 = 7u; // window side
 override CV: u32 = 1u;  // channel vectors per token: C (scalar entries) or C / 4 (vec4 entries)
 override K: u32 = 1u;   // vec4s per invocation in the `_v4` entries; divides CV
+// Partition and reverse add into their output instead of overwriting it: each is the other's
+// backward, and gradients accumulate into the caller's tensor.
+override ACCUM: bool = false;
 
 struct Params {
     h: u32,     // unpadded rows (patch merge: input rows)
@@ -72,7 +75,9 @@ fn win_partition(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     let s = partition_src(wg.z, wg.y, f);
     var v = 0.0;
     if (s != NONE) { v = src_s[s]; }
-    dst_s[(wg.z * p.nw + wg.y) * (WIN * WIN * CV) + f] = v;
+    let o = (wg.z * p.nw + wg.y) * (WIN * WIN * CV) + f;
+    if (ACCUM) { v += dst_s[o]; }
+    dst_s[o] = v;
 }
 
 @compute @workgroup_size(64)
@@ -81,7 +86,11 @@ fn win_partition_v4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
     if (f >= WIN * WIN * CV) { return; }
     let s = partition_src(wg.z, wg.y, f);
     let o = (wg.z * p.nw + wg.y) * (WIN * WIN * CV) + f;
-    if (s == NONE) {
+    if (ACCUM) {
+        if (s != NONE) {
+            for (var k = 0u; k < K; k++) { dst_v[o + k] += src_v[s + k]; }
+        }
+    } else if (s == NONE) {
         for (var k = 0u; k < K; k++) { dst_v[o + k] = vec4<f32>(0.0); }
     } else {
         for (var k = 0u; k < K; k++) { dst_v[o + k] = src_v[s + k]; }
@@ -162,7 +171,10 @@ fn reverse_src(b: u32, y: u32, f: u32) -> u32 {
 fn reverse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let f = wg.x * 64u + li;
     if (f >= p.w * CV) { return; }
-    dst_s[(wg.z * p.h + wg.y) * p.w * CV + f] = src_s[reverse_src(wg.z, wg.y, f)];
+    let o = (wg.z * p.h + wg.y) * p.w * CV + f;
+    var v = src_s[reverse_src(wg.z, wg.y, f)];
+    if (ACCUM) { v += dst_s[o]; }
+    dst_s[o] = v;
 }
 
 @compute @workgroup_size(64)
@@ -171,7 +183,11 @@ fn reverse_v4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     if (f >= p.w * CV) { return; }
     let s = reverse_src(wg.z, wg.y, f);
     let o = (wg.z * p.h + wg.y) * p.w * CV + f;
-    for (var k = 0u; k < K; k++) { dst_v[o + k] = src_v[s + k]; }
+    if (ACCUM) {
+        for (var k = 0u; k < K; k++) { dst_v[o + k] += src_v[s + k]; }
+    } else {
+        for (var k = 0u; k < K; k++) { dst_v[o + k] = src_v[s + k]; }
+    }
 }
 
 @compute @workgroup_size(64)
@@ -344,3 +360,101 @@ fn rel_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     dst_s[wg.y * n * n + f] = src_s[idx * p.n + wg.y];
 }
 
+
+// ==== backward ==================================================================================
+// Partition and reverse are each other's adjoint (pad tokens are dropped one way and zero the
+// other), so their backward passes are the `win_partition*` / `reverse*` entries above with ACCUM
+// where the gradient accumulates. Below: patch merging's and the relative bias gather's.
+
+// ---- patch merging backward: the 2×2 gather's adjoint --------------------------------------
+// Grid as `merge`: (ceil(W2·CV / 64), H2, batch). Every map pixel belongs to exactly one 2×2
+// neighbourhood, so each input gradient element is written by one invocation (no races); the
+// neighbours that fall on the even-size zero pad are dropped.
+
+fn merge_put_s(i: u32, v: f32) {
+    if (i == NONE) { return; }
+    var s = v;
+    if (ACCUM) { s += dst_s[i]; }
+    dst_s[i] = s;
+}
+
+@compute @workgroup_size(64)
+fn merge_bw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let f = wg.x * 64u + li;
+    if (f >= p.wp * CV) { return; }
+    let ox = f / CV;
+    let c = f - ox * CV;
+    let y0 = 2u * wg.y;
+    let x0 = 2u * ox;
+    let g = src_v[(wg.z * p.hp + wg.y) * p.wp * CV + f];
+    merge_put_s(merge_at(wg.z, y0, x0, c), g.x);
+    merge_put_s(merge_at(wg.z, y0, x0 + 1u, c), g.y);
+    merge_put_s(merge_at(wg.z, y0 + 1u, x0, c), g.z);
+    merge_put_s(merge_at(wg.z, y0 + 1u, x0 + 1u, c), g.w);
+}
+
+fn merge_put_v(i: u32, v: vec4<f32>) {
+    if (i == NONE) { return; }
+    var s = v;
+    if (ACCUM) { s += dst_v[i]; }
+    dst_v[i] = s;
+}
+
+// The 4×4 register transpose of `merge_v4`, run the other way.
+@compute @workgroup_size(64)
+fn merge_bw_v4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let f0 = (wg.x * 64u + li) * K;
+    if (f0 >= p.wp * CV) { return; }
+    let ox = f0 / CV;
+    let c0 = f0 - ox * CV;
+    let y0 = 2u * wg.y;
+    let x0 = 2u * ox;
+    let ia = merge_at(wg.z, y0, x0, c0);
+    let ib = merge_at(wg.z, y0, x0 + 1u, c0);
+    let id = merge_at(wg.z, y0 + 1u, x0, c0);
+    let ie = merge_at(wg.z, y0 + 1u, x0 + 1u, c0);
+    let o0 = ((wg.z * p.hp + wg.y) * p.wp * CV + f0) * 4u;
+    for (var k = 0u; k < K; k++) {
+        let o = o0 + 4u * k;
+        let r0 = src_v[o];
+        let r1 = src_v[o + 1u];
+        let r2 = src_v[o + 2u];
+        let r3 = src_v[o + 3u];
+        merge_put_v(select(ia + k, NONE, ia == NONE), vec4<f32>(r0.x, r1.x, r2.x, r3.x));
+        merge_put_v(select(ib + k, NONE, ib == NONE), vec4<f32>(r0.y, r1.y, r2.y, r3.y));
+        merge_put_v(select(id + k, NONE, id == NONE), vec4<f32>(r0.z, r1.z, r2.z, r3.z));
+        merge_put_v(select(ie + k, NONE, ie == NONE), vec4<f32>(r0.w, r1.w, r2.w, r3.w));
+    }
+}
+
+// ---- relative position bias backward: table rows gather their bias gradients ----------------
+// One invocation per table entry (row r, head h), 1-D grid over (2·WIN − 1)²·heads. Row
+// r = dy·(2·WIN − 1) + dx collects every (i, j) with hi − hj = dy − WIN + 1 and
+// wi − wj = dx − WIN + 1, summed in ascending i (the CPU reference's order), so the result is
+// deterministic with no atomics.
+@compute @workgroup_size(64)
+fn rel_bias_bw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let side = 2u * WIN - 1u;
+    let t = wg.x * 64u + li;
+    if (t >= side * side * p.n) { return; }
+    let r = t / p.n;
+    let h = t - r * p.n;
+    let dy = r / side;
+    let dx = r - dy * side;
+    let n = WIN * WIN;
+    // hj = hi + WIN − 1 − dy must lie in [0, WIN).
+    let hi0 = max(dy + 1u, WIN) - WIN;
+    let hi1 = min(dy, WIN - 1u);
+    let wi0 = max(dx + 1u, WIN) - WIN;
+    let wi1 = min(dx, WIN - 1u);
+    var acc = 0.0;
+    for (var hi = hi0; hi <= hi1; hi++) {
+        let hj = hi + WIN - 1u - dy;
+        for (var wi = wi0; wi <= wi1; wi++) {
+            let wj = wi + WIN - 1u - dx;
+            acc += src_s[(h * n + hi * WIN + wi) * n + hj * WIN + wj];
+        }
+    }
+    if (ACCUM) { acc += dst_s[t]; }
+    dst_s[t] = acc;
+}

@@ -10,6 +10,8 @@
 //! Ops whose inputs need no gradient record nothing, so the same model code runs forward-only
 //! without keeping anything alive.
 
+pub mod ops;
+
 use std::collections::{HashMap, HashSet};
 
 use crate::ops::elementwise::accumulate;
@@ -37,9 +39,11 @@ impl Var {
 }
 
 /// The backward of one node: given the gradient of its output and which inputs need a gradient,
-/// returns one entry per input (`None` where none is needed). Returned tensors must be fresh (not
-/// the upstream gradient itself, not shared between two inputs), since the tape may add later
-/// contributions into them.
+/// returns one entry per input (`None` where none is needed). Returned tensors must not be shared
+/// between two inputs nor with a saved tensor, since the tape may add later contributions into
+/// them. The upstream gradient itself (or a view of it) may be returned for one input: the tape
+/// owns it and hands it to this node only (the seed of [`Tape::backward`] included, which the
+/// tape takes by value).
 pub type BackwardFn =
     Box<dyn FnOnce(&mut Encoder, &Tensor, &[bool]) -> Result<Vec<Option<Tensor>>>>;
 

@@ -411,6 +411,372 @@ pub fn embed_2d(
     Ok(y)
 }
 
+// ---- backward ------------------------------------------------------------------------------
+// Gradients are f32. Each backward returns a fresh gradient, or adds into `into` (the backward
+// ops' convention) when given.
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct StridedParams {
+    shape: [u32; 4],
+    src_st: [u32; 4],
+    dst_st: [u32; 4],
+    n: u32,
+    runs: u32,
+    src_off: u32,
+    dst_off: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct EmbedBwParams {
+    n: u32,
+    h: u32,
+    w: u32,
+    half: u32,
+    row_elems: u32,
+    _pad: [u32; 3],
+}
+
+fn check_grad(op: &'static str, what: &str, t: &Tensor) -> Result<()> {
+    if t.dtype() != DType::F32 {
+        return Err(Error::shape(op, format!("{what} must be f32, got {t:?}")));
+    }
+    check_elem(op, t)
+}
+
+/// A tensor a gradient is added into: f32, of `shape`, no buffer shared with `input`.
+fn check_into(op: &'static str, t: &Tensor, shape: &[usize], input: &Tensor) -> Result<()> {
+    if t.dtype() != DType::F32
+        || t.shape() != shape
+        || std::sync::Arc::ptr_eq(t.pooled(), input.pooled())
+    {
+        return Err(Error::shape(
+            op,
+            format!("into {t:?} must be an f32 {shape:?} tensor apart from the input"),
+        ));
+    }
+    Ok(())
+}
+
+fn grad_out(
+    enc: &Encoder,
+    op: &'static str,
+    into: Option<&Tensor>,
+    shape: &[usize],
+    input: &Tensor,
+) -> Result<Tensor> {
+    match into {
+        Some(t) => {
+            check_into(op, t, shape, input)?;
+            Ok(t.clone())
+        }
+        None => output(enc, op, shape, DType::F32),
+    }
+}
+
+fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    (0..shape.len())
+        .map(|d| shape[d + 1..].iter().product())
+        .collect()
+}
+
+/// `dst[dst_off + Σ c·dst_st] (+)= src[src_off + Σ c·src_st]` over the (≤ 4-D) `shape`.
+#[allow(clippy::too_many_arguments)]
+fn strided(
+    enc: &mut Encoder,
+    src: &Tensor,
+    dst: &Tensor,
+    shape: &[usize],
+    (src_st, src_off): (&[usize], usize),
+    (dst_st, dst_off): (&[usize], usize),
+    accum: bool,
+) -> Result<()> {
+    let n: usize = shape.iter().product();
+    if n == 0 {
+        return Ok(());
+    }
+    let last = *shape.last().unwrap_or(&1);
+    let (inv, per_row) = runs(n / last, last);
+    let p = StridedParams {
+        shape: right_align(shape, 1),
+        src_st: right_align(src_st, 0),
+        dst_st: right_align(dst_st, 0),
+        n: inv as u32,
+        runs: per_row as u32,
+        src_off: src_off as u32,
+        dst_off: dst_off as u32,
+    };
+    let g = groups(enc, inv);
+    let consts: &[(&str, f64)] = if accum { &[("BW_ACCUM", 1.0)] } else { &[] };
+    enc.dispatch(
+        &LAYOUT,
+        "strided_bw",
+        consts,
+        bytemuck::bytes_of(&p),
+        &[src, dst],
+        g,
+    )
+}
+
+/// Backward of [`pad`] for `dy` (the padded shape) of an input of `shape`: the crop
+/// `dx[i] = dy[i + before]` (the gradient of the pad values is dropped). With `into`, added there.
+pub fn pad_backward(
+    enc: &mut Encoder,
+    dy: &Tensor,
+    shape: &[usize],
+    pads: &[(usize, usize)],
+    into: Option<&Tensor>,
+) -> Result<Tensor> {
+    const OP: &str = "pad_backward";
+    check_grad(OP, "dy", dy)?;
+    check_rank(OP, shape)?;
+    let padded: Option<Vec<usize>> = (pads.len() == shape.len())
+        .then(|| {
+            shape
+                .iter()
+                .zip(pads)
+                .map(|(&d, &(a, b))| d.checked_add(a)?.checked_add(b))
+                .collect()
+        })
+        .flatten();
+    if padded.as_deref() != Some(dy.shape()) {
+        return Err(Error::shape(
+            OP,
+            format!("dy {dy:?} is not {shape:?} padded by {pads:?}"),
+        ));
+    }
+    let dx = grad_out(enc, OP, into, shape, dy)?;
+    let st = contiguous_strides(dy.shape());
+    let off = pads.iter().zip(&st).map(|(p, s)| p.0 * s).sum();
+    strided(
+        enc,
+        dy,
+        &dx,
+        shape,
+        (&st, off),
+        (&contiguous_strides(shape), 0),
+        into.is_some(),
+    )?;
+    Ok(dx)
+}
+
+/// Backward of [`slice`] for `dy` (the slice) of an input of `shape`: `dx` is `dy` at
+/// `[start, start + len)` of `axis` and zero elsewhere. With `into`, `dy` is added into that
+/// region of it.
+pub fn slice_backward(
+    enc: &mut Encoder,
+    dy: &Tensor,
+    shape: &[usize],
+    axis: usize,
+    start: usize,
+    into: Option<&Tensor>,
+) -> Result<Tensor> {
+    const OP: &str = "slice_backward";
+    check_grad(OP, "dy", dy)?;
+    let ds = dy.shape();
+    let fits = axis < shape.len()
+        && ds.len() == shape.len()
+        && (0..shape.len()).all(|d| d == axis || ds[d] == shape[d])
+        && start
+            .checked_add(ds[axis])
+            .is_some_and(|end| end <= shape[axis]);
+    if !fits {
+        return Err(Error::shape(
+            OP,
+            format!("dy {dy:?} is not a slice of {shape:?} at {start} along axis {axis}"),
+        ));
+    }
+    let (dim, len) = (shape[axis], ds[axis]);
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis + 1..].iter().product();
+    match into {
+        None => {
+            let view = dy.reshape(&[outer, len, inner])?;
+            let pads = [(0, 0), (start, dim - start - len), (0, 0)];
+            let dx = pad(enc, &view, &pads, 0.0)?;
+            dx.reshape(shape)
+        }
+        Some(t) => {
+            check_into(OP, t, shape, dy)?;
+            strided(
+                enc,
+                dy,
+                t,
+                &[outer, len * inner],
+                (&[len * inner, 1], 0),
+                (&[dim * inner, 1], start * inner),
+                true,
+            )?;
+            Ok(t.clone())
+        }
+    }
+}
+
+/// Backward of [`concat`] for `dy` (the joined tensor) of inputs whose lengths along `axis` are
+/// `sizes`: input j's gradient is `dy`'s slice at its place. `into` is empty (fresh gradients)
+/// or has one entry per input; the gradients of named tensors are added into them.
+pub fn concat_backward(
+    enc: &mut Encoder,
+    dy: &Tensor,
+    sizes: &[usize],
+    axis: usize,
+    into: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
+    const OP: &str = "concat_backward";
+    check_grad(OP, "dy", dy)?;
+    let ds = dy.shape();
+    let total = sizes.iter().try_fold(0usize, |a, &s| a.checked_add(s));
+    if axis >= ds.len() || total != Some(ds[axis]) {
+        return Err(Error::shape(
+            OP,
+            format!("dy {dy:?} does not join lengths {sizes:?} along axis {axis}"),
+        ));
+    }
+    if !into.is_empty() && into.len() != sizes.len() {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "into needs no entry or one per input ({}), got {}",
+                sizes.len(),
+                into.len()
+            ),
+        ));
+    }
+    let outer: usize = ds[..axis].iter().product();
+    let inner: usize = ds[axis + 1..].iter().product();
+    let mut out = Vec::with_capacity(sizes.len());
+    let mut at = 0;
+    for (j, &len) in sizes.iter().enumerate() {
+        let mut shape = ds.to_vec();
+        shape[axis] = len;
+        let t = into.get(j).copied().flatten();
+        let dx = grad_out(enc, OP, t, &shape, dy)?;
+        strided(
+            enc,
+            dy,
+            &dx,
+            &[outer, len * inner],
+            (&[ds[axis] * inner, 1], at * inner),
+            (&[len * inner, 1], 0),
+            t.is_some(),
+        )?;
+        out.push(dx);
+        at += len;
+    }
+    Ok(out)
+}
+
+/// Backward of [`permute`] for `dy` (the permuted tensor): `dx = permute(dy, perm⁻¹)`, of the
+/// input's shape (`shape[perm[k]] = dy.shape[k]`). With `into`, added there.
+pub fn permute_backward(
+    enc: &mut Encoder,
+    dy: &Tensor,
+    perm: &[usize],
+    into: Option<&Tensor>,
+) -> Result<Tensor> {
+    const OP: &str = "permute_backward";
+    check_grad(OP, "dy", dy)?;
+    let ds = dy.shape();
+    check_rank(OP, ds)?;
+    let mut inv = [usize::MAX; MAX_RANK];
+    let valid = perm.len() == ds.len()
+        && perm
+            .iter()
+            .enumerate()
+            .all(|(k, &p)| p < ds.len() && std::mem::replace(&mut inv[p], k) == usize::MAX);
+    if !valid {
+        return Err(Error::shape(
+            OP,
+            format!("{perm:?} is not a permutation of the dimensions of dy {dy:?}"),
+        ));
+    }
+    let shape: Vec<usize> = (0..ds.len()).map(|d| ds[inv[d]]).collect();
+    let dx = grad_out(enc, OP, into, &shape, dy)?;
+    // Walk dx in order (contiguous writes, and reads for the accumulation).
+    let dst = contiguous_strides(ds);
+    let src_st: Vec<usize> = (0..ds.len()).map(|d| dst[inv[d]]).collect();
+    strided(
+        enc,
+        dy,
+        &dx,
+        &shape,
+        (&src_st, 0),
+        (&contiguous_strides(&shape), 0),
+        into.is_some(),
+    )?;
+    Ok(dx)
+}
+
+/// Backward of [`embed_2d`] for `dpos` (`[h·w, C]`) and tables of `hmax` and `wmax` rows:
+/// `drow[i, c] = Σ_j dpos[i·w + j, C/2 + c]`, `dcol[j, c] = Σ_i dpos[i·w + j, c]` (ascending
+/// order, deterministic), zero for rows the map does not reach. Returns `(drow, dcol)`
+/// (`[hmax, C/2]`, `[wmax, C/2]`); `into_row` / `into_col` are added into when given.
+#[allow(clippy::too_many_arguments)]
+pub fn embed_2d_backward(
+    enc: &mut Encoder,
+    dpos: &Tensor,
+    hmax: usize,
+    wmax: usize,
+    h: usize,
+    w: usize,
+    into_row: Option<&Tensor>,
+    into_col: Option<&Tensor>,
+) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "embed_2d_backward";
+    check_grad(OP, "dpos", dpos)?;
+    let s = dpos.shape();
+    if s.len() != 2 || Some(s[0]) != h.checked_mul(w) || s[1] % 2 != 0 || h > hmax || w > wmax {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "an {h}×{w} map (h ≤ {hmax}, w ≤ {wmax}) needs f32 dpos [{}, C] with C even, \
+                 got {dpos:?}",
+                h * w
+            ),
+        ));
+    }
+    let half = s[1] / 2;
+    let accum = into_row.is_some() || into_col.is_some();
+    // One accumulating dispatch serves both tables, so a table not given starts from zeros.
+    let table = |t: Option<&Tensor>, rows: usize| match t {
+        Some(t) => {
+            check_into(OP, t, &[rows, half], dpos)?;
+            Ok(t.clone())
+        }
+        None if accum => enc.gpu().zeros(&[rows, half]),
+        None => output(enc, OP, &[rows, half], DType::F32),
+    };
+    let drow = table(into_row, hmax)?;
+    let dcol = table(into_col, wmax)?;
+    let n = (hmax + wmax)
+        .checked_mul(half)
+        .filter(|&n| u32::try_from(n).is_ok())
+        .ok_or_else(|| Error::shape(OP, format!("tables of {hmax} + {wmax} rows overflow")))?;
+    if n == 0 {
+        return Ok((drow, dcol));
+    }
+    let p = EmbedBwParams {
+        n: n as u32,
+        h: h as u32,
+        w: w as u32,
+        half: half as u32,
+        row_elems: (hmax * half) as u32,
+        _pad: [0; 3],
+    };
+    let consts: &[(&str, f64)] = if accum { &[("BW_ACCUM", 1.0)] } else { &[] };
+    let g = groups(enc, n);
+    enc.dispatch(
+        &LAYOUT,
+        "embed_2d_bw",
+        consts,
+        bytemuck::bytes_of(&p),
+        &[dpos, &drow, &dcol],
+        g,
+    )?;
+    Ok((drow, dcol))
+}
+
 /// Plain-loop references, generic over the element so tests can compare bit patterns.
 pub mod cpu {
     /// Row-major strides of `shape`.
@@ -506,6 +872,111 @@ pub mod cpu {
             }
         }
         out
+    }
+
+    // ---- backward references: each forward's loop with the copy reversed into an add --------
+
+    /// Adjoint of [`pad`]: the padded gradient `dy` cropped back to `shape`.
+    pub fn pad_backward<T: Copy + Default + std::ops::AddAssign>(
+        dy: &[T],
+        shape: &[usize],
+        pads: &[(usize, usize)],
+    ) -> Vec<T> {
+        let out_shape: Vec<usize> = shape.iter().zip(pads).map(|(d, p)| d + p.0 + p.1).collect();
+        let st = strides(shape);
+        let mut dx = vec![T::default(); shape.iter().product()];
+        for (o, &g) in dy.iter().enumerate() {
+            let c = coords(o, &out_shape);
+            let inside = (0..shape.len()).all(|d| c[d] >= pads[d].0 && c[d] < pads[d].0 + shape[d]);
+            if inside {
+                let idx: usize = (0..shape.len()).map(|d| (c[d] - pads[d].0) * st[d]).sum();
+                dx[idx] += g;
+            }
+        }
+        dx
+    }
+
+    /// Adjoint of [`slice`]: `dy` placed at `start` along `axis` of a zero tensor of `shape`.
+    pub fn slice_backward<T: Copy + Default + std::ops::AddAssign>(
+        dy: &[T],
+        shape: &[usize],
+        axis: usize,
+        start: usize,
+        len: usize,
+    ) -> Vec<T> {
+        let mut out_shape = shape.to_vec();
+        out_shape[axis] = len;
+        let st = strides(shape);
+        let mut dx = vec![T::default(); shape.iter().product()];
+        for (o, &g) in dy.iter().enumerate() {
+            let mut c = coords(o, &out_shape);
+            c[axis] += start;
+            dx[c.iter().zip(&st).map(|(a, b)| a * b).sum::<usize>()] += g;
+        }
+        dx
+    }
+
+    /// Adjoint of [`concat`]: the gradients of inputs of lengths `sizes` along `axis`.
+    pub fn concat_backward<T: Copy>(
+        dy: &[T],
+        shape: &[usize],
+        sizes: &[usize],
+        axis: usize,
+    ) -> Vec<Vec<T>> {
+        let outer: usize = shape[..axis].iter().product();
+        let inner: usize = shape[axis + 1..].iter().product();
+        let mut out: Vec<Vec<T>> = sizes.iter().map(|_| Vec::new()).collect();
+        let mut it = dy.iter();
+        for _ in 0..outer {
+            for (j, &len) in sizes.iter().enumerate() {
+                out[j].extend(it.by_ref().take(len * inner).copied());
+            }
+        }
+        out
+    }
+
+    /// Adjoint of [`permute`]: `dy` (the permuted shape) scattered back to `shape`.
+    pub fn permute_backward<T: Copy + Default + std::ops::AddAssign>(
+        dy: &[T],
+        shape: &[usize],
+        perm: &[usize],
+    ) -> Vec<T> {
+        let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+        let st = strides(shape);
+        let mut dx = vec![T::default(); dy.len()];
+        for (o, &g) in dy.iter().enumerate() {
+            let c = coords(o, &out_shape);
+            dx[c.iter().zip(perm).map(|(ck, &p)| ck * st[p]).sum::<usize>()] += g;
+        }
+        dx
+    }
+
+    /// Adjoint of [`embed_2d`]: `(drow [hmax, half], dcol [wmax, half])` from `dpos`
+    /// (`[h·w, 2·half]`), each table element summed over the map in ascending order.
+    pub fn embed_2d_backward<T: Copy + Default + std::ops::AddAssign>(
+        dpos: &[T],
+        half: usize,
+        [hmax, wmax]: [usize; 2],
+        h: usize,
+        w: usize,
+    ) -> (Vec<T>, Vec<T>) {
+        let mut drow = vec![T::default(); hmax * half];
+        let mut dcol = vec![T::default(); wmax * half];
+        for i in 0..h {
+            for c in 0..half {
+                for j in 0..w {
+                    drow[i * half + c] += dpos[(i * w + j) * 2 * half + half + c];
+                }
+            }
+        }
+        for j in 0..w {
+            for c in 0..half {
+                for i in 0..h {
+                    dcol[j * half + c] += dpos[(i * w + j) * 2 * half + c];
+                }
+            }
+        }
+        (drow, dcol)
     }
 }
 

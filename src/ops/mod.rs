@@ -84,3 +84,4 @@ impl<'a> HeadsView<'a> {
     }
 }
 pub mod decode;
+pub mod loss;

@@ -359,6 +359,58 @@ pub fn add_layer_norm_backward_with(
     )
 }
 
+/// Backward of [`layer_norm_nchw`] for `dy` (`[N, H·W, C]`, token layout) of `x` (`[N, C, H, W]`):
+/// the tokens are recomputed (`permute(x, [0, 2, 3, 1])`), [`layer_norm_backward`] runs on them,
+/// and the token gradient goes back to NCHW with `permute_backward`: `dx` is `[N, C, H, W]`,
+/// `dweight`/`dbias` are `[C]`. Gradients named in `into` are added into those tensors.
+pub fn layer_norm_nchw_backward(
+    enc: &mut Encoder,
+    x: &Tensor,
+    weight: &Tensor,
+    dy: &Tensor,
+    eps: f32,
+    into: &LayerNormInto,
+) -> Result<LayerNormGrads> {
+    const OP: &str = "layer_norm_nchw_backward";
+    use crate::ops::layout::{permute, permute_backward};
+    let s = x.shape();
+    if s.len() != 4 || x.dtype() != DType::F32 {
+        return Err(Error::shape(
+            OP,
+            format!("x must be an f32 [N, C, H, W] map, got {x:?}"),
+        ));
+    }
+    let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
+    if dy.shape() != [n, h * w, c] || dy.dtype() != DType::F32 {
+        return Err(Error::shape(
+            OP,
+            format!("x {x:?} needs f32 dy [{n}, {}, {c}], got {dy:?}", h * w),
+        ));
+    }
+    if let Some(t) = into.dx {
+        check_into(OP, "dx", t, x.numel(), &[x, weight, dy])?;
+    }
+    let tokens = permute(enc, x, &[0, 2, 3, 1])?.reshape(&[n, h * w, c])?;
+    let params_only = LayerNormInto {
+        dx: None,
+        dweight: into.dweight,
+        dbias: into.dbias,
+    };
+    let g = layer_norm_backward(enc, &tokens, weight, dy, eps, &params_only)?;
+    let into_dx = into.dx.map(|t| t.reshape(s)).transpose()?;
+    let dx = permute_backward(
+        enc,
+        &g.dx.reshape(&[n, h, w, c])?,
+        &[0, 2, 3, 1],
+        into_dx.as_ref(),
+    )?;
+    Ok(LayerNormGrads {
+        dx,
+        dweight: g.dweight,
+        dbias: g.dbias,
+    })
+}
+
 /// A tensor a gradient is added into: f32, `numel` elements, no buffer shared with an input.
 fn check_into(
     op: &'static str,

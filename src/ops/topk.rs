@@ -541,6 +541,215 @@ pub fn topk_attention_logits(
     Ok(logits)
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct BwParams {
+    batch: u32,
+    heads: u32,
+    lq: u32,
+    lk: u32,
+    hd: u32,
+    keep: u32,
+    width: u32,
+    map_words: u32,
+    q_stride: u32,
+    q_off: u32,
+    k_stride: u32,
+    k_off: u32,
+    v_stride: u32,
+    v_off: u32,
+    scale: f32,
+    col_chunks: u32,
+}
+
+/// Existing tensors the gradients of [`topk_attention_backward`] are added into (`None`: fresh).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TopKInto<'a> {
+    pub dq: Option<&'a Tensor>,
+    pub dk: Option<&'a Tensor>,
+    pub dv: Option<&'a Tensor>,
+}
+
+/// Gradients of [`topk_attention`]: `dq` `[B, Lq, width]`, `dk` and `dv` `[B, Lk, width]`, dense
+/// whatever the layout of the views (a packed qkv gets three separate gradients).
+#[derive(Debug)]
+pub struct TopKGrads {
+    pub dq: Tensor,
+    pub dk: Tensor,
+    pub dv: Tensor,
+}
+
+/// Backward of [`topk_attention`] for the upstream `dout` (`[B, Lq, width]`, dense), from the
+/// forward's saved `indices` and `weights` P (`[B, heads, Lq, K]`, exactly as [`TopK`] returns
+/// them; the logits and the selection are not recomputed, so the kept set is the forward's). The
+/// selection is piecewise constant, so gradient flows only through the kept entries: per row,
+/// `dP_t = dO·v[idx_t]`, `dS_t = P_t·(dP_t − Σ_u P_u·dP_u)`, `dq = scale·Σ_t dS_t·k[idx_t]`,
+/// `dk[j] = scale·Σ dS·q` and `dv[j] = Σ P·dO` over the (row, slot) pairs that kept key j.
+/// The key-side sums gather through a per-row slot map built on the GPU (rows in ascending
+/// order, no atomics: deterministic). Gradients named in `into` are added into those tensors.
+///
+/// `indices` must be the forward's (distinct per row, each < Lk): an index ≥ Lk is ignored, and
+/// of duplicated indices only the last slot reaches dk and dv.
+#[allow(clippy::too_many_arguments)]
+pub fn topk_attention_backward(
+    enc: &mut Encoder,
+    q: HeadsView,
+    k: HeadsView,
+    v: HeadsView,
+    heads: usize,
+    scale: f32,
+    indices: &Tensor,
+    weights: &Tensor,
+    dout: &Tensor,
+    into: &TopKInto,
+) -> Result<TopKGrads> {
+    const BW: &str = "topk_attention_backward";
+    let gpu = enc.gpu();
+    let is = indices.shape();
+    if is.len() != 4 || indices.dtype() != DType::U32 {
+        return Err(Error::shape(
+            BW,
+            format!("indices must be u32 [B, heads, Lq, K], got {indices:?}"),
+        ));
+    }
+    let keep = is[3];
+    let pl = plan(BW, gpu, &q, &k, &v, heads, keep, Variant::Register)?;
+    let (batch, lq, lk, hd) = (pl.batch, pl.lq, pl.lk, pl.hd);
+    let width = heads * hd;
+    let saved = [batch, heads, lq, keep];
+    if is != saved {
+        return Err(Error::shape(
+            BW,
+            format!("indices must be [B, heads, Lq, K] = {saved:?}, got {indices:?}"),
+        ));
+    }
+    if weights.dtype() != DType::F32 || weights.shape() != saved {
+        return Err(Error::shape(
+            BW,
+            format!("weights must be f32 [B, heads, Lq, K] = {saved:?}, got {weights:?}"),
+        ));
+    }
+    if dout.dtype() != DType::F32 || dout.shape() != [batch, lq, width] {
+        return Err(Error::shape(
+            BW,
+            format!("dout must be f32 [B, Lq, width] = [{batch}, {lq}, {width}], got {dout:?}"),
+        ));
+    }
+    let operands = [q.t, k.t, v.t, indices, weights, dout];
+    let dest = |what: &str, t: Option<&Tensor>, shape: &[usize]| -> Result<Tensor> {
+        match t {
+            Some(t) => {
+                if t.dtype() != DType::F32 || t.shape() != shape {
+                    return Err(Error::shape(
+                        BW,
+                        format!("{what} must be f32 {shape:?}, got {t:?}"),
+                    ));
+                }
+                if operands
+                    .iter()
+                    .any(|o| std::sync::Arc::ptr_eq(o.pooled(), t.pooled()))
+                {
+                    return Err(Error::shape(
+                        BW,
+                        format!("{what} {t:?} shares its buffer with an operand"),
+                    ));
+                }
+                Ok(t.clone())
+            }
+            None => gpu.empty(BW, shape, DType::F32),
+        }
+    };
+    let dq = dest("into.dq", into.dq, &[batch, lq, width])?;
+    let dk = dest("into.dk", into.dk, &[batch, lk, width])?;
+    let dv = dest("into.dv", into.dv, &[batch, lk, width])?;
+    if [&dq, &dk, &dv].iter().enumerate().any(|(a, x)| {
+        [&dq, &dk, &dv][a + 1..]
+            .iter()
+            .any(|y| std::sync::Arc::ptr_eq(x.pooled(), y.pooled()))
+    }) {
+        return Err(Error::shape(
+            BW,
+            "into.dq, into.dk and into.dv must be distinct tensors",
+        ));
+    }
+    let rows = batch * heads * lq;
+    let map_words = lk.div_ceil(4);
+    let col_chunks = hd.div_ceil(4);
+    for (what, n) in [
+        ("B·heads·Lq·K", rows * keep),
+        ("slot map words", rows * map_words),
+        ("dq element count", batch * lq * width),
+        ("dk element count", batch * lk * width),
+        ("dk invocations", batch * lk * heads * col_chunks),
+    ] {
+        u32_of(BW, what, n)?;
+    }
+    if rows == 0 {
+        // Nothing flows back; fresh gradients must still be zero.
+        for (t, acc) in [
+            (&dq, into.dq.is_some()),
+            (&dk, into.dk.is_some()),
+            (&dv, into.dv.is_some()),
+        ] {
+            if !acc {
+                enc.clear(t);
+            }
+        }
+        return Ok(TopKGrads { dq, dk, dv });
+    }
+    let p = BwParams {
+        batch: batch as u32,
+        heads: heads as u32,
+        lq: lq as u32,
+        lk: lk as u32,
+        hd: hd as u32,
+        keep: keep as u32,
+        width: width as u32,
+        map_words: map_words as u32,
+        q_stride: q.stride as u32,
+        q_off: q.offset as u32,
+        k_stride: k.stride as u32,
+        k_off: k.offset as u32,
+        v_stride: v.stride as u32,
+        v_off: v.offset as u32,
+        scale,
+        col_chunks: col_chunks as u32,
+    };
+    let ds = gpu.empty(BW, &saved, DType::F32)?;
+    let map = gpu.empty(BW, &[rows * map_words], DType::U32)?;
+    let grid = |n: usize| gpu.grid((n as u64).div_ceil(64));
+    let flag = |b: bool| b as u8 as f64;
+    let bytes = bytemuck::bytes_of(&p);
+    enc.dispatch(
+        &TOPK,
+        "tk_bw_rows",
+        &[],
+        bytes,
+        &[v.t, dout, indices, weights, &ds, &map],
+        grid(rows),
+    )?;
+    enc.dispatch(
+        &TOPK,
+        "tk_bw_dq",
+        &[("ACCUM", flag(into.dq.is_some()))],
+        bytes,
+        &[k.t, indices, &ds, &dq],
+        grid(dq.numel()),
+    )?;
+    enc.dispatch(
+        &TOPK,
+        "tk_bw_dkv",
+        &[
+            ("ACCUM", flag(into.dk.is_some())),
+            ("ACCUM_V", flag(into.dv.is_some())),
+        ],
+        bytes,
+        &[q.t, dout, weights, &ds, &map, &dk, &dv],
+        grid(batch * lk * heads * col_chunks),
+    )?;
+    Ok(TopKGrads { dq, dk, dv })
+}
+
 /// Plain-loop references.
 pub mod cpu {
     /// The host view shared with the dense attention reference.
@@ -654,6 +863,141 @@ pub mod cpu {
             .collect();
         topk_attend(&logits, &indices, v, heads, hd, q.len, keep)
     }
+
+    /// f64 top-K attention on dense `[B, L, heads·hd]` slices, `dims = [B, Lq, Lk, heads, hd]`:
+    /// `(out [B, Lq, width], indices [B, heads, Lq, keep])`. The kept keys are `indices` when
+    /// given, else the exact selection on the f64 logits (value desc, index asc).
+    #[allow(clippy::too_many_arguments)]
+    pub fn topk_attention_f64(
+        q: &[f64],
+        k: &[f64],
+        v: &[f64],
+        dims: [usize; 5],
+        keep: usize,
+        scale: f64,
+        indices: Option<&[u32]>,
+    ) -> (Vec<f64>, Vec<u32>) {
+        let [batch, lq, lk, heads, hd] = dims;
+        let width = heads * hd;
+        let mut out = vec![0f64; batch * lq * width];
+        let mut sel_all = Vec::with_capacity(batch * heads * lq * keep);
+        for b in 0..batch {
+            for h in 0..heads {
+                for i in 0..lq {
+                    let row = (b * heads + h) * lq + i;
+                    let l = logits_row(q, k, dims, scale, b, h, i);
+                    let sel = match indices {
+                        Some(x) => x[row * keep..(row + 1) * keep].to_vec(),
+                        None => top_indices(&l, keep),
+                    };
+                    let w = softmax_kept(&l, &sel);
+                    for d in 0..hd {
+                        let c = h * hd + d;
+                        out[(b * lq + i) * width + c] = sel
+                            .iter()
+                            .zip(&w)
+                            .map(|(&j, &wt)| wt * v[(b * lk + j as usize) * width + c])
+                            .sum();
+                    }
+                    sel_all.extend(sel);
+                }
+            }
+        }
+        (out, sel_all)
+    }
+
+    /// Logits `scale·q_i·k_j` of row (b, h, i) over all Lk keys.
+    fn logits_row(
+        q: &[f64],
+        k: &[f64],
+        [_, lq, lk, heads, hd]: [usize; 5],
+        scale: f64,
+        b: usize,
+        h: usize,
+        i: usize,
+    ) -> Vec<f64> {
+        let width = heads * hd;
+        (0..lk)
+            .map(|j| {
+                (0..hd)
+                    .map(|d| {
+                        let c = h * hd + d;
+                        q[(b * lq + i) * width + c] * k[(b * lk + j) * width + c]
+                    })
+                    .sum::<f64>()
+                    * scale
+            })
+            .collect()
+    }
+
+    /// Softmax over the kept entries `sel` of a logits row, in `sel` order.
+    fn softmax_kept(l: &[f64], sel: &[u32]) -> Vec<f64> {
+        let m = sel
+            .iter()
+            .map(|&j| l[j as usize])
+            .fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = sel.iter().map(|&j| (l[j as usize] - m).exp()).collect();
+        let s: f64 = e.iter().sum();
+        e.iter().map(|x| x / s).collect()
+    }
+
+    /// Gradients `(dq, dk, dv)` of [`topk_attention_f64`] with the kept set fixed to `indices`,
+    /// for the upstream `dout`, through the full softmax Jacobian over the kept entries
+    /// `∂P_t/∂S_u = P_t·(δ_tu − P_u)` (not the rowsum shortcut the GPU uses); keys a row did not
+    /// keep get nothing from it.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    pub fn topk_attention_backward(
+        q: &[f64],
+        k: &[f64],
+        v: &[f64],
+        dims: [usize; 5],
+        keep: usize,
+        scale: f64,
+        indices: &[u32],
+        dout: &[f64],
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let [batch, lq, lk, heads, hd] = dims;
+        let width = heads * hd;
+        let (mut dq, mut dk, mut dv) = (
+            vec![0f64; q.len()],
+            vec![0f64; k.len()],
+            vec![0f64; v.len()],
+        );
+        let qi = |b: usize, i: usize, c: usize| (b * lq + i) * width + c;
+        let ki = |b: usize, j: usize, c: usize| (b * lk + j) * width + c;
+        for b in 0..batch {
+            for h in 0..heads {
+                for i in 0..lq {
+                    let row = (b * heads + h) * lq + i;
+                    let sel = &indices[row * keep..(row + 1) * keep];
+                    let p = softmax_kept(&logits_row(q, k, dims, scale, b, h, i), sel);
+                    let dp: Vec<f64> = sel
+                        .iter()
+                        .map(|&j| {
+                            (0..hd)
+                                .map(|d| {
+                                    dout[qi(b, i, h * hd + d)] * v[ki(b, j as usize, h * hd + d)]
+                                })
+                                .sum()
+                        })
+                        .collect();
+                    for (u, &j) in sel.iter().enumerate() {
+                        let j = j as usize;
+                        let ds: f64 = (0..keep)
+                            .map(|t| dp[t] * p[t] * (((t == u) as u8 as f64) - p[u]))
+                            .sum();
+                        for d in 0..hd {
+                            let c = h * hd + d;
+                            dq[qi(b, i, c)] += scale * ds * k[ki(b, j, c)];
+                            dk[ki(b, j, c)] += scale * ds * q[qi(b, i, c)];
+                            dv[ki(b, j, c)] += p[u] * dout[qi(b, i, c)];
+                        }
+                    }
+                }
+            }
+        }
+        (dq, dk, dv)
+    }
 }
 
 /// Benchmarks: the model's top-32 attention (361 queries × 361 keys × 8 heads of 32, packed qkv)
@@ -703,6 +1047,45 @@ pub fn bench(gpu: &Gpu, rows: &mut Vec<crate::bench::Row>) -> Result<()> {
             median_ms: ms,
             flops: None,
             bytes: Some((heads * l * l * 4 + heads * l * keep * 8) as f64),
+        });
+    }
+    // Backward (one kernel set for every variant) at batch 1 and the training batch 32, from the
+    // forward's saved indices and weights. FLOPs: dP, dq, dk, dv are 2·K·D·H each per query row.
+    for batch in [1usize, 32] {
+        let data = crate::prng::SplitMix64::new(9).vec_f32(batch * l * 3 * c, -1.0, 1.0);
+        let qkv = gpu.upload(&[batch, l, 3 * c], &data)?;
+        let dout = gpu.upload(
+            &[batch, l, c],
+            &crate::prng::SplitMix64::new(10).vec_f32(batch * l * c, -1.0, 1.0),
+        )?;
+        let q = HeadsView::packed(&qkv, 3, 0)?;
+        let k = HeadsView::packed(&qkv, 3, 1)?;
+        let v = HeadsView::packed(&qkv, 3, 2)?;
+        let mut enc = gpu.encoder();
+        let fwd = topk_attention(&mut enc, q, k, v, heads, keep, scale)?;
+        enc.submit()?;
+        let (warmup, iters) = if batch == 1 { (2, 10) } else { (1, 3) };
+        let ms = median_ms(gpu, warmup, iters, |enc| {
+            topk_attention_backward(
+                enc,
+                q,
+                k,
+                v,
+                heads,
+                scale,
+                &fwd.indices,
+                &fwd.weights,
+                &dout,
+                &TopKInto::default(),
+            )?;
+            Ok(())
+        })?;
+        rows.push(Row {
+            kernel: "topk_attention_backward".into(),
+            shape: format!("b{batch} {l}x{l} h{heads} d{hd} k{keep}"),
+            median_ms: ms,
+            flops: Some((8 * batch * l * keep * hd * heads) as f64),
+            bytes: None,
         });
     }
     Ok(())

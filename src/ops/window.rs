@@ -60,10 +60,11 @@ impl Width {
             "win_partition" => "win_partition_v4",
             "reverse" => "reverse_v4",
             "reverse_add" => "reverse_add_v4",
+            "merge_bw" => "merge_bw_v4",
             _ => "merge_v4",
         };
         let mut consts = vec![("WIN", window as f64)];
-        if base == "merge" {
+        if base == "merge" || base == "merge_bw" {
             consts.clear(); // the window plays no part in patch merging
         }
         match self {
@@ -202,29 +203,49 @@ pub fn window_partition_with(
     shift: usize,
     width: Width,
 ) -> Result<Tensor> {
-    const OP: &str = "window_partition";
-    check_window(OP, window, shift)?;
-    let [b, h, w, c] = check_map(OP, x)?;
-    check_width(OP, width, c)?;
+    partition_impl(enc, "window_partition", x, window, shift, width, None)
+}
+
+/// The partition kernel; with `into` (`[B·nW, window², C]`) it adds into that tensor instead.
+fn partition_impl(
+    enc: &mut Encoder,
+    op: &'static str,
+    x: &Tensor,
+    window: usize,
+    shift: usize,
+    width: Width,
+    into: Option<&Tensor>,
+) -> Result<Tensor> {
+    check_window(op, window, shift)?;
+    let [b, h, w, c] = check_map(op, x)?;
+    check_width(op, width, c)?;
     let g = WindowGrid::new(h, w, window)?;
     let nw = g.count();
-    let out = enc
-        .gpu()
-        .empty(OP, &[b * nw, window * window, c], DType::F32)?;
-    let (entry, consts) = width.kernel("win_partition", window, c);
+    let shape = [b * nw, window * window, c];
+    let out = match into {
+        Some(t) => {
+            check_into(op, t, &shape, &[x])?;
+            t.clone()
+        }
+        None => enc.gpu().empty(op, &shape, DType::F32)?,
+    };
+    let (entry, mut consts) = width.kernel("win_partition", window, c);
+    if into.is_some() {
+        consts.push(("ACCUM", 1.0));
+    }
     let p = Params {
-        h: u32_of(OP, "H", h)?,
-        w: u32_of(OP, "W", w)?,
-        hp: u32_of(OP, "Hp", g.hp)?,
-        wp: u32_of(OP, "Wp", g.wp)?,
+        h: u32_of(op, "H", h)?,
+        w: u32_of(op, "W", w)?,
+        hp: u32_of(op, "Hp", g.hp)?,
+        wp: u32_of(op, "Wp", g.wp)?,
         shift: shift as u32,
         nww: g.nww as u32,
-        nw: u32_of(OP, "windows", nw)?,
+        nw: u32_of(op, "windows", nw)?,
         n: 0,
         ..bytemuck::Zeroable::zeroed()
     };
     let per_window = window * window * c / width.channels();
-    let groups = grid(enc, OP, [per_window.div_ceil(WG), nw, b])?;
+    let groups = grid(enc, op, [per_window.div_ceil(WG), nw, b])?;
     enc.dispatch(
         &WINDOW,
         entry,
@@ -347,12 +368,37 @@ pub fn window_reverse_with(
     residual: Option<&Tensor>,
     width: Width,
 ) -> Result<Tensor> {
-    const OP: &str = "window_reverse";
-    check_window(OP, window, shift)?;
+    reverse_impl(
+        enc,
+        "window_reverse",
+        windows,
+        [b, h, w],
+        window,
+        shift,
+        residual,
+        width,
+        None,
+    )
+}
+
+/// The reverse kernel; with `into` (`[B, H, W, C]`, no residual) it adds into that tensor.
+#[allow(clippy::too_many_arguments)]
+fn reverse_impl(
+    enc: &mut Encoder,
+    op: &'static str,
+    windows: &Tensor,
+    [b, h, w]: [usize; 3],
+    window: usize,
+    shift: usize,
+    residual: Option<&Tensor>,
+    width: Width,
+    into: Option<&Tensor>,
+) -> Result<Tensor> {
+    check_window(op, window, shift)?;
     let s = windows.shape();
     if b == 0 || h == 0 || w == 0 {
         return Err(Error::shape(
-            OP,
+            op,
             format!("map size B {b}, H {h}, W {w} must be non-zero"),
         ));
     }
@@ -365,7 +411,7 @@ pub fn window_reverse_with(
         || s[2] == 0
     {
         return Err(Error::shape(
-            OP,
+            op,
             format!(
                 "a {b}×{h}×{w} map in {window}×{window} windows ({nw} per image) needs f32 \
                  windows [{}, {}, C], got {windows:?}",
@@ -378,31 +424,40 @@ pub fn window_reverse_with(
     if let Some(r) = residual {
         if r.dtype() != DType::F32 || r.shape() != [b, h, w, c] {
             return Err(Error::shape(
-                OP,
+                op,
                 format!("residual must be f32 [{b}, {h}, {w}, {c}], got {r:?}"),
             ));
         }
     }
-    check_width(OP, width, c)?;
-    let out = enc.gpu().empty(OP, &[b, h, w, c], DType::F32)?;
+    check_width(op, width, c)?;
+    let out = match into {
+        Some(t) => {
+            check_into(op, t, &[b, h, w, c], &[windows])?;
+            t.clone()
+        }
+        None => enc.gpu().empty(op, &[b, h, w, c], DType::F32)?,
+    };
     let p = Params {
-        h: u32_of(OP, "H", h)?,
-        w: u32_of(OP, "W", w)?,
-        hp: u32_of(OP, "Hp", g.hp)?,
-        wp: u32_of(OP, "Wp", g.wp)?,
+        h: u32_of(op, "H", h)?,
+        w: u32_of(op, "W", w)?,
+        hp: u32_of(op, "Hp", g.hp)?,
+        wp: u32_of(op, "Wp", g.wp)?,
         shift: shift as u32,
         nww: g.nww as u32,
-        nw: u32_of(OP, "windows", nw)?,
+        nw: u32_of(op, "windows", nw)?,
         n: 0,
         ..bytemuck::Zeroable::zeroed()
     };
-    let groups = grid(enc, OP, [(w * c / width.channels()).div_ceil(WG), h, b])?;
+    let groups = grid(enc, op, [(w * c / width.channels()).div_ceil(WG), h, b])?;
     let base = if residual.is_some() {
         "reverse_add"
     } else {
         "reverse"
     };
-    let (entry, consts) = width.kernel(base, window, c);
+    let (entry, mut consts) = width.kernel(base, window, c);
+    if into.is_some() {
+        consts.push(("ACCUM", 1.0));
+    }
     match residual {
         None => enc.dispatch(
             &WINDOW,
@@ -588,6 +643,313 @@ pub fn patch_merge_ln(
     Ok(out)
 }
 
+// ---- backward ------------------------------------------------------------------------------
+// Every op here except the LayerNorms is linear data movement, so each backward is the adjoint
+// map: partition and reverse are each other's adjoint (pad tokens are zeros one way and are
+// dropped the other way), patch merging scatters back, the bias gather sums into its table.
+// Gradients named in `into` are added into that tensor (the backward ops' convention).
+
+/// A tensor a gradient is added into: f32, of `shape`, no buffer shared with an input.
+fn check_into(op: &'static str, t: &Tensor, shape: &[usize], inputs: &[&Tensor]) -> Result<()> {
+    let shared = inputs
+        .iter()
+        .any(|i| std::sync::Arc::ptr_eq(i.pooled(), t.pooled()));
+    if t.dtype() != DType::F32 || t.shape() != shape || shared {
+        return Err(Error::shape(
+            op,
+            format!("into {t:?} must be an f32 {shape:?} tensor apart from the inputs"),
+        ));
+    }
+    Ok(())
+}
+
+/// Backward of [`window_partition`] for the window-layout gradient `dwin` (`[B·nW, window², C]`)
+/// of a `[B, H, W, C]` map (`bhw` = [B, H, W]): `dx[b, y, x, c] = dwin[b·nW + wy·nWw + wx,
+/// ty·window + tx, c]` where the partition took (y, x) from, i.e. [`window_reverse`]; the
+/// gradients of pad tokens are dropped. With `into` (`[B, H, W, C]`) it is added into that.
+pub fn window_partition_backward(
+    enc: &mut Encoder,
+    dwin: &Tensor,
+    bhw: [usize; 3],
+    window: usize,
+    shift: usize,
+    into: Option<&Tensor>,
+) -> Result<Tensor> {
+    let c = dwin.shape().last().copied().unwrap_or(0);
+    let width = Width::for_channels(c, enc.gpu().variant());
+    window_partition_backward_with(enc, dwin, bhw, window, shift, into, width)
+}
+
+/// [`window_partition_backward`] with an explicit access width.
+pub fn window_partition_backward_with(
+    enc: &mut Encoder,
+    dwin: &Tensor,
+    bhw: [usize; 3],
+    window: usize,
+    shift: usize,
+    into: Option<&Tensor>,
+    width: Width,
+) -> Result<Tensor> {
+    reverse_impl(
+        enc,
+        "window_partition_backward",
+        dwin,
+        bhw,
+        window,
+        shift,
+        None,
+        width,
+        into,
+    )
+}
+
+/// Backward of [`window_reverse`] (and of the attention's fused window scatter, whose
+/// `[B, h·w, C]` output gradient is this `[B, H, W, C]` map reshaped) for the map gradient
+/// `dmap`: `dwin = window_partition(dmap)`, zero on pad tokens (the reverse dropped them). For
+/// [`window_reverse_add`] the residual's gradient is `dmap` itself. With `into`
+/// (`[B·nW, window², C]`) the result is added into that tensor.
+pub fn window_reverse_backward(
+    enc: &mut Encoder,
+    dmap: &Tensor,
+    window: usize,
+    shift: usize,
+    into: Option<&Tensor>,
+) -> Result<Tensor> {
+    let c = dmap.shape().last().copied().unwrap_or(0);
+    let width = Width::for_channels(c, enc.gpu().variant());
+    window_reverse_backward_with(enc, dmap, window, shift, into, width)
+}
+
+/// [`window_reverse_backward`] with an explicit access width.
+pub fn window_reverse_backward_with(
+    enc: &mut Encoder,
+    dmap: &Tensor,
+    window: usize,
+    shift: usize,
+    into: Option<&Tensor>,
+    width: Width,
+) -> Result<Tensor> {
+    partition_impl(
+        enc,
+        "window_reverse_backward",
+        dmap,
+        window,
+        shift,
+        width,
+        into,
+    )
+}
+
+/// Backward of [`window_partition_ln`] for `dwin` (`[B·nW, window², C]`), run as two steps: the
+/// partition's backward gathers `dwin` to the token map (pad tokens dropped), then
+/// [`layer_norm_backward`](crate::ops::norm::layer_norm_backward) on `x` (statistics recomputed)
+/// gives `dx`, `dgamma = Σ dln·x̂`, `dbeta = Σ dln`, added into `into`'s tensors where named.
+#[allow(clippy::too_many_arguments)]
+pub fn window_partition_ln_backward(
+    enc: &mut Encoder,
+    x: &Tensor,
+    gamma: &Tensor,
+    dwin: &Tensor,
+    eps: f32,
+    window: usize,
+    shift: usize,
+    into: &crate::ops::norm::LayerNormInto,
+) -> Result<crate::ops::norm::LayerNormGrads> {
+    const OP: &str = "window_partition_ln_backward";
+    let [b, h, w, c] = check_map(OP, x)?;
+    if gamma.shape() != [c] || gamma.dtype() != DType::F32 {
+        return Err(Error::shape(
+            OP,
+            format!("gamma must be [{c}] f32, got {gamma:?}"),
+        ));
+    }
+    let dln = reverse_impl(
+        enc,
+        OP,
+        dwin,
+        [b, h, w],
+        window,
+        shift,
+        None,
+        Width::for_channels(c, enc.gpu().variant()),
+        None,
+    )?;
+    crate::ops::norm::layer_norm_backward(enc, x, gamma, &dln, eps, into)
+}
+
+/// Backward of [`patch_merge`] for `dy` (`[B, ⌈H/2⌉·⌈W/2⌉, 4C]`) of a `[B, H, W, C]` map
+/// (`dims`): `dx[b, 2·oy + kh, 2·ox + kw, c] = dy[b, oy·W2 + ox, c·4 + kh·2 + kw]`; gradients of
+/// the even-size zero pad are dropped. With `into` (`[B, H, W, C]`) it is added into that.
+pub fn patch_merge_backward(
+    enc: &mut Encoder,
+    dy: &Tensor,
+    dims: [usize; 4],
+    into: Option<&Tensor>,
+) -> Result<Tensor> {
+    let width = Width::for_channels(dims[3], enc.gpu().variant());
+    patch_merge_backward_with(enc, dy, dims, into, width)
+}
+
+/// [`patch_merge_backward`] with an explicit access width.
+pub fn patch_merge_backward_with(
+    enc: &mut Encoder,
+    dy: &Tensor,
+    [b, h, w, c]: [usize; 4],
+    into: Option<&Tensor>,
+    width: Width,
+) -> Result<Tensor> {
+    const OP: &str = "patch_merge_backward";
+    if [b, h, w, c].contains(&0) {
+        return Err(Error::shape(
+            OP,
+            format!("map [{b}, {h}, {w}, {c}] must be non-empty"),
+        ));
+    }
+    let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
+    if dy.dtype() != DType::F32 || dy.shape() != [b, h2 * w2, 4 * c] {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "a [{b}, {h}, {w}, {c}] map needs f32 dy [{b}, {}, {}], got {dy:?}",
+                h2 * w2,
+                4 * c
+            ),
+        ));
+    }
+    check_width(OP, width, c)?;
+    let out = match into {
+        Some(t) => {
+            check_into(OP, t, &[b, h, w, c], &[dy])?;
+            t.clone()
+        }
+        None => enc.gpu().empty(OP, &[b, h, w, c], DType::F32)?,
+    };
+    let (entry, mut consts) = width.kernel("merge_bw", 0, c);
+    if into.is_some() {
+        consts.push(("ACCUM", 1.0));
+    }
+    let p = Params {
+        h: u32_of(OP, "H", h)?,
+        w: u32_of(OP, "W", w)?,
+        hp: h2 as u32,
+        wp: w2 as u32,
+        ..Default::default()
+    };
+    u32_of(OP, "elements", b * h2 * w2 * 4 * c)?;
+    let groups = grid(enc, OP, [(w2 * c / width.channels()).div_ceil(WG), h2, b])?;
+    enc.dispatch(
+        &WINDOW,
+        entry,
+        &consts,
+        bytemuck::bytes_of(&p),
+        &[dy, &out],
+        groups,
+    )?;
+    Ok(out)
+}
+
+/// Backward of [`patch_merge_ln`] for `dy` (`[B, ⌈H/2⌉·⌈W/2⌉, 4C]`), in three steps: the merge is
+/// recomputed from `x`, [`layer_norm_backward`](crate::ops::norm::layer_norm_backward) over its
+/// 4C channels gives the merged gradient and `dgamma`, `dbeta` (`[4C]`), and
+/// [`patch_merge_backward`] scatters the merged gradient to `dx` (`[B, H, W, C]`). Gradients
+/// named in `into` are added into those tensors.
+pub fn patch_merge_ln_backward(
+    enc: &mut Encoder,
+    x: &Tensor,
+    gamma: &Tensor,
+    dy: &Tensor,
+    eps: f32,
+    into: &crate::ops::norm::LayerNormInto,
+) -> Result<crate::ops::norm::LayerNormGrads> {
+    const OP: &str = "patch_merge_ln_backward";
+    let dims = check_map(OP, x)?;
+    let c = dims[3];
+    if gamma.shape() != [4 * c] || gamma.dtype() != DType::F32 {
+        return Err(Error::shape(
+            OP,
+            format!("gamma must be [{}] f32, got {gamma:?}", 4 * c),
+        ));
+    }
+    let (h2, w2) = (dims[1].div_ceil(2), dims[2].div_ceil(2));
+    if dy.dtype() != DType::F32 || dy.shape() != [dims[0], h2 * w2, 4 * c] {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "x {x:?} needs f32 dy [{}, {}, {}], got {dy:?}",
+                dims[0],
+                h2 * w2,
+                4 * c
+            ),
+        ));
+    }
+    if let Some(t) = into.dx {
+        check_into(OP, t, &dims, &[x, gamma, dy])?;
+    }
+    let merged = patch_merge(enc, x)?;
+    let params_only = crate::ops::norm::LayerNormInto {
+        dx: None,
+        dweight: into.dweight,
+        dbias: into.dbias,
+    };
+    let g = crate::ops::norm::layer_norm_backward(enc, &merged, gamma, dy, eps, &params_only)?;
+    let dx = patch_merge_backward(enc, &g.dx, dims, into.dx)?;
+    Ok(crate::ops::norm::LayerNormGrads {
+        dx,
+        dweight: g.dweight,
+        dbias: g.dbias,
+    })
+}
+
+/// Backward of [`relative_position_bias`] for `dbias` (`[heads, w², w²]`): every table entry
+/// sums the bias gradients that read it, `dtable[r, h] = Σ_{(i, j): idx(i, j) = r} dbias[h, i, j]`
+/// (ascending i, one invocation per entry: deterministic, no atomics). Returns
+/// `[(2w − 1)², heads]`, or adds into `into` of that shape.
+pub fn relative_position_bias_backward(
+    enc: &mut Encoder,
+    dbias: &Tensor,
+    window: usize,
+    into: Option<&Tensor>,
+) -> Result<Tensor> {
+    const OP: &str = "relative_position_bias_backward";
+    check_window(OP, window, 0)?;
+    let n = window * window;
+    let s = dbias.shape();
+    if dbias.dtype() != DType::F32 || s.len() != 3 || s[0] == 0 || s[1] != n || s[2] != n {
+        return Err(Error::shape(
+            OP,
+            format!("window {window} needs an f32 dbias [heads, {n}, {n}], got {dbias:?}"),
+        ));
+    }
+    let heads = s[0];
+    let rows = (2 * window - 1) * (2 * window - 1);
+    let out = match into {
+        Some(t) => {
+            check_into(OP, t, &[rows, heads], &[dbias])?;
+            t.clone()
+        }
+        None => enc.gpu().empty(OP, &[rows, heads], DType::F32)?,
+    };
+    u32_of(OP, "dbias elements", dbias.numel())?;
+    let p = Params {
+        n: u32_of(OP, "heads", heads)?,
+        ..Default::default()
+    };
+    let mut consts = vec![("WIN", window as f64)];
+    if into.is_some() {
+        consts.push(("ACCUM", 1.0));
+    }
+    let groups = grid(enc, OP, [(rows * heads).div_ceil(WG), 1, 1])?;
+    enc.dispatch(
+        &WINDOW,
+        "rel_bias_bw",
+        &consts,
+        bytemuck::bytes_of(&p),
+        &[dbias, &out],
+        groups,
+    )?;
+    Ok(out)
+}
+
 /// Partition and reverse (plain and fused with the residual) of the search image's stage-1 map
 /// (73×73×96, shift 3), and its patch merge. Each timed batch records `REPS` dispatches so that
 /// the submit-and-wait overhead does not swamp kernels this short; rows report one dispatch.
@@ -663,8 +1025,13 @@ pub fn bench(gpu: &crate::Gpu, rows: &mut Vec<crate::bench::Row>) -> Result<()> 
 /// Plain-loop references, written as the PyTorch code reads: pad, roll, reshape.
 pub mod cpu {
     /// Zero-pads `[B, H, W, C]` bottom/right to `[B, hp, wp, C]`.
-    pub fn pad(x: &[f32], [b, h, w, c]: [usize; 4], hp: usize, wp: usize) -> Vec<f32> {
-        let mut out = vec![0.0; b * hp * wp * c];
+    pub fn pad<T: Copy + Default>(
+        x: &[T],
+        [b, h, w, c]: [usize; 4],
+        hp: usize,
+        wp: usize,
+    ) -> Vec<T> {
+        let mut out = vec![T::default(); b * hp * wp * c];
         for bi in 0..b {
             for y in 0..h {
                 for xx in 0..w {
@@ -678,8 +1045,13 @@ pub mod cpu {
     }
 
     /// `torch.roll(x, (sy, sx), dims=(1, 2))` on `[B, H, W, C]`: `out[i] = x[(i − shift) mod n]`.
-    pub fn roll(x: &[f32], [b, h, w, c]: [usize; 4], sy: isize, sx: isize) -> Vec<f32> {
-        let mut out = vec![0.0; x.len()];
+    pub fn roll<T: Copy + Default>(
+        x: &[T],
+        [b, h, w, c]: [usize; 4],
+        sy: isize,
+        sx: isize,
+    ) -> Vec<T> {
+        let mut out = vec![T::default(); x.len()];
         for bi in 0..b {
             for y in 0..h {
                 for xx in 0..w {
@@ -695,7 +1067,11 @@ pub mod cpu {
     }
 
     /// Swin's `window_partition` on an already padded `[B, hp, wp, C]` map.
-    pub fn partition_padded(x: &[f32], [b, hp, wp, c]: [usize; 4], window: usize) -> Vec<f32> {
+    pub fn partition_padded<T: Copy + Default>(
+        x: &[T],
+        [b, hp, wp, c]: [usize; 4],
+        window: usize,
+    ) -> Vec<T> {
         let mut out = Vec::with_capacity(x.len());
         for bi in 0..b {
             for wy in 0..hp / window {
@@ -713,8 +1089,12 @@ pub mod cpu {
     }
 
     /// Swin's `window_reverse` into a padded `[B, hp, wp, C]` map.
-    pub fn reverse_padded(win: &[f32], [b, hp, wp, c]: [usize; 4], window: usize) -> Vec<f32> {
-        let mut out = vec![0.0; b * hp * wp * c];
+    pub fn reverse_padded<T: Copy + Default>(
+        win: &[T],
+        [b, hp, wp, c]: [usize; 4],
+        window: usize,
+    ) -> Vec<T> {
+        let mut out = vec![T::default(); b * hp * wp * c];
         let mut src = 0;
         for bi in 0..b {
             for wy in 0..hp / window {
@@ -737,12 +1117,12 @@ pub mod cpu {
     }
 
     /// pad → roll(−shift) → window_partition. `[B, H, W, C]` → `[B·nW, window², C]`.
-    pub fn window_partition(
-        x: &[f32],
+    pub fn window_partition<T: Copy + Default>(
+        x: &[T],
         [b, h, w, c]: [usize; 4],
         window: usize,
         shift: usize,
-    ) -> Vec<f32> {
+    ) -> Vec<T> {
         let (hp, wp) = padded(h, w, window);
         let p = pad(x, [b, h, w, c], hp, wp);
         let s = shift as isize;
@@ -751,12 +1131,12 @@ pub mod cpu {
     }
 
     /// window_reverse → roll(+shift) → crop. `[B·nW, window², C]` → `[B, H, W, C]`.
-    pub fn window_reverse(
-        win: &[f32],
+    pub fn window_reverse<T: Copy + Default>(
+        win: &[T],
         [b, h, w, c]: [usize; 4],
         window: usize,
         shift: usize,
-    ) -> Vec<f32> {
+    ) -> Vec<T> {
         let (hp, wp) = padded(h, w, window);
         let m = reverse_padded(win, [b, hp, wp, c], window);
         let s = shift as isize;
@@ -832,10 +1212,14 @@ pub mod cpu {
     }
 
     /// `table[index.view(-1)].view(w², w², heads).permute(2, 0, 1)`: `[heads, w², w²]`.
-    pub fn relative_position_bias(table: &[f32], heads: usize, window: usize) -> Vec<f32> {
+    pub fn relative_position_bias<T: Copy + Default>(
+        table: &[T],
+        heads: usize,
+        window: usize,
+    ) -> Vec<T> {
         let idx = relative_position_index(window);
         let n2 = idx.len();
-        let mut out = vec![0.0; heads * n2];
+        let mut out = vec![T::default(); heads * n2];
         for h in 0..heads {
             for (k, &r) in idx.iter().enumerate() {
                 out[h * n2 + k] = table[r * heads + h];
@@ -846,10 +1230,10 @@ pub mod cpu {
 
     /// permute to `[B, C, H, W]` → zero-pad to even → `nn.Unfold(2, stride 2)` → transpose:
     /// `[B, H, W, C]` → `[B, ⌈H/2⌉·⌈W/2⌉, 4C]`.
-    pub fn patch_merge(x: &[f32], [b, h, w, c]: [usize; 4]) -> Vec<f32> {
+    pub fn patch_merge<T: Copy + Default>(x: &[T], [b, h, w, c]: [usize; 4]) -> Vec<T> {
         let (hp, wp) = (h.div_ceil(2) * 2, w.div_ceil(2) * 2);
         // NCHW padded copy
-        let mut nchw = vec![0.0f32; b * c * hp * wp];
+        let mut nchw = vec![T::default(); b * c * hp * wp];
         for bi in 0..b {
             for y in 0..h {
                 for xx in 0..w {
@@ -863,7 +1247,7 @@ pub mod cpu {
         // Unfold: [B, C·2·2, L] with row index ci·4 + kh·2 + kw and L = oy·W2 + ox; then transpose.
         let (h2, w2) = (hp / 2, wp / 2);
         let l = h2 * w2;
-        let mut unfold = vec![0.0f32; b * 4 * c * l];
+        let mut unfold = vec![T::default(); b * 4 * c * l];
         for bi in 0..b {
             for ci in 0..c {
                 for kh in 0..2 {
@@ -879,7 +1263,7 @@ pub mod cpu {
                 }
             }
         }
-        let mut out = vec![0.0f32; b * l * 4 * c];
+        let mut out = vec![T::default(); b * l * 4 * c];
         for bi in 0..b {
             for row in 0..4 * c {
                 for li in 0..l {
@@ -888,5 +1272,117 @@ pub mod cpu {
             }
         }
         out
+    }
+
+    // ---- backward references: the forward loops with each copy turned into an add ----------
+
+    /// Adjoint of [`window_partition`]: `[B·nW, window², C]` → `[B, H, W, C]`, each map element
+    /// gets the window element the partition copied it to; pad tokens' gradients are dropped.
+    pub fn window_partition_backward<T: Copy + Default + std::ops::AddAssign>(
+        dwin: &[T],
+        [b, h, w, c]: [usize; 4],
+        window: usize,
+        shift: usize,
+    ) -> Vec<T> {
+        let (hp, wp) = padded(h, w, window);
+        let (nwh, nww) = (hp / window, wp / window);
+        let mut dx = vec![T::default(); b * h * w * c];
+        let mut src = 0;
+        for bi in 0..b {
+            for wy in 0..nwh {
+                for wx in 0..nww {
+                    for ty in 0..window {
+                        for tx in 0..window {
+                            // rolled[i] = padded[(i + shift) mod Hp]
+                            let y = (wy * window + ty + shift) % hp;
+                            let xx = (wx * window + tx + shift) % wp;
+                            if y < h && xx < w {
+                                let dst = ((bi * h + y) * w + xx) * c;
+                                for ci in 0..c {
+                                    dx[dst + ci] += dwin[src + ci];
+                                }
+                            }
+                            src += c;
+                        }
+                    }
+                }
+            }
+        }
+        dx
+    }
+
+    /// Adjoint of [`window_reverse`]: `[B, H, W, C]` → `[B·nW, window², C]`, zero on pad tokens.
+    pub fn window_reverse_backward<T: Copy + Default + std::ops::AddAssign>(
+        dmap: &[T],
+        [b, h, w, c]: [usize; 4],
+        window: usize,
+        shift: usize,
+    ) -> Vec<T> {
+        let (hp, wp) = padded(h, w, window);
+        let (nwh, nww) = (hp / window, wp / window);
+        let mut dwin = vec![T::default(); b * nwh * nww * window * window * c];
+        for bi in 0..b {
+            for y in 0..h {
+                for xx in 0..w {
+                    // out[y] = merged[(y − shift) mod Hp]
+                    let py = (y + hp - shift) % hp;
+                    let px = (xx + wp - shift) % wp;
+                    let win = (bi * nwh + py / window) * nww + px / window;
+                    let t = (py % window) * window + px % window;
+                    let dst = (win * window * window + t) * c;
+                    let src = ((bi * h + y) * w + xx) * c;
+                    for ci in 0..c {
+                        dwin[dst + ci] += dmap[src + ci];
+                    }
+                }
+            }
+        }
+        dwin
+    }
+
+    /// Adjoint of [`patch_merge`]: `[B, ⌈H/2⌉·⌈W/2⌉, 4C]` → `[B, H, W, C]`.
+    pub fn patch_merge_backward<T: Copy + Default + std::ops::AddAssign>(
+        dy: &[T],
+        [b, h, w, c]: [usize; 4],
+    ) -> Vec<T> {
+        let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
+        let mut dx = vec![T::default(); b * h * w * c];
+        for bi in 0..b {
+            for oy in 0..h2 {
+                for ox in 0..w2 {
+                    for ci in 0..c {
+                        for kh in 0..2 {
+                            for kw in 0..2 {
+                                let (y, xx) = (2 * oy + kh, 2 * ox + kw);
+                                if y < h && xx < w {
+                                    dx[((bi * h + y) * w + xx) * c + ci] += dy
+                                        [((bi * h2 + oy) * w2 + ox) * 4 * c + ci * 4 + kh * 2 + kw];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        dx
+    }
+
+    /// Adjoint of [`relative_position_bias`]: `[heads, w², w²]` → `[(2w − 1)², heads]`, each
+    /// table entry the sum (ascending i, then j) of the bias gradients that read it.
+    pub fn relative_position_bias_backward<T: Copy + Default + std::ops::AddAssign>(
+        dbias: &[T],
+        heads: usize,
+        window: usize,
+    ) -> Vec<T> {
+        let idx = relative_position_index(window);
+        let n2 = idx.len();
+        let rows = (2 * window - 1) * (2 * window - 1);
+        let mut dt = vec![T::default(); rows * heads];
+        for h in 0..heads {
+            for (k, &r) in idx.iter().enumerate() {
+                dt[r * heads + h] += dbias[h * n2 + k];
+            }
+        }
+        dt
     }
 }

@@ -585,3 +585,413 @@ fn bench() {
     println!("{}", gpu().adapter_line());
     print!("{}", sparsett::bench::table(&rows));
 }
+
+// ---- Backward ------------------------------------------------------------------------------
+//
+// Tolerances of `topk_attention_backward` against `cpu::topk_attention_backward` (f64, full
+// softmax Jacobian, on the GPU forward's own kept indices so the kept sets are the same):
+// the GPU works from the forward's f32 weights P (within 1e-5 relative, see above) and sums at
+// most max(K, D, Lq) ≤ 32 rounded f32 terms per output (≤ 32·2⁻²⁴ ≈ 2e-6 relative to the sum
+// of magnitudes). dS = P·(dP − Σ P·dP) cancels, so errors are bounded against the magnitudes
+// involved, not the result: with |q|, |k|, |v|, |dO| ≤ 1 and D ≤ 32, every dS term and every
+// gradient term is at most D·K in size, and the gradients themselves are of the same order as
+// their largest entries. So each tensor is checked with atol = 1e-4·max|want| (≈ 5× the 2e-5
+// relative error above) and rtol 1e-4.
+//
+// The CPU reference against central finite differences in f64 (h = 1e-6): the kept set must not
+// change under the perturbation. A step h in one input moves a logit by ≤ h·scale·max|x| ≤ h, so
+// the kept set is stable when the gap between every row's K-th and (K+1)-th logit exceeds 2h;
+// the test asserts a gap ≥ 1e-4 on its data and also asserts that the perturbed selection equals
+// the base one. The function is then smooth in the step, and central differences are good to
+// O(h²)·|f'''| + rounding ε·|f|/h ≈ 1e-10: atol 1e-7, rtol 1e-6.
+
+struct BwCase {
+    batch: usize,
+    lq: usize,
+    lk: usize,
+    heads: usize,
+    hd: usize,
+    keep: usize,
+    packed: bool,
+}
+
+/// Dense f64 copy of a view's `[batch, len, width]` block.
+fn dense_f64(
+    data: &[f32],
+    batch: usize,
+    len: usize,
+    stride: usize,
+    offset: usize,
+    width: usize,
+) -> Vec<f64> {
+    let mut out = Vec::with_capacity(batch * len * width);
+    for r in 0..batch * len {
+        out.extend(
+            data[r * stride + offset..][..width]
+                .iter()
+                .map(|&x| x as f64),
+        );
+    }
+    out
+}
+
+fn max_abs(x: &[f32]) -> f32 {
+    x.iter().fold(0f32, |m, v| m.max(v.abs()))
+}
+
+fn check_backward(name: &str, c: &BwCase, variant: Variant) {
+    let g = gpu();
+    let width = c.heads * c.hd;
+    let seed = (c.lq * 31 + c.lk * 17 + c.hd * 3 + c.keep) as u64;
+    // Separate tensors: k carries 3 extra leading columns (an offset view), v is dense.
+    let (qd, kd, vd, qs, ks, vs, offs) = if c.packed {
+        assert_eq!(c.lq, c.lk);
+        let x = rand_vec(seed, c.batch * c.lq * 3 * width, -1.0, 1.0);
+        (
+            x.clone(),
+            x.clone(),
+            x,
+            3 * width,
+            3 * width,
+            3 * width,
+            (0, width, 2 * width),
+        )
+    } else {
+        (
+            rand_vec(seed, c.batch * c.lq * width, -1.0, 1.0),
+            rand_vec(seed + 1, c.batch * c.lk * (width + 3), -1.0, 1.0),
+            rand_vec(seed + 2, c.batch * c.lk * width, -1.0, 1.0),
+            width,
+            width + 3,
+            width,
+            (0, 3, 0),
+        )
+    };
+    let qt = g.upload(&[c.batch, c.lq, qs], &qd).unwrap();
+    let (kt, vt) = if c.packed {
+        (qt.clone(), qt.clone())
+    } else {
+        (
+            g.upload(&[c.batch, c.lk, ks], &kd).unwrap(),
+            g.upload(&[c.batch, c.lk, vs], &vd).unwrap(),
+        )
+    };
+    let hv = |t, len, stride, offset| HeadsView {
+        t,
+        batch: c.batch,
+        len,
+        stride,
+        offset,
+    };
+    let (q, k, v) = (
+        hv(&qt, c.lq, qs, offs.0),
+        hv(&kt, c.lk, ks, offs.1),
+        hv(&vt, c.lk, vs, offs.2),
+    );
+    let scale = 1.0 / (c.hd as f32).sqrt();
+    let dout = rand_vec(seed + 3, c.batch * c.lq * width, -1.0, 1.0);
+    let dout_t = g.upload(&[c.batch, c.lq, width], &dout).unwrap();
+    // Gradients already present, for the accumulating call.
+    let pre_q = rand_vec(seed + 4, c.batch * c.lq * width, -1.0, 1.0);
+    let pre_kv = rand_vec(seed + 5, c.batch * c.lk * width, -1.0, 1.0);
+    let acc_q = g.upload(&[c.batch, c.lq, width], &pre_q).unwrap();
+    let acc_k = g.upload(&[c.batch, c.lk, width], &pre_kv).unwrap();
+    let acc_v = g.upload(&[c.batch, c.lk, width], &pre_kv).unwrap();
+
+    let mut enc = g.encoder();
+    let fwd =
+        topk::topk_attention_with(&mut enc, q, k, v, c.heads, c.keep, scale, variant).unwrap();
+    let bw = |enc: &mut sparsett::Encoder, into: &topk::TopKInto| {
+        topk::topk_attention_backward(
+            enc,
+            q,
+            k,
+            v,
+            c.heads,
+            scale,
+            &fwd.indices,
+            &fwd.weights,
+            &dout_t,
+            into,
+        )
+        .unwrap()
+    };
+    let fresh = bw(&mut enc, &topk::TopKInto::default());
+    let into = topk::TopKInto {
+        dq: Some(&acc_q),
+        dk: Some(&acc_k),
+        dv: Some(&acc_v),
+    };
+    let acc = bw(&mut enc, &into);
+    assert_eq!(fresh.dq.shape(), [c.batch, c.lq, width]);
+    assert_eq!(fresh.dk.shape(), [c.batch, c.lk, width]);
+    assert_eq!(fresh.dv.shape(), [c.batch, c.lk, width]);
+    let got = enc
+        .submit_read(&[&fresh.dq, &fresh.dk, &fresh.dv, &acc.dq, &acc.dk, &acc.dv])
+        .unwrap();
+    let idx = read_u32(g, &fwd.indices);
+
+    let dims = [c.batch, c.lq, c.lk, c.heads, c.hd];
+    let (wq, wk, wv) = cpu::topk_attention_backward(
+        &dense_f64(&qd, c.batch, c.lq, qs, offs.0, width),
+        &dense_f64(&kd, c.batch, c.lk, ks, offs.1, width),
+        &dense_f64(&vd, c.batch, c.lk, vs, offs.2, width),
+        dims,
+        c.keep,
+        scale as f64,
+        &idx,
+        &dout.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+    );
+    let what = format!("{name} {variant:?}");
+    for (i, (label, want, pre)) in [
+        ("dq", &wq, &pre_q),
+        ("dk", &wk, &pre_kv),
+        ("dv", &wv, &pre_kv),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let want: Vec<f32> = want.iter().map(|&x| x as f32).collect();
+        let atol = 1e-4 * max_abs(&want).max(1e-3);
+        assert_close(&format!("{what} {label}"), &got[i], &want, atol, 1e-4);
+        let want_acc: Vec<f32> = want.iter().zip(pre).map(|(w, p)| w + p).collect();
+        assert_close(
+            &format!("{what} {label} accumulated"),
+            &got[3 + i],
+            &want_acc,
+            atol,
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn backward_matches_reference() {
+    let cases = [
+        // Odd everything, batch 2, an offset k view, K well below n.
+        BwCase {
+            batch: 2,
+            lq: 7,
+            lk: 11,
+            heads: 2,
+            hd: 5,
+            keep: 4,
+            packed: false,
+        },
+        // K = n (every key kept: the dense attention's gradient), packed qkv.
+        BwCase {
+            batch: 1,
+            lq: 13,
+            lk: 13,
+            heads: 3,
+            hd: 4,
+            keep: 13,
+            packed: true,
+        },
+        // The model's head width (the fused forward where subgroups allow), batch 2, packed.
+        BwCase {
+            batch: 2,
+            lq: 19,
+            lk: 19,
+            heads: 2,
+            hd: 32,
+            keep: 8,
+            packed: true,
+        },
+        // K = 1 and more queries than keys; D = 3 leaves a partial column chunk.
+        BwCase {
+            batch: 1,
+            lq: 6,
+            lk: 3,
+            heads: 1,
+            hd: 3,
+            keep: 1,
+            packed: false,
+        },
+        // K > 32 (the forward's second register net), n not a multiple of 4.
+        BwCase {
+            batch: 1,
+            lq: 5,
+            lk: 41,
+            heads: 1,
+            hd: 6,
+            keep: 37,
+            packed: false,
+        },
+    ];
+    for (n, c) in cases.iter().enumerate() {
+        for variant in Variant::ALL {
+            check_backward(&format!("case {n}"), c, variant);
+        }
+    }
+}
+
+/// Smallest gap between the K-th and (K+1)-th largest logit over all rows (∞ when K = Lk).
+fn min_gap(q: &[f64], k: &[f64], dims: [usize; 5], keep: usize, scale: f64) -> f64 {
+    let [batch, lq, lk, heads, hd] = dims;
+    let width = heads * hd;
+    let mut gap = f64::INFINITY;
+    for b in 0..batch {
+        for h in 0..heads {
+            for i in 0..lq {
+                let mut l: Vec<f64> = (0..lk)
+                    .map(|j| {
+                        (0..hd)
+                            .map(|d| {
+                                q[(b * lq + i) * width + h * hd + d]
+                                    * k[(b * lk + j) * width + h * hd + d]
+                            })
+                            .sum::<f64>()
+                            * scale
+                    })
+                    .collect();
+                l.sort_by(|a, b| b.partial_cmp(a).unwrap());
+                if keep < lk {
+                    gap = gap.min(l[keep - 1] - l[keep]);
+                }
+            }
+        }
+    }
+    gap
+}
+
+#[test]
+fn backward_reference_matches_finite_differences() {
+    for (dims, keep) in [
+        ([2, 4, 6, 2, 3], 3),
+        ([1, 3, 5, 1, 2], 5),
+        ([1, 5, 4, 2, 2], 1),
+    ] {
+        let [batch, lq, lk, heads, hd] = dims;
+        let width = heads * hd;
+        let f = |seed: u64, n: usize| -> Vec<f64> {
+            rand_vec(seed, n, -1.0, 1.0)
+                .into_iter()
+                .map(|x| x as f64)
+                .collect()
+        };
+        let seed = (lq * 10 + lk + keep) as u64;
+        let q = f(seed, batch * lq * width);
+        let k = f(seed + 1, batch * lk * width);
+        let v = f(seed + 2, batch * lk * width);
+        let dout = f(seed + 3, batch * lq * width);
+        let scale = 0.8;
+        let gap = min_gap(&q, &k, dims, keep, scale);
+        assert!(
+            gap >= 1e-4,
+            "dims {dims:?} K {keep}: logit gap {gap} too small for a stable kept set"
+        );
+        let (_, idx) = cpu::topk_attention_f64(&q, &k, &v, dims, keep, scale, None);
+        let (gq, gk, gv) = cpu::topk_attention_backward(&q, &k, &v, dims, keep, scale, &idx, &dout);
+        let loss = |q: &[f64], k: &[f64], v: &[f64]| -> f64 {
+            let (out, sel) = cpu::topk_attention_f64(q, k, v, dims, keep, scale, None);
+            assert_eq!(sel, idx, "the perturbation changed the kept set");
+            out.iter().zip(&dout).map(|(o, d)| o * d).sum()
+        };
+        let h = 1e-6;
+        for which in 0..3 {
+            let grad = [&gq, &gk, &gv][which];
+            for e in 0..grad.len() {
+                let mut xs = [q.clone(), k.clone(), v.clone()];
+                xs[which][e] += h;
+                let up = loss(&xs[0], &xs[1], &xs[2]);
+                xs[which][e] -= 2.0 * h;
+                let down = loss(&xs[0], &xs[1], &xs[2]);
+                let fd = (up - down) / (2.0 * h);
+                assert!(
+                    (fd - grad[e]).abs() <= 1e-7 + 1e-6 * fd.abs(),
+                    "dims {dims:?} K {keep}: d{} [{e}] reference {} vs finite difference {fd}",
+                    ["q", "k", "v"][which],
+                    grad[e]
+                );
+            }
+        }
+        // Unkept keys get nothing: with K < Lk some key gradient entries of dv must be exactly
+        // zero only if some key is kept by no row; check the ones that are.
+        for b in 0..batch {
+            for h in 0..heads {
+                for j in 0..lk {
+                    let kept = (0..lq).any(|i| {
+                        idx[((b * heads + h) * lq + i) * keep..][..keep].contains(&(j as u32))
+                    });
+                    if !kept {
+                        for d in 0..hd {
+                            let e = (b * lk + j) * width + h * hd + d;
+                            assert_eq!((gk[e], gv[e]), (0.0, 0.0), "unkept key {j} got gradient");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn backward_rejects_bad_inputs() {
+    let g = gpu();
+    let mut enc = g.encoder();
+    let qkv = g.zeros(&[2, 10, 3 * 8]).unwrap();
+    let q = HeadsView::packed(&qkv, 3, 0).unwrap();
+    let k = HeadsView::packed(&qkv, 3, 1).unwrap();
+    let v = HeadsView::packed(&qkv, 3, 2).unwrap();
+    let idx = g.upload_u32(&[2, 2, 10, 3], &[0; 120]).unwrap();
+    let w = g.zeros(&[2, 2, 10, 3]).unwrap();
+    let dout = g.zeros(&[2, 10, 8]).unwrap();
+    let none = topk::TopKInto::default();
+    let err = |r: sparsett::Result<topk::TopKGrads>| r.unwrap_err().to_string();
+    let bw = |enc: &mut sparsett::Encoder, idx, w, dout, into: &topk::TopKInto| {
+        err(topk::topk_attention_backward(
+            enc, q, k, v, 2, 1.0, idx, w, dout, into,
+        ))
+    };
+    // K > n, as the forward.
+    let idx11 = g.upload_u32(&[2, 2, 10, 11], &[0; 440]).unwrap();
+    let w11 = g.zeros(&[2, 2, 10, 11]).unwrap();
+    let e = bw(&mut enc, &idx11, &w11, &dout, &none);
+    assert!(
+        e.contains("topk_attention_backward") && e.contains("K = 11") && e.contains("n = 10"),
+        "{e}"
+    );
+    let e = bw(&mut enc, &w, &w, &dout, &none);
+    assert!(e.contains("indices must be u32"), "{e}");
+    let idx_bad = g.upload_u32(&[2, 3, 10, 3], &[0; 180]).unwrap();
+    let e = bw(&mut enc, &idx_bad, &w, &dout, &none);
+    assert!(
+        e.contains("indices must be") && e.contains("[2, 2, 10, 3]"),
+        "{e}"
+    );
+    let e = bw(&mut enc, &idx, &idx, &dout, &none);
+    assert!(e.contains("weights must be f32"), "{e}");
+    let dout_bad = g.zeros(&[2, 10, 9]).unwrap();
+    let e = bw(&mut enc, &idx, &w, &dout_bad, &none);
+    assert!(
+        e.contains("dout must be") && e.contains("[2, 10, 8]"),
+        "{e}"
+    );
+    let alias = topk::TopKInto {
+        dq: Some(&dout),
+        ..none
+    };
+    let e = bw(&mut enc, &idx, &w, &dout, &alias);
+    assert!(e.contains("into.dq") && e.contains("shares"), "{e}");
+    let dk = g.zeros(&[2, 10, 8]).unwrap();
+    let twice = topk::TopKInto {
+        dk: Some(&dk),
+        dv: Some(&dk),
+        ..none
+    };
+    let e = bw(&mut enc, &idx, &w, &dout, &twice);
+    assert!(e.contains("distinct"), "{e}");
+    let wrong = g.zeros(&[2, 9, 8]).unwrap();
+    let e = bw(
+        &mut enc,
+        &idx,
+        &w,
+        &dout,
+        &topk::TopKInto {
+            dv: Some(&wrong),
+            ..none
+        },
+    );
+    assert!(e.contains("into.dv must be f32 [2, 10, 8]"), "{e}");
+}
