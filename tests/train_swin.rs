@@ -100,7 +100,11 @@ fn gpu_run(
     let names: Vec<&String> = swin.params().iter().map(|(n, _)| n).collect();
     let mut ts = vec![&out.t];
     for n in &names {
-        ts.push(grads.get(n).unwrap_or_else(|| panic!("no gradient for {n}")));
+        ts.push(
+            grads
+                .get(n)
+                .unwrap_or_else(|| panic!("no gradient for {n}")),
+        );
     }
     let mut got = enc.submit_read(&ts).expect("read").into_iter();
     let y = got.next().unwrap();
@@ -122,7 +126,8 @@ fn check_gradients(arch: Arch, b: usize, side: usize, seed: u64) {
     let want = cpu::forward(&arch, &p64, &img64, [b, side, side]);
     let r = rng.vec_f32(want.len(), -1.0, 1.0);
     let r64: Vec<f64> = r.iter().map(|&x| x as f64).collect();
-    let loss = |p: &HashMap<String, Vec<f64>>| dot(&cpu::forward(&arch, p, &img64, [b, side, side]), &r64);
+    let loss =
+        |p: &HashMap<String, Vec<f64>>| dot(&cpu::forward(&arch, p, &img64, [b, side, side]), &r64);
     let mut fd_cache: HashMap<String, (Vec<f64>, f64, Vec<(usize, f64)>)> = HashMap::new();
     const H: f64 = 1e-4;
     let _guard = lock();
@@ -143,7 +148,11 @@ fn check_gradients(arch: Arch, b: usize, side: usize, seed: u64) {
             let (d, fd_dir, fd_el) = fd_cache.entry(name.clone()).or_insert_with(|| {
                 let n = g.len();
                 let mut drng = SplitMix64::new(seed ^ n as u64 ^ name.len() as u64 * 7919);
-                let d: Vec<f64> = drng.vec_f32(n, -1.0, 1.0).iter().map(|&x| x as f64).collect();
+                let d: Vec<f64> = drng
+                    .vec_f32(n, -1.0, 1.0)
+                    .iter()
+                    .map(|&x| x as f64)
+                    .collect();
                 let shifted = |eps: f64, dir: &dyn Fn(usize) -> f64| {
                     let mut p = p64.clone();
                     for (i, v) in p.get_mut(name).unwrap().iter_mut().enumerate() {
@@ -230,13 +239,20 @@ fn bad_input_and_options_are_errors() {
         drop_path_rate: 0.2,
         seed: 0,
     };
-    let e = swin.forward_with(&mut tape, &mut enc, &img, &opts).unwrap_err();
+    let e = swin
+        .forward_with(&mut tape, &mut enc, &img, &opts)
+        .unwrap_err();
     assert!(e.to_string().contains("stochastic depth"), "{e}");
     let mut missing = params.clone();
     missing.remove("basemodel.net.stages.1.downsample.reduction.weight");
-    let e = Swin::load(gpu, &missing, &arch).err().expect("missing key fails");
+    let e = Swin::load(gpu, &missing, &arch)
+        .err()
+        .expect("missing key fails");
     assert!(e.to_string().contains("reduction.weight"), "{e}");
-    let odd = Arch { heads: [3, 1, 1], ..arch };
+    let odd = Arch {
+        heads: [3, 1, 1],
+        ..arch
+    };
     assert!(Swin::load(gpu, &params, &odd).is_err());
 }
 
