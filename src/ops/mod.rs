@@ -85,3 +85,4 @@ impl<'a> HeadsView<'a> {
 }
 pub mod decode;
 pub mod loss;
+pub mod random;

@@ -12,6 +12,7 @@ mod layout;
 mod matmul;
 mod norm;
 mod optim;
+mod random;
 mod reduce;
 mod runtime;
 mod softmax;
