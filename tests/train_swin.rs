@@ -26,8 +26,9 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use sparsett::autograd::Tape;
 use sparsett::model::weights::golden_state_dict;
 use sparsett::model::{SparseTT, Taps};
+use sparsett::ops::random::cpu::drop_path_mask;
 use sparsett::prng::SplitMix64;
-use sparsett::train::swin::{cpu, Arch, Swin, SwinOpts};
+use sparsett::train::swin::{cpu, drop_path_rate, drop_path_seed, Arch, Swin, SwinOpts};
 use sparsett::{Gpu, Variant};
 
 #[path = "support/golden.rs"]
@@ -91,13 +92,16 @@ fn gpu_run(
     img: &[f32],
     shape: [usize; 4],
     r: &[f32],
+    opts: &SwinOpts,
 ) -> (Vec<f32>, HashMap<String, Vec<f64>>) {
     let gpu = gpu();
     let swin = Swin::load(gpu, params, arch).expect("loads");
     let mut tape = Tape::new();
     let mut enc = gpu.encoder();
     let x = tape.constant(&gpu.upload(&shape, img).unwrap());
-    let out = swin.forward(&mut tape, &mut enc, &x).expect("forward");
+    let out = swin
+        .forward_with(&mut tape, &mut enc, &x, opts)
+        .expect("forward");
     let seed = gpu.upload(out.shape(), r).expect("seed");
     let grads = tape.backward(&mut enc, &out, seed).expect("backward");
     let names: Vec<&String> = swin.params().iter().map(|(n, _)| n).collect();
@@ -128,24 +132,28 @@ struct Fd {
 }
 
 /// Gradient check of the small configuration `arch` on a `b × 3 × side × side` image.
-fn check_gradients(arch: Arch, b: usize, side: usize, seed: u64) {
+fn check_gradients(arch: Arch, b: usize, side: usize, seed: u64, opts: SwinOpts) {
     let params = random_params(&arch, seed);
     let mut rng = SplitMix64::new(seed ^ 0x5eed);
     let img = rng.vec_f32(b * 3 * side * side, -2.0, 2.0);
     let p64 = to_f64(&params);
     let img64: Vec<f64> = img.iter().map(|&x| x as f64).collect();
-    let want = cpu::forward(&arch, &p64, &img64, [b, side, side]);
+    let want = cpu::forward(&arch, &p64, &img64, [b, side, side], &opts);
     let r = rng.vec_f32(want.len(), -1.0, 1.0);
     let r64: Vec<f64> = r.iter().map(|&x| x as f64).collect();
-    let loss =
-        |p: &HashMap<String, Vec<f64>>| dot(&cpu::forward(&arch, p, &img64, [b, side, side]), &r64);
+    let loss = |p: &HashMap<String, Vec<f64>>| {
+        dot(
+            &cpu::forward(&arch, p, &img64, [b, side, side], &opts),
+            &r64,
+        )
+    };
     let mut fd_cache: HashMap<String, Fd> = HashMap::new();
     const H: f64 = 1e-4;
     let _guard = lock();
     let original = gpu().variant();
     for variant in Variant::ALL {
         gpu().set_variant(variant);
-        let (y, grads) = gpu_run(&arch, &params, &img, [b, 3, side, side], &r);
+        let (y, grads) = gpu_run(&arch, &params, &img, [b, 3, side, side], &r, &opts);
         let max = want.iter().fold(0f64, |m, v| m.max(v.abs()));
         let err = y
             .iter()
@@ -226,7 +234,7 @@ fn gradients_match_finite_differences_window3() {
         heads: [1, 2, 2],
         window: 3,
     };
-    check_gradients(arch, 2, 37, 1);
+    check_gradients(arch, 2, 37, 1, SwinOpts::default());
 }
 
 /// The official window 7 (shift 3) on a 29×29 image: 8×8 and 4×4 maps smaller than two windows,
@@ -239,7 +247,41 @@ fn gradients_match_finite_differences_window7() {
         heads: [2, 2, 4],
         window: 7,
     };
-    check_gradients(arch, 1, 29, 2);
+    check_gradients(arch, 1, 29, 2, SwinOpts::default());
+}
+
+/// Stochastic depth at a high rate (block k of 8 drops with rate 0.9·k/7) on batch 3: the GPU masks
+/// are regenerated bit for bit by the CPU reference, and the gradients of dropped and kept
+/// branches both match. The seed is one whose masks both drop and keep some branches (checked).
+#[test]
+fn gradients_with_drop_path_match_finite_differences() {
+    let arch = Arch {
+        embed: 8,
+        depths: [2, 2, 2],
+        heads: [1, 2, 2],
+        window: 3,
+    };
+    let opts = SwinOpts {
+        drop_path_rate: 0.9,
+        seed: 7,
+    };
+    let (mut kept, mut dropped) = (0, 0);
+    for k in 0..6 {
+        let p = drop_path_rate(&arch, opts.drop_path_rate, k);
+        for br in 0..2 {
+            if p > 0.0 {
+                for keep in drop_path_mask(3, p, drop_path_seed(opts.seed, k, br)) {
+                    if keep {
+                        kept += 1
+                    } else {
+                        dropped += 1
+                    }
+                }
+            }
+        }
+    }
+    assert!(kept > 0 && dropped > 0, "kept {kept}, dropped {dropped}");
+    check_gradients(arch, 3, 21, 5, opts);
 }
 
 #[test]
@@ -260,14 +302,16 @@ fn bad_input_and_options_are_errors() {
     let e = swin.forward(&mut tape, &mut enc, &bad).unwrap_err();
     assert!(e.to_string().contains("[B, 3, H, W]"), "{e}");
     let img = tape.constant(&gpu.zeros(&[1, 3, 16, 16]).unwrap());
-    let opts = SwinOpts {
+    let mut opts = SwinOpts {
         drop_path_rate: 0.2,
         seed: 0,
     };
+    assert!(swin.forward_with(&mut tape, &mut enc, &img, &opts).is_ok());
+    opts.drop_path_rate = 1.0;
     let e = swin
         .forward_with(&mut tape, &mut enc, &img, &opts)
         .unwrap_err();
-    assert!(e.to_string().contains("stochastic depth"), "{e}");
+    assert!(e.to_string().contains("outside [0, 1)"), "{e}");
     let mut missing = params.clone();
     missing.remove("basemodel.net.stages.1.downsample.reduction.weight");
     let e = Swin::load(gpu, &missing, &arch)

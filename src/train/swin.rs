@@ -25,6 +25,7 @@ use crate::ops::matmul::{
     Epilogue,
 };
 use crate::ops::norm::{layer_norm_nchw, layer_norm_nchw_backward, LayerNormInto};
+use crate::ops::random;
 use crate::ops::window::{
     self, patch_merge_ln, patch_merge_ln_backward, region_mask, relative_position_bias_backward,
     window_partition_ln, window_partition_ln_backward, window_reverse_backward, WindowGrid,
@@ -150,12 +151,33 @@ impl Arch {
 /// Options of [`Swin::forward_with`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SwinOpts {
-    /// Stochastic depth: the highest drop-path rate (the official recipe: 0.2), reached by the
-    /// last block; block k of n drops its residual branches with rate `k·rate/(n − 1)`. 0 (the
-    /// golden step, evaluation) is off.
+    /// Stochastic depth (drop path): the rate of the last block of the 4-stage Swin (the official
+    /// recipe: 0.2). As in mmdet, block k (counted over all stages, the unused stage 3 included:
+    /// n = Σ depths + [`STAGE3_DEPTH`] blocks) drops its attention and MLP branches per sample
+    /// with rate `k·rate/(n − 1)`, scaling kept ones by `1/(1 − rate_k)`. 0 (the golden step,
+    /// evaluation) is off.
     pub drop_path_rate: f32,
-    /// Seed of the drop-path masks.
+    /// Seed of the drop-path masks; give every training step its own. Each branch of each block
+    /// derives its own stream from it ([`drop_path_seed`]).
     pub seed: u64,
+}
+
+/// Blocks of Swin-T's stage 3, which SparseTT computes and discards (it counts in the drop-path
+/// schedule).
+pub const STAGE3_DEPTH: usize = 2;
+
+/// The drop-path rate of global block `k` (see [`SwinOpts::drop_path_rate`]).
+pub fn drop_path_rate(arch: &Arch, rate: f32, k: usize) -> f32 {
+    let n = arch.depths.iter().sum::<usize>() + STAGE3_DEPTH;
+    if n < 2 {
+        return 0.0;
+    }
+    (rate as f64 * k as f64 / (n - 1) as f64) as f32
+}
+
+/// The mask seed of branch `branch` (0 attention, 1 MLP) of global block `k`.
+pub fn drop_path_seed(seed: u64, k: usize, branch: usize) -> u64 {
+    crate::prng::SplitMix64::for_key(&format!("swin.drop_path.{k}.{branch}"), seed).next_u64()
 }
 
 /// The trainable backbone: parameters as GPU tensors by official key name, updated in place by
@@ -232,12 +254,11 @@ impl Swin {
                 format!("expects a [B, 3, H, W] image, got {s:?}"),
             ));
         }
-        if opts.drop_path_rate != 0.0 {
-            // The GPU random kernels (drop path with seeded masks) live on another branch.
-            return Err(Error::Other(format!(
-                "{OP}: stochastic depth (drop_path_rate {}) is not implemented yet; use 0",
-                opts.drop_path_rate
-            )));
+        if !(0.0..1.0).contains(&opts.drop_path_rate) {
+            return Err(Error::shape(
+                OP,
+                format!("drop_path_rate {} is outside [0, 1)", opts.drop_path_rate),
+            ));
         }
         let a = self.arch;
         let p = PREFIX;
@@ -260,6 +281,7 @@ impl Swin {
         let nw = self.param(tape, &format!("{p}.patch_embed.norm.weight"))?;
         let nb = self.param(tape, &format!("{p}.patch_embed.norm.bias"))?;
         let mut x = ln_nchw_node(tape, enc, &e, &nw, &nb)?;
+        let mut k = 0;
         for st in 0..3 {
             let (h, wd) = (x.dim(1), x.dim(2));
             let g = WindowGrid::new(h, wd, a.window)?;
@@ -270,7 +292,12 @@ impl Swin {
                 None
             };
             for i in 0..a.depths[st] {
-                x = self.block(tape, enc, &x, st, i, mask.as_ref())?;
+                let drop = DropPath {
+                    p: drop_path_rate(&a, opts.drop_path_rate, k),
+                    seeds: [0, 1].map(|br| drop_path_seed(opts.seed, k, br)),
+                };
+                x = self.block(tape, enc, &x, st, i, mask.as_ref(), &drop)?;
+                k += 1;
             }
             if st < 2 {
                 let d = format!("{p}.stages.{st}.downsample");
@@ -292,6 +319,7 @@ impl Swin {
     }
 
     /// One Swin block on the map `x` (`[B, H, W, C]`).
+    #[allow(clippy::too_many_arguments)]
     fn block(
         &self,
         tape: &mut Tape,
@@ -300,6 +328,7 @@ impl Swin {
         st: usize,
         i: usize,
         mask: Option<&Tensor>,
+        drop: &DropPath,
     ) -> Result<Var> {
         let a = self.arch;
         let pb = format!("{PREFIX}.stages.{st}.blocks.{i}");
@@ -329,7 +358,7 @@ impl Swin {
         )?;
         let pw = prm(tape, "attn.w_msa.proj.weight")?;
         let pbias = prm(tape, "attn.w_msa.proj.bias")?;
-        let x = linear_residual(tape, enc, &att, &pw, &pbias, x)?;
+        let x = drop.residual(tape, enc, &att, &pw, &pbias, x, 0)?;
         let n2w = prm(tape, "norm2.weight")?;
         let n2b = prm(tape, "norm2.bias")?;
         let y = ag::layer_norm(tape, enc, &x, &n2w, &n2b, EPS)?;
@@ -339,8 +368,48 @@ impl Swin {
         let y = ag::gelu(tape, enc, &y)?;
         let f2w = prm(tape, "ffn.layers.1.weight")?;
         let f2b = prm(tape, "ffn.layers.1.bias")?;
-        linear_residual(tape, enc, &y, &f2w, &f2b, &x)
+        drop.residual(tape, enc, &y, &f2w, &f2b, &x, 1)
     }
+}
+
+/// A block's stochastic depth: rate `p` and one seed per branch.
+struct DropPath {
+    p: f32,
+    seeds: [u64; 2],
+}
+
+impl DropPath {
+    /// `residual + drop_path(x·Wᵀ + b)`; without drop path the add is fused into the linear.
+    #[allow(clippy::too_many_arguments)]
+    fn residual(
+        &self,
+        tape: &mut Tape,
+        enc: &mut Encoder,
+        x: &Var,
+        w: &Var,
+        b: &Var,
+        residual: &Var,
+        branch: usize,
+    ) -> Result<Var> {
+        if self.p == 0.0 {
+            return linear_residual(tape, enc, x, w, b, residual);
+        }
+        let y = ag::linear(tape, enc, x, w, Some(b))?;
+        let y = drop_path_node(tape, enc, &y, self.p, self.seeds[branch])?;
+        ag::add(tape, enc, residual, &y)
+    }
+}
+
+/// Drop path on a `[B, ...]` branch: `y[b] = x[b]·m_b/(1 − p)`; the backward regenerates the
+/// mask from the seed.
+fn drop_path_node(tape: &mut Tape, enc: &mut Encoder, x: &Var, p: f32, seed: u64) -> Result<Var> {
+    let y = random::drop_path(enc, &x.t, p, seed)?;
+    let back: BackwardFn = Box::new(move |enc, dy, _| {
+        Ok(vec![Some(random::drop_path_backward(
+            enc, dy, p, seed, None,
+        )?)])
+    });
+    Ok(tape.record("swin.drop_path", &[x], y, back))
 }
 
 /// `y = x·Wᵀ + b + residual` over the last dimension (`w` `[N, K]`, `residual` of the output's
@@ -537,8 +606,9 @@ fn merge_ln_node(tape: &mut Tape, enc: &mut Encoder, x: &Var, w: &Var, b: &Var) 
 pub mod cpu {
     use std::collections::HashMap;
 
-    use super::{Arch, PREFIX};
+    use super::{drop_path_rate, drop_path_seed, Arch, SwinOpts, PREFIX};
     use crate::ops::elementwise::cpu::erf;
+    use crate::ops::random::cpu::{drop_path_mask, scale as random_scale};
     use crate::ops::window::cpu::{region_mask, relative_position_index};
 
     const EPS: f64 = super::EPS as f64;
@@ -604,12 +674,13 @@ pub mod cpu {
 
     /// Backbone output tokens `[B, s·s, 4·embed]` (row-major) for `img` `[B, 3, hi, wi]`;
     /// `params` maps official keys to row-major values of the shapes [`Arch::param_shapes`]
-    /// lists.
+    /// lists. Drop path uses the GPU's masks (`ops::random::cpu`), bit for bit.
     pub fn forward(
         arch: &Arch,
         params: &HashMap<String, Vec<f64>>,
         img: &[f64],
         [b, hi, wi]: [usize; 3],
+        opts: &SwinOpts,
     ) -> Vec<f64> {
         let p = |k: &str| get(params, &format!("{PREFIX}.{k}"));
         // PatchEmbed: zero pad bottom/right, conv 4×4 stride 4, LayerNorm per token.
@@ -648,9 +719,21 @@ pub mod cpu {
             p("patch_embed.norm.bias"),
         );
         let mut m = Map { b, h, w, c: e, v };
+        let mut k = 0;
         for s in 0..3 {
             for i in 0..arch.depths[s] {
-                m = block(arch, params, &m, s, i);
+                let p = drop_path_rate(arch, opts.drop_path_rate, k);
+                let keep: [Vec<bool>; 2] = [0, 1].map(|br| {
+                    if p == 0.0 {
+                        vec![true; b]
+                    } else {
+                        drop_path_mask(b, p, drop_path_seed(opts.seed, k, br))
+                    }
+                });
+                // The GPU scales kept branches by the f32 1/(1 − p).
+                let scale = random_scale(p) as f64;
+                m = block(arch, params, &m, s, i, &keep, scale);
+                k += 1;
             }
             if s < 2 {
                 m = merge(params, &m, &format!("{PREFIX}.stages.{s}.downsample"));
@@ -659,7 +742,30 @@ pub mod cpu {
         layer_norm(&m.v, m.c, p("norm2.weight"), p("norm2.bias"))
     }
 
-    fn block(arch: &Arch, params: &HashMap<String, Vec<f64>>, x: &Map, s: usize, i: usize) -> Map {
+    /// One block; `keep[branch][b]`: whether sample b keeps that residual branch (scaled by
+    /// `keep_scale`).
+    fn block(
+        arch: &Arch,
+        params: &HashMap<String, Vec<f64>>,
+        x: &Map,
+        s: usize,
+        i: usize,
+        keep: &[Vec<bool>; 2],
+        keep_scale: f64,
+    ) -> Map {
+        let per = x.h * x.w * x.c;
+        let branch = |v: Vec<f64>, br: usize| -> Vec<f64> {
+            v.into_iter()
+                .enumerate()
+                .map(|(j, y)| {
+                    if keep[br][j / per] {
+                        y * keep_scale
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        };
         let pre = format!("{PREFIX}.stages.{s}.blocks.{i}");
         let p = |k: &str| get(params, &format!("{pre}.{k}"));
         let (ws, shift, heads, c) = (arch.window, arch.shift(i), arch.heads[s], x.c);
@@ -744,11 +850,14 @@ pub mod cpu {
                 }
             }
         }
-        let proj = linear(
-            &att,
-            c,
-            p("attn.w_msa.proj.weight"),
-            Some(p("attn.w_msa.proj.bias")),
+        let proj = branch(
+            linear(
+                &att,
+                c,
+                p("attn.w_msa.proj.weight"),
+                Some(p("attn.w_msa.proj.bias")),
+            ),
+            0,
         );
         let x1: Vec<f64> = x.v.iter().zip(&proj).map(|(a, b)| a + b).collect();
         let y = layer_norm(&x1, c, p("norm2.weight"), p("norm2.bias"));
@@ -761,11 +870,14 @@ pub mod cpu {
         .into_iter()
         .map(gelu)
         .collect();
-        let y = linear(
-            &y,
-            4 * c,
-            p("ffn.layers.1.weight"),
-            Some(p("ffn.layers.1.bias")),
+        let y = branch(
+            linear(
+                &y,
+                4 * c,
+                p("ffn.layers.1.weight"),
+                Some(p("ffn.layers.1.bias")),
+            ),
+            1,
         );
         Map {
             v: x1.iter().zip(&y).map(|(a, b)| a + b).collect(),
