@@ -25,7 +25,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use sparsett::autograd::Tape;
 use sparsett::model::weights::golden_state_dict;
-use sparsett::model::{SparseTT, Taps};
+use sparsett::model::{Config, SparseTT, Taps};
 use sparsett::ops::random::cpu::drop_path_mask;
 use sparsett::prng::SplitMix64;
 use sparsett::train::swin::{cpu, drop_path_rate, drop_path_seed, Arch, Swin, SwinOpts};
@@ -95,7 +95,7 @@ fn gpu_run(
     opts: &SwinOpts,
 ) -> (Vec<f32>, HashMap<String, Vec<f64>>) {
     let gpu = gpu();
-    let swin = Swin::load(gpu, params, arch).expect("loads");
+    let swin = Swin::load_arch(gpu, params, arch).expect("loads");
     let mut tape = Tape::new();
     let mut enc = gpu.encoder();
     let x = tape.constant(&gpu.upload(&shape, img).unwrap());
@@ -295,7 +295,7 @@ fn bad_input_and_options_are_errors() {
     let _guard = lock();
     let gpu = gpu();
     let params = random_params(&arch, 3);
-    let swin = Swin::load(gpu, &params, &arch).unwrap();
+    let swin = Swin::load_arch(gpu, &params, &arch).unwrap();
     let mut tape = Tape::new();
     let mut enc = gpu.encoder();
     let bad = tape.constant(&gpu.zeros(&[1, 4, 16, 16]).unwrap());
@@ -314,7 +314,7 @@ fn bad_input_and_options_are_errors() {
     assert!(e.to_string().contains("outside [0, 1)"), "{e}");
     let mut missing = params.clone();
     missing.remove("basemodel.net.stages.1.downsample.reduction.weight");
-    let e = Swin::load(gpu, &missing, &arch)
+    let e = Swin::load_arch(gpu, &missing, &arch)
         .err()
         .expect("missing key fails");
     assert!(e.to_string().contains("reduction.weight"), "{e}");
@@ -322,7 +322,7 @@ fn bad_input_and_options_are_errors() {
         heads: [3, 1, 1],
         ..arch
     };
-    assert!(Swin::load(gpu, &params, &odd).is_err());
+    assert!(Swin::load_arch(gpu, &params, &odd).is_err());
 }
 
 /// Full size (127×127 template, official sizes, golden weights): the tape forward equals the
@@ -336,7 +336,7 @@ fn full_size_forward_matches_inference_and_golden() {
     let _guard = lock();
     let gpu = gpu();
     let z: Vec<f32> = gold["input.z"].v.iter().map(|&x| x as f32).collect();
-    let swin = Swin::load(gpu, &sd, &Arch::official()).expect("loads");
+    let swin = Swin::load(gpu, &sd, &Config::official()).expect("loads");
     let mut tape = Tape::new();
     let mut enc = gpu.encoder();
     let zt = gpu.upload(&[1, 3, 127, 127], &z).unwrap();
@@ -385,7 +385,7 @@ fn two_crops_on_one_tape_add_up() {
     let _guard = lock();
     let gpu = gpu();
     let params = random_params(&arch, 4);
-    let swin = Swin::load(gpu, &params, &arch).unwrap();
+    let swin = Swin::load_arch(gpu, &params, &arch).unwrap();
     let mut rng = SplitMix64::new(44);
     let sides = [21usize, 30];
     let imgs: Vec<Vec<f32>> = sides
@@ -431,4 +431,39 @@ fn two_crops_on_one_tape_add_up() {
         // Both sides add the same f32 terms, only in another order: a few ulps of the scale.
         assert!(err <= 1e-5 * max + 1e-12, "{name}: {err} (max {max})");
     }
+}
+
+/// The tiny demo configuration (`Config::tiny()`, its random weights) on a 127 template, batch
+/// 2: the tape forward equals the f64 reference (tolerance as the small configurations).
+#[test]
+fn tiny_config_forward_matches_reference() {
+    let _guard = lock();
+    let gpu = gpu();
+    let cfg = Config::tiny();
+    let sd = cfg.random_weights(3).expect("random weights");
+    let swin = Swin::load(gpu, &sd, &cfg).expect("loads");
+    let arch = Arch::from(&cfg);
+    let p64: HashMap<String, Vec<f64>> = arch
+        .param_shapes()
+        .into_iter()
+        .map(|(k, _)| {
+            let v = sd.f32(&k).unwrap().iter().map(|&x| x as f64).collect();
+            (k, v)
+        })
+        .collect();
+    let img = SplitMix64::new(9).vec_f32(2 * 3 * 127 * 127, -2.0, 2.0);
+    let mut tape = Tape::new();
+    let mut enc = gpu.encoder();
+    let x = tape.constant(&gpu.upload(&[2, 3, 127, 127], &img).unwrap());
+    let out = swin.forward(&mut tape, &mut enc, &x).unwrap();
+    assert_eq!(out.shape(), [2, 64, 4 * cfg.embed]);
+    let got = enc.submit_read(&[&out.t]).unwrap().remove(0);
+    let img64: Vec<f64> = img.iter().map(|&v| v as f64).collect();
+    let want = cpu::forward(&arch, &p64, &img64, [2, 127, 127], &SwinOpts::default());
+    let max = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let err = got
+        .iter()
+        .zip(&want)
+        .fold(0f64, |m, (g, w)| m.max((*g as f64 - w).abs()));
+    assert!(err <= 1e-5 * max, "tiny: {err} (max {max})");
 }

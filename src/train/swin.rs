@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use crate::autograd::ops as ag;
 use crate::autograd::{BackwardFn, Tape, Var};
 use crate::gpu::{Gpu, Tensor};
+use crate::model::config::Config;
 use crate::model::load::{Loader, WeightSource};
 use crate::ops::attention::{attention, attention_backward, AttnInto, AttnOpts, Scatter};
 use crate::ops::layout::concat;
@@ -48,6 +49,17 @@ pub struct Arch {
     pub heads: [usize; 3],
     /// Window side; odd blocks of a stage shift by `window / 2`.
     pub window: usize,
+}
+
+impl From<&Config> for Arch {
+    fn from(c: &Config) -> Arch {
+        Arch {
+            embed: c.embed,
+            depths: c.depths,
+            heads: c.heads,
+            window: c.window,
+        }
+    }
 }
 
 impl Arch {
@@ -189,9 +201,14 @@ pub struct Swin {
 }
 
 impl Swin {
-    /// Uploads the backbone parameters `arch` needs from `weights` (official key names; shapes
-    /// are checked). Stage-2 PatchMerging and stage 3 are not read.
-    pub fn load(gpu: &Gpu, weights: &dyn WeightSource, arch: &Arch) -> Result<Swin> {
+    /// Uploads the backbone parameters of `cfg` from `weights` (official key names, e.g. a
+    /// `StateDict`; shapes are checked). Stage-2 PatchMerging and stage 3 are not read.
+    pub fn load(gpu: &Gpu, weights: &dyn WeightSource, cfg: &Config) -> Result<Swin> {
+        Self::load_arch(gpu, weights, &Arch::from(cfg))
+    }
+
+    /// [`Swin::load`] for backbone sizes alone (any head widths the kernels take).
+    pub fn load_arch(gpu: &Gpu, weights: &dyn WeightSource, arch: &Arch) -> Result<Swin> {
         arch.check()?;
         let l = Loader::new(gpu, weights);
         let mut params = Vec::new();
