@@ -467,3 +467,60 @@ fn tiny_config_forward_matches_reference() {
         .fold(0f64, |m, (g, w)| m.max((*g as f64 - w).abs()));
     assert!(err <= 1e-5 * max, "tiny: {err} (max {max})");
 }
+
+/// Timing, not a check (full size, slow on lavapipe; run with `--ignored --nocapture`): forward
+/// and backward of the official backbone on a batch of one 127 template and one 289 search crop.
+#[test]
+#[ignore]
+fn full_size_step_timing() {
+    use std::time::Instant;
+    let _guard = lock();
+    let gpu = gpu();
+    let cfg = Config::official();
+    let sd = cfg.random_weights(0).expect("weights");
+    let swin = Swin::load(gpu, &sd, &cfg).unwrap();
+    for (side, batch) in [(127, 1), (289, 1), (127, 2), (289, 2)] {
+        for rep in 0..2 {
+            let img = SplitMix64::new(1).vec_f32(batch * 3 * side * side, -2.0, 2.0);
+            let x = gpu.upload(&[batch, 3, side, side], &img).unwrap();
+            let t0 = Instant::now();
+            let mut tape = Tape::new();
+            let mut enc = gpu.encoder();
+            let xv = tape.constant(&x);
+            let out = swin.forward(&mut tape, &mut enc, &xv).unwrap();
+            let fwd_dispatches = enc.dispatch_count();
+            enc.submit_read(&[&out.t]).unwrap();
+            let t1 = Instant::now();
+            let profile = rep == 1 && side == 289 && batch == 1 && gpu.set_profiling(true);
+            let mut enc = gpu.encoder();
+            let seed = gpu.upload(out.shape(), &vec![1e-3; out.t.numel()]).unwrap();
+            let grads = tape.backward(&mut enc, &out, seed).unwrap();
+            let bwd_dispatches = enc.dispatch_count();
+            let any = grads
+                .get("basemodel.net.patch_embed.projection.weight")
+                .unwrap();
+            enc.submit_read(&[any]).unwrap();
+            let t2 = Instant::now();
+            if profile {
+                gpu.set_profiling(false);
+                let mut by: HashMap<String, f64> = HashMap::new();
+                for e in gpu.take_profile() {
+                    *by.entry(e.label).or_default() += e.ns;
+                }
+                let mut by: Vec<_> = by.into_iter().collect();
+                by.sort_by(|a, b| b.1.total_cmp(&a.1));
+                for (label, ns) in by.iter().take(8) {
+                    eprintln!("  backward 1×289 GPU time: {label}: {:.0} ms", ns / 1e6);
+                }
+            }
+            if rep == 1 {
+                eprintln!(
+                    "{} | {batch}×{side}: forward {:.0} ms ({fwd_dispatches} dispatches), backward {:.0} ms ({bwd_dispatches} dispatches)",
+                    gpu.adapter_line(),
+                    (t1 - t0).as_secs_f64() * 1e3,
+                    (t2 - t1).as_secs_f64() * 1e3
+                );
+            }
+        }
+    }
+}
