@@ -3,35 +3,33 @@
 //! [`Tape::backward`] returns the gradient of every backbone parameter under its official key
 //! name (`basemodel.net.…`).
 //!
-//! The forward runs the inference kernels, fused where the fusion has a cheap backward (LayerNorm
-//! fused into the window partition, the attention scattering into the token map, the 2×2 merge
-//! fused with its LayerNorm). Each node's backward undoes the fused data movement with the
-//! adjoint movement (partition ↔ reverse are each other's adjoint; the merge gather's adjoint is
-//! two permutes and a crop) and calls the backward kernels of `crate::ops`.
+//! The forward runs the inference kernels, fused where the fusion has a backward: LayerNorm fused
+//! into the window partition, the attention scattering into the token map, the 2×2 merge fused
+//! with its LayerNorm, the residual adds fused into the projections. Those Swin-specific nodes
+//! live here (their backward kernels are in `crate::ops::window`); plain linear layers, norms,
+//! GELU and the patch convolution use the generic wrappers of [`crate::autograd::ops`].
 //!
 //! Stage-2 PatchMerging and stage 3 are skipped, as at inference: their weights are not loaded
 //! and get no gradient (the official step stores 0 for them).
 
 use std::collections::HashMap;
 
-use crate::autograd::{Tape, Var};
+use crate::autograd::ops as ag;
+use crate::autograd::{BackwardFn, Tape, Var};
 use crate::gpu::{Gpu, Tensor};
+use crate::model::config::Config;
 use crate::model::load::{Loader, WeightSource};
 use crate::ops::attention::{attention, attention_backward, AttnInto, AttnOpts, Scatter};
-use crate::ops::conv::{
-    conv2d, conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, Conv2dOpts,
-    ConvGeometry,
-};
-use crate::ops::elementwise::{unary, unary_backward, Unary};
-use crate::ops::layout::{concat, permute, slice};
+use crate::ops::layout::concat;
 use crate::ops::matmul::{
     linear as linear_fwd, linear_backward_bias, linear_backward_input, linear_backward_weight,
-    matmul, Epilogue,
+    Epilogue,
 };
-use crate::ops::norm::{layer_norm as ln_fwd, layer_norm_backward, layer_norm_nchw, LayerNormInto};
+use crate::ops::norm::{layer_norm_nchw, layer_norm_nchw_backward, LayerNormInto};
+use crate::ops::random;
 use crate::ops::window::{
-    self, patch_merge, patch_merge_ln, region_mask, window_partition, window_partition_ln,
-    window_reverse, WindowGrid,
+    self, patch_merge_ln, patch_merge_ln_backward, region_mask, relative_position_bias_backward,
+    window_partition_ln, window_partition_ln_backward, window_reverse_backward, WindowGrid,
 };
 use crate::ops::HeadsView;
 use crate::{Encoder, Error, Result};
@@ -51,6 +49,17 @@ pub struct Arch {
     pub heads: [usize; 3],
     /// Window side; odd blocks of a stage shift by `window / 2`.
     pub window: usize,
+}
+
+impl From<&Config> for Arch {
+    fn from(c: &Config) -> Arch {
+        Arch {
+            embed: c.embed,
+            depths: c.depths,
+            heads: c.heads,
+            window: c.window,
+        }
+    }
 }
 
 impl Arch {
@@ -74,7 +83,9 @@ impl Arch {
         if !ok {
             return Err(Error::shape(
                 "train::Swin",
-                format!("invalid backbone sizes {self:?} (heads must divide each stage's channels)"),
+                format!(
+                    "invalid backbone sizes {self:?} (heads must divide each stage's channels)"
+                ),
             ));
         }
         Ok(())
@@ -99,7 +110,10 @@ impl Arch {
         let p = PREFIX;
         let e = self.embed;
         let mut out = vec![
-            (format!("{p}.patch_embed.projection.weight"), vec![e, 3, 4, 4]),
+            (
+                format!("{p}.patch_embed.projection.weight"),
+                vec![e, 3, 4, 4],
+            ),
             (format!("{p}.patch_embed.projection.bias"), vec![e]),
             (format!("{p}.patch_embed.norm.weight"), vec![e]),
             (format!("{p}.patch_embed.norm.bias"), vec![e]),
@@ -149,12 +163,33 @@ impl Arch {
 /// Options of [`Swin::forward_with`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SwinOpts {
-    /// Stochastic depth: the highest drop-path rate (the official recipe: 0.2), reached by the
-    /// last block; block k of n drops its residual branches with rate `k·rate/(n − 1)`. 0 (the
-    /// golden step, evaluation) is off.
+    /// Stochastic depth (drop path): the rate of the last block of the 4-stage Swin (the official
+    /// recipe: 0.2). As in mmdet, block k (counted over all stages, the unused stage 3 included:
+    /// n = Σ depths + [`STAGE3_DEPTH`] blocks) drops its attention and MLP branches per sample
+    /// with rate `k·rate/(n − 1)`, scaling kept ones by `1/(1 − rate_k)`. 0 (the golden step,
+    /// evaluation) is off.
     pub drop_path_rate: f32,
-    /// Seed of the drop-path masks.
+    /// Seed of the drop-path masks; give every training step its own. Each branch of each block
+    /// derives its own stream from it ([`drop_path_seed`]).
     pub seed: u64,
+}
+
+/// Blocks of Swin-T's stage 3, which SparseTT computes and discards (it counts in the drop-path
+/// schedule).
+pub const STAGE3_DEPTH: usize = 2;
+
+/// The drop-path rate of global block `k` (see [`SwinOpts::drop_path_rate`]).
+pub fn drop_path_rate(arch: &Arch, rate: f32, k: usize) -> f32 {
+    let n = arch.depths.iter().sum::<usize>() + STAGE3_DEPTH;
+    if n < 2 {
+        return 0.0;
+    }
+    (rate as f64 * k as f64 / (n - 1) as f64) as f32
+}
+
+/// The mask seed of branch `branch` (0 attention, 1 MLP) of global block `k`.
+pub fn drop_path_seed(seed: u64, k: usize, branch: usize) -> u64 {
+    crate::prng::SplitMix64::for_key(&format!("swin.drop_path.{k}.{branch}"), seed).next_u64()
 }
 
 /// The trainable backbone: parameters as GPU tensors by official key name, updated in place by
@@ -163,15 +198,17 @@ pub struct Swin {
     arch: Arch,
     params: Vec<(String, Tensor)>,
     index: HashMap<String, usize>,
-    /// `[(2w − 1)², w⁴]`, one at `[r, k]` where `relative_position_index[k] = r`: the table
-    /// gradient is `onehot · dbias` summed per table row, a deterministic GEMM.
-    onehot: Tensor,
 }
 
 impl Swin {
-    /// Uploads the backbone parameters `arch` needs from `weights` (official key names; shapes
-    /// are checked). Stage-2 PatchMerging and stage 3 are not read.
-    pub fn load(gpu: &Gpu, weights: &dyn WeightSource, arch: &Arch) -> Result<Swin> {
+    /// Uploads the backbone parameters of `cfg` from `weights` (official key names, e.g. a
+    /// `StateDict`; shapes are checked). Stage-2 PatchMerging and stage 3 are not read.
+    pub fn load(gpu: &Gpu, weights: &dyn WeightSource, cfg: &Config) -> Result<Swin> {
+        Self::load_arch(gpu, weights, &Arch::from(cfg))
+    }
+
+    /// [`Swin::load`] for backbone sizes alone (any head widths the kernels take).
+    pub fn load_arch(gpu: &Gpu, weights: &dyn WeightSource, arch: &Arch) -> Result<Swin> {
         arch.check()?;
         let l = Loader::new(gpu, weights);
         let mut params = Vec::new();
@@ -181,18 +218,10 @@ impl Swin {
             index.insert(name.clone(), params.len());
             params.push((name, t));
         }
-        let w = arch.window;
-        let idx = window::cpu::relative_position_index(w);
-        let rows = (2 * w - 1).pow(2);
-        let mut onehot = vec![0.0f32; rows * idx.len()];
-        for (k, &r) in idx.iter().enumerate() {
-            onehot[r * idx.len() + k] = 1.0;
-        }
         Ok(Swin {
             arch: *arch,
             params,
             index,
-            onehot: gpu.upload(&[rows, idx.len()], &onehot)?,
         })
     }
 
@@ -242,23 +271,34 @@ impl Swin {
                 format!("expects a [B, 3, H, W] image, got {s:?}"),
             ));
         }
-        if opts.drop_path_rate != 0.0 {
-            // The GPU random kernels (drop path with seeded masks) live on another branch.
-            return Err(Error::Other(format!(
-                "{OP}: stochastic depth (drop_path_rate {}) is not implemented yet; use 0",
-                opts.drop_path_rate
-            )));
+        if !(0.0..1.0).contains(&opts.drop_path_rate) {
+            return Err(Error::shape(
+                OP,
+                format!("drop_path_rate {} is outside [0, 1)", opts.drop_path_rate),
+            ));
         }
         let a = self.arch;
         let p = PREFIX;
         let b = s[0];
-        let (pad_h, pad_w) = (s[2].next_multiple_of(4) - s[2], s[3].next_multiple_of(4) - s[3]);
+        let (pad_h, pad_w) = (
+            s[2].next_multiple_of(4) - s[2],
+            s[3].next_multiple_of(4) - s[3],
+        );
         let w = self.param(tape, &format!("{p}.patch_embed.projection.weight"))?;
         let bias = self.param(tape, &format!("{p}.patch_embed.projection.bias"))?;
-        let e = conv_node(tape, enc, img, &w, &bias, (4, 4), [0, 0, pad_h, pad_w])?;
+        let e = ag::conv2d(
+            tape,
+            enc,
+            img,
+            &w,
+            Some(&bias),
+            (4, 4),
+            [0, 0, pad_h, pad_w],
+        )?;
         let nw = self.param(tape, &format!("{p}.patch_embed.norm.weight"))?;
         let nb = self.param(tape, &format!("{p}.patch_embed.norm.bias"))?;
         let mut x = ln_nchw_node(tape, enc, &e, &nw, &nb)?;
+        let mut k = 0;
         for st in 0..3 {
             let (h, wd) = (x.dim(1), x.dim(2));
             let g = WindowGrid::new(h, wd, a.window)?;
@@ -269,7 +309,12 @@ impl Swin {
                 None
             };
             for i in 0..a.depths[st] {
-                x = self.block(tape, enc, &x, st, i, mask.as_ref())?;
+                let drop = DropPath {
+                    p: drop_path_rate(&a, opts.drop_path_rate, k),
+                    seeds: [0, 1].map(|br| drop_path_seed(opts.seed, k, br)),
+                };
+                x = self.block(tape, enc, &x, st, i, mask.as_ref(), &drop)?;
+                k += 1;
             }
             if st < 2 {
                 let d = format!("{p}.stages.{st}.downsample");
@@ -279,16 +324,19 @@ impl Swin {
                 let r = self.param(tape, &format!("{d}.reduction.weight"))?;
                 let c = a.channels(st);
                 let shape = [b, h.div_ceil(2), wd.div_ceil(2), 2 * c];
-                x = linear_node(tape, enc, &m, &r, None, None, Some(&shape))?;
+                let y = ag::linear(tape, enc, &m, &r, None)?;
+                x = ag::reshape(tape, &y, &shape)?;
             }
         }
         let [h, wd, c] = [x.dim(1), x.dim(2), x.dim(3)];
         let nw = self.param(tape, &format!("{p}.norm2.weight"))?;
         let nb = self.param(tape, &format!("{p}.norm2.bias"))?;
-        ln_node(tape, enc, &x, &nw, &nb, Some(&[b, h * wd, c]))
+        let y = ag::layer_norm(tape, enc, &x, &nw, &nb, EPS)?;
+        ag::reshape(tape, &y, &[b, h * wd, c])
     }
 
     /// One Swin block on the map `x` (`[B, H, W, C]`).
+    #[allow(clippy::too_many_arguments)]
     fn block(
         &self,
         tape: &mut Tape,
@@ -297,6 +345,7 @@ impl Swin {
         st: usize,
         i: usize,
         mask: Option<&Tensor>,
+        drop: &DropPath,
     ) -> Result<Var> {
         let a = self.arch;
         let pb = format!("{PREFIX}.stages.{st}.blocks.{i}");
@@ -309,9 +358,9 @@ impl Swin {
         let win = ln_partition_node(tape, enc, x, &n1w, &n1b, a.window, shift)?;
         let qw = prm(tape, "attn.w_msa.qkv.weight")?;
         let qb = prm(tape, "attn.w_msa.qkv.bias")?;
-        let qkv = linear_node(tape, enc, &win, &qw, Some(&qb), None, None)?;
+        let qkv = ag::linear(tape, enc, &win, &qw, Some(&qb))?;
         let table = prm(tape, "attn.w_msa.relative_position_bias_table")?;
-        let rel = rel_bias_node(tape, enc, &table, a.window, &self.onehot)?;
+        let rel = rel_bias_node(tape, enc, &table, a.window)?;
         let att = window_attention_node(
             tape,
             enc,
@@ -326,168 +375,120 @@ impl Swin {
         )?;
         let pw = prm(tape, "attn.w_msa.proj.weight")?;
         let pbias = prm(tape, "attn.w_msa.proj.bias")?;
-        let x = linear_node(tape, enc, &att, &pw, Some(&pbias), Some(x), None)?;
+        let x = drop.residual(tape, enc, &att, &pw, &pbias, x, 0)?;
         let n2w = prm(tape, "norm2.weight")?;
         let n2b = prm(tape, "norm2.bias")?;
-        let y = ln_node(tape, enc, &x, &n2w, &n2b, None)?;
+        let y = ag::layer_norm(tape, enc, &x, &n2w, &n2b, EPS)?;
         let f1w = prm(tape, "ffn.layers.0.0.weight")?;
         let f1b = prm(tape, "ffn.layers.0.0.bias")?;
-        let y = linear_node(tape, enc, &y, &f1w, Some(&f1b), None, None)?;
-        let y = gelu_node(tape, enc, &y)?;
+        let y = ag::linear(tape, enc, &y, &f1w, Some(&f1b))?;
+        let y = ag::gelu(tape, enc, &y)?;
         let f2w = prm(tape, "ffn.layers.1.weight")?;
         let f2b = prm(tape, "ffn.layers.1.bias")?;
-        linear_node(tape, enc, &y, &f2w, Some(&f2b), Some(&x), None)
+        drop.residual(tape, enc, &y, &f2w, &f2b, &x, 1)
     }
 }
 
-/// A fresh copy of `t` (a backward must not hand the upstream gradient itself to the tape).
-fn fresh_copy(enc: &mut Encoder, t: &Tensor, shape: &[usize]) -> Result<Tensor> {
-    let out = enc.gpu().empty("train::swin", shape, t.dtype())?;
-    enc.copy(t, &out)?;
-    Ok(out)
+/// A block's stochastic depth: rate `p` and one seed per branch.
+struct DropPath {
+    p: f32,
+    seeds: [u64; 2],
 }
 
-/// `y = x·Wᵀ + b + residual` over the last dimension (`w` `[N, K]`), viewed as `out_shape`
-/// when given. Backward: `dx = dy·W`, `dW = dyᵀ·x`, `db = Σ dy`, `dresidual = dy`.
-fn linear_node(
+impl DropPath {
+    /// `residual + drop_path(x·Wᵀ + b)`; without drop path the add is fused into the linear.
+    #[allow(clippy::too_many_arguments)]
+    fn residual(
+        &self,
+        tape: &mut Tape,
+        enc: &mut Encoder,
+        x: &Var,
+        w: &Var,
+        b: &Var,
+        residual: &Var,
+        branch: usize,
+    ) -> Result<Var> {
+        if self.p == 0.0 {
+            return linear_residual(tape, enc, x, w, b, residual);
+        }
+        let y = ag::linear(tape, enc, x, w, Some(b))?;
+        let y = drop_path_node(tape, enc, &y, self.p, self.seeds[branch])?;
+        ag::add(tape, enc, residual, &y)
+    }
+}
+
+/// Drop path on a `[B, ...]` branch: `y[b] = x[b]·m_b/(1 − p)`; the backward regenerates the
+/// mask from the seed.
+fn drop_path_node(tape: &mut Tape, enc: &mut Encoder, x: &Var, p: f32, seed: u64) -> Result<Var> {
+    let y = random::drop_path(enc, &x.t, p, seed)?;
+    let back: BackwardFn = Box::new(move |enc, dy, _| {
+        Ok(vec![Some(random::drop_path_backward(
+            enc, dy, p, seed, None,
+        )?)])
+    });
+    Ok(tape.record("swin.drop_path", &[x], y, back))
+}
+
+/// `y = x·Wᵀ + b + residual` over the last dimension (`w` `[N, K]`, `residual` of the output's
+/// shape): the block's residual adds fused into the projection and fc2, as at inference (one
+/// dispatch instead of two). Gradients as [`ag::linear`], plus `dresidual = dy` (a copy: the tape
+/// may add into it).
+fn linear_residual(
     tape: &mut Tape,
     enc: &mut Encoder,
     x: &Var,
     w: &Var,
-    b: Option<&Var>,
-    residual: Option<&Var>,
-    out_shape: Option<&[usize]>,
+    b: &Var,
+    residual: &Var,
 ) -> Result<Var> {
-    let mut y = linear_fwd(
+    let y = linear_fwd(
         enc,
         &x.t,
         &w.t,
         &Epilogue {
-            bias: b.map(|v| &v.t),
-            residual: residual.map(|v| &v.t),
-            ..Default::default()
-        },
-    )?;
-    let y_shape = y.shape().to_vec();
-    if let Some(s) = out_shape {
-        y = y.reshape(s)?;
-    }
-    let mut inputs = vec![x, w];
-    inputs.extend(b);
-    inputs.extend(residual);
-    let (xt, wt) = (x.t.clone(), w.t.clone());
-    let (has_b, res_shape) = (b.is_some(), residual.map(|r| r.shape().to_vec()));
-    let back: crate::autograd::BackwardFn = Box::new(move |enc, dy, needs| {
-        let dy = dy.reshape(&y_shape)?;
-        let mut out = vec![
-            needs[0]
-                .then(|| linear_backward_input(enc, &dy, &wt, None))
-                .transpose()?,
-            needs[1]
-                .then(|| linear_backward_weight(enc, &dy, &xt, None))
-                .transpose()?,
-        ];
-        if has_b {
-            out.push(needs[2].then(|| linear_backward_bias(enc, &dy, None)).transpose()?);
-        }
-        if let Some(rs) = &res_shape {
-            let need = needs[needs.len() - 1];
-            out.push(need.then(|| fresh_copy(enc, &dy, rs)).transpose()?);
-        }
-        Ok(out)
-    });
-    Ok(tape.record("swin.linear", &inputs, y, back))
-}
-
-/// LayerNorm over the last dimension (eps 1e-5), viewed as `out_shape` when given.
-fn ln_node(
-    tape: &mut Tape,
-    enc: &mut Encoder,
-    x: &Var,
-    w: &Var,
-    b: &Var,
-    out_shape: Option<&[usize]>,
-) -> Result<Var> {
-    let mut y = ln_fwd(enc, &x.t, &w.t, &b.t, EPS)?;
-    if let Some(s) = out_shape {
-        y = y.reshape(s)?;
-    }
-    let (xt, wt) = (x.t.clone(), w.t.clone());
-    let back: crate::autograd::BackwardFn = Box::new(move |enc, dy, needs| {
-        let dy = dy.reshape(xt.shape())?;
-        let g = layer_norm_backward(enc, &xt, &wt, &dy, EPS, &LayerNormInto::default())?;
-        Ok(vec![
-            needs[0].then_some(g.dx),
-            needs[1].then_some(g.dweight),
-            needs[2].then_some(g.dbias),
-        ])
-    });
-    Ok(tape.record("swin.layer_norm", &[x, w, b], y, back))
-}
-
-/// Exact GELU; the backward reads the saved input.
-fn gelu_node(tape: &mut Tape, enc: &mut Encoder, x: &Var) -> Result<Var> {
-    let y = unary(enc, &x.t, Unary::Gelu)?;
-    let xt = x.t.clone();
-    let back: crate::autograd::BackwardFn = Box::new(move |enc, dy, _| {
-        Ok(vec![Some(unary_backward(enc, Unary::Gelu, Some(&xt), dy, None)?)])
-    });
-    Ok(tape.record("swin.gelu", &[x], y, back))
-}
-
-/// PatchEmbed's convolution (`img` NCHW, bias, stride, zero pad [top, left, bottom, right]).
-fn conv_node(
-    tape: &mut Tape,
-    enc: &mut Encoder,
-    x: &Var,
-    w: &Var,
-    b: &Var,
-    stride: (usize, usize),
-    pad: [usize; 4],
-) -> Result<Var> {
-    let y = conv2d(
-        enc,
-        &x.t,
-        &w.t,
-        &Conv2dOpts {
-            stride,
-            pad,
             bias: Some(&b.t),
+            residual: Some(&residual.t),
             ..Default::default()
         },
     )?;
-    let geom = ConvGeometry { stride, pad };
     let (xt, wt) = (x.t.clone(), w.t.clone());
-    let back: crate::autograd::BackwardFn = Box::new(move |enc, dy, needs| {
-        let co = wt.dim(0);
+    let back: BackwardFn = Box::new(move |enc, dy, needs| {
+        let dres = if needs[3] {
+            let t = enc
+                .gpu()
+                .empty("train::swin::linear_residual", dy.shape(), dy.dtype())?;
+            enc.copy(dy, &t)?;
+            Some(t)
+        } else {
+            None
+        };
         Ok(vec![
             needs[0]
-                .then(|| conv2d_backward_input(enc, dy, &wt, xt.shape(), &geom, None))
+                .then(|| linear_backward_input(enc, dy, &wt, None))
                 .transpose()?,
             needs[1]
-                .then(|| conv2d_backward_weight(enc, dy, &xt, wt.shape(), &geom, None))
+                .then(|| linear_backward_weight(enc, dy, &xt, None))
                 .transpose()?,
             needs[2]
-                .then(|| conv2d_backward_bias(enc, dy, None).and_then(|t| t.reshape(&[co])))
+                .then(|| linear_backward_bias(enc, dy, None))
                 .transpose()?,
+            dres,
         ])
     });
-    Ok(tape.record("swin.patch_embed_conv", &[x, w, b], y, back))
+    Ok(tape.record("swin.linear_residual", &[x, w, b, residual], y, back))
 }
 
-/// PatchEmbed's LayerNorm on the NCHW conv output, written as the `[B, H, W, C]` token map.
-/// Backward: LayerNorm backward on the token layout, the input gradient permuted back to NCHW.
+/// PatchEmbed's LayerNorm on the NCHW conv output (`[B, C, H, W]`), written as the
+/// `[B, H, W, C]` token map (the transpose fused into the norm).
 fn ln_nchw_node(tape: &mut Tape, enc: &mut Encoder, e: &Var, w: &Var, b: &Var) -> Result<Var> {
     let [n, c, h, wd] = [e.dim(0), e.dim(1), e.dim(2), e.dim(3)];
     let y = layer_norm_nchw(enc, &e.t, &w.t, &b.t, EPS)?.reshape(&[n, h, wd, c])?;
     let (et, wt) = (e.t.clone(), w.t.clone());
-    let back: crate::autograd::BackwardFn = Box::new(move |enc, dy, needs| {
-        let xt = permute(enc, &et, &[0, 2, 3, 1])?;
-        let g = layer_norm_backward(enc, &xt, &wt, dy, EPS, &LayerNormInto::default())?;
+    let back: BackwardFn = Box::new(move |enc, dy, needs| {
+        let dy = dy.reshape(&[n, h * wd, c])?;
+        let g = layer_norm_nchw_backward(enc, &et, &wt, &dy, EPS, &LayerNormInto::default())?;
         Ok(vec![
-            needs[0]
-                .then(|| permute(enc, &g.dx, &[0, 3, 1, 2]))
-                .transpose()?,
+            needs[0].then_some(g.dx),
             needs[1].then_some(g.dweight),
             needs[2].then_some(g.dbias),
         ])
@@ -495,9 +496,7 @@ fn ln_nchw_node(tape: &mut Tape, enc: &mut Encoder, e: &Var, w: &Var, b: &Var) -
     Ok(tape.record("swin.patch_embed_norm", &[e, w, b], y, back))
 }
 
-/// norm1 fused with the window partition: `[B, H, W, C]` → `[B·nW, w², C]`. The partition is a
-/// zero-padded permutation, so its adjoint is [`window_reverse`] (pad rows dropped); then the
-/// LayerNorm backward on the unpadded map.
+/// norm1 fused with the (shifted) window partition: `[B, H, W, C]` → `[B·nW, w², C]`.
 fn ln_partition_node(
     tape: &mut Tape,
     enc: &mut Encoder,
@@ -509,10 +508,9 @@ fn ln_partition_node(
 ) -> Result<Var> {
     let y = window_partition_ln(enc, &x.t, &w.t, &b.t, EPS, window, shift)?;
     let (xt, wt) = (x.t.clone(), w.t.clone());
-    let back: crate::autograd::BackwardFn = Box::new(move |enc, dy, needs| {
-        let [bb, h, wd] = [xt.dim(0), xt.dim(1), xt.dim(2)];
-        let dn = window_reverse(enc, dy, bb, h, wd, window, shift)?;
-        let g = layer_norm_backward(enc, &xt, &wt, &dn, EPS, &LayerNormInto::default())?;
+    let back: BackwardFn = Box::new(move |enc, dy, needs| {
+        let into = LayerNormInto::default();
+        let g = window_partition_ln_backward(enc, &xt, &wt, dy, EPS, window, shift, &into)?;
         Ok(vec![
             needs[0].then_some(g.dx),
             needs[1].then_some(g.dweight),
@@ -522,30 +520,23 @@ fn ln_partition_node(
     Ok(tape.record("swin.norm1_partition", &[x, w, b], y, back))
 }
 
-/// The relative position bias `[heads, w², w²]` gathered from its table `[(2w − 1)², heads]`.
-/// Backward: `dtable = onehot · dbiasᵀ` (each table row sums the bias cells that read it).
-fn rel_bias_node(
-    tape: &mut Tape,
-    enc: &mut Encoder,
-    table: &Var,
-    window: usize,
-    onehot: &Tensor,
-) -> Result<Var> {
+/// The relative position bias `[heads, w², w²]` gathered from its table `[(2w − 1)², heads]`;
+/// the table's gradient sums the bias cells that read each entry.
+fn rel_bias_node(tape: &mut Tape, enc: &mut Encoder, table: &Var, window: usize) -> Result<Var> {
     let y = window::relative_position_bias(enc, &table.t, window)?;
-    let oh = onehot.clone();
-    let back: crate::autograd::BackwardFn = Box::new(move |enc, dy, _| {
-        let heads = dy.dim(0);
-        let d2 = dy.reshape(&[heads, dy.numel() / heads])?;
-        Ok(vec![Some(matmul(enc, &oh, &d2, true, &Epilogue::default())?)])
+    let back: BackwardFn = Box::new(move |enc, dy, _| {
+        Ok(vec![Some(relative_position_bias_backward(
+            enc, dy, window, None,
+        )?)])
     });
     Ok(tape.record("swin.rel_bias", &[table], y, back))
 }
 
 /// (S)W-MSA on the windows' packed `qkv` (`[B·nW, w², 3C]`) with the relative position bias
 /// and, on shifted blocks, the region mask; the output is scattered straight into the
-/// `[B, H, W, C]` map (window reverse and crop fused). Backward: the adjoint of the scatter is
-/// [`window_partition`] of the map gradient (zero on pad tokens), then the dense attention
-/// backward; `dqkv` packs dq, dk, dv again.
+/// `[B, H, W, C]` map (window reverse and crop fused). Backward: the scatter's adjoint
+/// ([`window_reverse_backward`], zero on pad tokens), then the dense attention backward; `dqkv`
+/// packs dq, dk, dv again.
 #[allow(clippy::too_many_arguments)]
 fn window_attention_node(
     tape: &mut Tape,
@@ -581,8 +572,8 @@ fn window_attention_node(
     )?
     .reshape(&[b, h, w, c])?;
     let (qt, bt, mt) = (qkv.t.clone(), bias.t.clone(), mask.cloned());
-    let back: crate::autograd::BackwardFn = Box::new(move |enc, dy, needs| {
-        let dwin = window_partition(enc, dy, window, shift)?;
+    let back: BackwardFn = Box::new(move |enc, dy, needs| {
+        let dwin = window_reverse_backward(enc, dy, window, shift, None)?;
         let [q, k, v] = views(&qt)?;
         let opts = AttnOpts {
             heads,
@@ -611,19 +602,15 @@ fn views(t: &Tensor) -> Result<[HeadsView<'_>; 3]> {
     ])
 }
 
-/// PatchMerging's gather fused with its LayerNorm: `[B, H, W, C]` → `[B, ⌈H/2⌉·⌈W/2⌉, 4C]`.
-/// Backward: the merged input is gathered again, the LayerNorm backward runs on it, and the
-/// gather's adjoint puts each merged channel back (see [`merge_adjoint`]).
+/// PatchMerging's 2×2 gather (`nn.Unfold` order, zero pad to even) fused with its LayerNorm:
+/// `[B, H, W, C]` → `[B, ⌈H/2⌉·⌈W/2⌉, 4C]`.
 fn merge_ln_node(tape: &mut Tape, enc: &mut Encoder, x: &Var, w: &Var, b: &Var) -> Result<Var> {
     let y = patch_merge_ln(enc, &x.t, &w.t, &b.t, EPS)?;
     let (xt, wt) = (x.t.clone(), w.t.clone());
-    let back: crate::autograd::BackwardFn = Box::new(move |enc, dy, needs| {
-        let g_in = patch_merge(enc, &xt)?;
-        let g = layer_norm_backward(enc, &g_in, &wt, dy, EPS, &LayerNormInto::default())?;
+    let back: BackwardFn = Box::new(move |enc, dy, needs| {
+        let g = patch_merge_ln_backward(enc, &xt, &wt, dy, EPS, &LayerNormInto::default())?;
         Ok(vec![
-            needs[0]
-                .then(|| merge_adjoint(enc, &g.dx, xt.shape()))
-                .transpose()?,
+            needs[0].then_some(g.dx),
             needs[1].then_some(g.dweight),
             needs[2].then_some(g.dbias),
         ])
@@ -631,36 +618,14 @@ fn merge_ln_node(tape: &mut Tape, enc: &mut Encoder, x: &Var, w: &Var, b: &Var) 
     Ok(tape.record("swin.patch_merge_norm", &[x, w, b], y, back))
 }
 
-/// The adjoint of [`patch_merge`] for a `[B, H, W, C]` input: `dm` `[B, H2·W2, 4C]` (channel
-/// c·4 + kh·2 + kw of merged token (oy, ox) came from pixel (2·oy + kh, 2·ox + kw)) back to the
-/// padded map by two permutes, then cropped to H × W (the pad pixels were constants).
-fn merge_adjoint(enc: &mut Encoder, dm: &Tensor, x_shape: &[usize]) -> Result<Tensor> {
-    let [b, h, w, c] = [x_shape[0], x_shape[1], x_shape[2], x_shape[3]];
-    let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
-    // [n, c, kh, kw] → [n, kh, kw, c]
-    let t = permute(enc, &dm.reshape(&[b * h2 * w2, c, 2, 2])?, &[0, 2, 3, 1])?;
-    // [(b, oy), ox, kh, (kw, c)] → [(b, oy), kh, ox, (kw, c)] = padded [b, 2·oy + kh, 2·ox + kw, c]
-    let t = permute(enc, &t.reshape(&[b * h2, w2, 2, 2 * c])?, &[0, 2, 1, 3])?
-        .reshape(&[b, 2 * h2, 2 * w2, c])?;
-    let t = if h % 2 == 1 {
-        slice(enc, &t, 1, 0, h)?
-    } else {
-        t
-    };
-    if w % 2 == 1 {
-        slice(enc, &t, 2, 0, w)
-    } else {
-        Ok(t)
-    }
-}
-
 /// The whole backbone in plain f64 loops, written the way the PyTorch code reads (pad, roll,
 /// windows, attention, reverse), for finite-difference checks of the tape's gradients.
 pub mod cpu {
     use std::collections::HashMap;
 
-    use super::{Arch, PREFIX};
+    use super::{drop_path_rate, drop_path_seed, Arch, SwinOpts, PREFIX};
     use crate::ops::elementwise::cpu::erf;
+    use crate::ops::random::cpu::{drop_path_mask, scale as random_scale};
     use crate::ops::window::cpu::{region_mask, relative_position_index};
 
     const EPS: f64 = super::EPS as f64;
@@ -694,7 +659,11 @@ pub mod cpu {
             let mean = row.iter().sum::<f64>() / c as f64;
             let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / c as f64;
             let r = 1.0 / (var + EPS).sqrt();
-            out.extend(row.iter().enumerate().map(|(i, v)| (v - mean) * r * g[i] + b[i]));
+            out.extend(
+                row.iter()
+                    .enumerate()
+                    .map(|(i, v)| (v - mean) * r * g[i] + b[i]),
+            );
         }
         out
     }
@@ -705,7 +674,11 @@ pub mod cpu {
         let mut out = Vec::with_capacity(x.len() / k * n);
         for row in x.chunks(k) {
             for o in 0..n {
-                let s: f64 = row.iter().zip(&w[o * k..(o + 1) * k]).map(|(a, b)| a * b).sum();
+                let s: f64 = row
+                    .iter()
+                    .zip(&w[o * k..(o + 1) * k])
+                    .map(|(a, b)| a * b)
+                    .sum();
                 out.push(s + b.map_or(0.0, |b| b[o]));
             }
         }
@@ -718,18 +691,22 @@ pub mod cpu {
 
     /// Backbone output tokens `[B, s·s, 4·embed]` (row-major) for `img` `[B, 3, hi, wi]`;
     /// `params` maps official keys to row-major values of the shapes [`Arch::param_shapes`]
-    /// lists.
+    /// lists. Drop path uses the GPU's masks (`ops::random::cpu`), bit for bit.
     pub fn forward(
         arch: &Arch,
         params: &HashMap<String, Vec<f64>>,
         img: &[f64],
         [b, hi, wi]: [usize; 3],
+        opts: &SwinOpts,
     ) -> Vec<f64> {
         let p = |k: &str| get(params, &format!("{PREFIX}.{k}"));
         // PatchEmbed: zero pad bottom/right, conv 4×4 stride 4, LayerNorm per token.
         let e = arch.embed;
         let (h, w) = (hi.div_ceil(4), wi.div_ceil(4));
-        let (cw, cb) = (p("patch_embed.projection.weight"), p("patch_embed.projection.bias"));
+        let (cw, cb) = (
+            p("patch_embed.projection.weight"),
+            p("patch_embed.projection.bias"),
+        );
         let mut tok = vec![0.0; b * h * w * e];
         for bi in 0..b {
             for y in 0..h {
@@ -752,11 +729,28 @@ pub mod cpu {
                 }
             }
         }
-        let v = layer_norm(&tok, e, p("patch_embed.norm.weight"), p("patch_embed.norm.bias"));
+        let v = layer_norm(
+            &tok,
+            e,
+            p("patch_embed.norm.weight"),
+            p("patch_embed.norm.bias"),
+        );
         let mut m = Map { b, h, w, c: e, v };
+        let mut k = 0;
         for s in 0..3 {
             for i in 0..arch.depths[s] {
-                m = block(arch, params, &m, s, i);
+                let p = drop_path_rate(arch, opts.drop_path_rate, k);
+                let keep: [Vec<bool>; 2] = [0, 1].map(|br| {
+                    if p == 0.0 {
+                        vec![true; b]
+                    } else {
+                        drop_path_mask(b, p, drop_path_seed(opts.seed, k, br))
+                    }
+                });
+                // The GPU scales kept branches by the f32 1/(1 − p).
+                let scale = random_scale(p) as f64;
+                m = block(arch, params, &m, s, i, &keep, scale);
+                k += 1;
             }
             if s < 2 {
                 m = merge(params, &m, &format!("{PREFIX}.stages.{s}.downsample"));
@@ -765,7 +759,30 @@ pub mod cpu {
         layer_norm(&m.v, m.c, p("norm2.weight"), p("norm2.bias"))
     }
 
-    fn block(arch: &Arch, params: &HashMap<String, Vec<f64>>, x: &Map, s: usize, i: usize) -> Map {
+    /// One block; `keep[branch][b]`: whether sample b keeps that residual branch (scaled by
+    /// `keep_scale`).
+    fn block(
+        arch: &Arch,
+        params: &HashMap<String, Vec<f64>>,
+        x: &Map,
+        s: usize,
+        i: usize,
+        keep: &[Vec<bool>; 2],
+        keep_scale: f64,
+    ) -> Map {
+        let per = x.h * x.w * x.c;
+        let branch = |v: Vec<f64>, br: usize| -> Vec<f64> {
+            v.into_iter()
+                .enumerate()
+                .map(|(j, y)| {
+                    if keep[br][j / per] {
+                        y * keep_scale
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        };
         let pre = format!("{PREFIX}.stages.{s}.blocks.{i}");
         let p = |k: &str| get(params, &format!("{pre}.{k}"));
         let (ws, shift, heads, c) = (arch.window, arch.shift(i), arch.heads[s], x.c);
@@ -781,7 +798,10 @@ pub mod cpu {
         let idx = relative_position_index(ws);
         let table = p("attn.w_msa.relative_position_bias_table");
         let mask: Vec<f64> = if shift > 0 {
-            region_mask(hp, wp, ws, shift).iter().map(|&v| v as f64).collect()
+            region_mask(hp, wp, ws, shift)
+                .iter()
+                .map(|&v| v as f64)
+                .collect()
         } else {
             vec![0.0; nwh * nww * n * n]
         };
@@ -792,7 +812,12 @@ pub mod cpu {
                     // Token t of the window sits at rolled (wy·ws + ty, wx·ws + tx), i.e. at
                     // (… + shift) mod Hp of the padded map; pad tokens are zero.
                     let pos: Vec<(usize, usize)> = (0..n)
-                        .map(|t| ((wy * ws + t / ws + shift) % hp, (wx * ws + t % ws + shift) % wp))
+                        .map(|t| {
+                            (
+                                (wy * ws + t / ws + shift) % hp,
+                                (wx * ws + t % ws + shift) % wp,
+                            )
+                        })
                         .collect();
                     let mut win = vec![0.0; n * c];
                     for (t, &(y, xx)) in pos.iter().enumerate() {
@@ -800,7 +825,12 @@ pub mod cpu {
                             win[t * c..(t + 1) * c].copy_from_slice(normed.at(bi, y, xx));
                         }
                     }
-                    let qkv = linear(&win, c, p("attn.w_msa.qkv.weight"), Some(p("attn.w_msa.qkv.bias")));
+                    let qkv = linear(
+                        &win,
+                        c,
+                        p("attn.w_msa.qkv.weight"),
+                        Some(p("attn.w_msa.qkv.bias")),
+                    );
                     let mut out = vec![0.0; n * c];
                     let wi = wy * nww + wx;
                     for hh in 0..heads {
@@ -837,14 +867,35 @@ pub mod cpu {
                 }
             }
         }
-        let proj = linear(&att, c, p("attn.w_msa.proj.weight"), Some(p("attn.w_msa.proj.bias")));
+        let proj = branch(
+            linear(
+                &att,
+                c,
+                p("attn.w_msa.proj.weight"),
+                Some(p("attn.w_msa.proj.bias")),
+            ),
+            0,
+        );
         let x1: Vec<f64> = x.v.iter().zip(&proj).map(|(a, b)| a + b).collect();
         let y = layer_norm(&x1, c, p("norm2.weight"), p("norm2.bias"));
-        let y: Vec<f64> = linear(&y, c, p("ffn.layers.0.0.weight"), Some(p("ffn.layers.0.0.bias")))
-            .into_iter()
-            .map(gelu)
-            .collect();
-        let y = linear(&y, 4 * c, p("ffn.layers.1.weight"), Some(p("ffn.layers.1.bias")));
+        let y: Vec<f64> = linear(
+            &y,
+            c,
+            p("ffn.layers.0.0.weight"),
+            Some(p("ffn.layers.0.0.bias")),
+        )
+        .into_iter()
+        .map(gelu)
+        .collect();
+        let y = branch(
+            linear(
+                &y,
+                4 * c,
+                p("ffn.layers.1.weight"),
+                Some(p("ffn.layers.1.bias")),
+            ),
+            1,
+        );
         Map {
             v: x1.iter().zip(&y).map(|(a, b)| a + b).collect(),
             ..x.clone()
@@ -872,7 +923,12 @@ pub mod cpu {
                 }
             }
         }
-        let g = layer_norm(&g, 4 * c, p(&format!("{pre}.norm.weight")), p(&format!("{pre}.norm.bias")));
+        let g = layer_norm(
+            &g,
+            4 * c,
+            p(&format!("{pre}.norm.weight")),
+            p(&format!("{pre}.norm.bias")),
+        );
         Map {
             b: x.b,
             h: h2,
