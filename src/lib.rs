@@ -21,9 +21,9 @@ pub mod prng;
 pub mod render;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod synth;
+pub mod tracker;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod train;
-pub mod tracker;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod video;
 

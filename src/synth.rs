@@ -334,7 +334,8 @@ pub fn write_dataset(photos: &[RgbImage], dir: &Path, spec: &DatasetSpec) -> Res
             max_scale: 1.0 + 0.4 * u() as f32,
             seed: spec.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
             occlusion: u() < spec.occlusion,
-            distractors: (u() * (spec.max_distractors + 1) as f64) as usize % (spec.max_distractors + 1),
+            distractors: (u() * (spec.max_distractors + 1) as f64) as usize
+                % (spec.max_distractors + 1),
         };
         let seq = generate(&bg, &obj, &s)?;
         let name = format!("SYNTH_{:06}", i + 1);

@@ -147,8 +147,13 @@ fn stopping_and_resuming_gives_the_uninterrupted_weights() {
     let (wa, wb) = (weights_of(&a), weights_of(&b));
     let mut compared = 0;
     for (k, ta) in wa.iter() {
-        let tb = wb.get(k).unwrap_or_else(|| panic!("{k} missing after resume"));
-        assert_eq!(ta, tb, "{k} differs between the straight and the resumed run");
+        let tb = wb
+            .get(k)
+            .unwrap_or_else(|| panic!("{k} missing after resume"));
+        assert_eq!(
+            ta, tb,
+            "{k} differs between the straight and the resumed run"
+        );
         compared += 1;
     }
     assert_eq!(compared, wb.len());

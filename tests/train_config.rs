@@ -11,7 +11,10 @@ use sparsett::train::checkpoint::{self, TrainState};
 use sparsett::train::config::{TrainFile, EXAMPLES};
 
 fn tmpdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("sparsett-train-config-{name}-{}", std::process::id()));
+    let d = std::env::temp_dir().join(format!(
+        "sparsett-train-config-{name}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -29,20 +32,42 @@ fn official_examples_give_the_official_architecture_and_recipe() {
         assert_eq!(t.data.transformer.random_crop.max_shift, 0.4);
         // The spec's schedule: 1e-4 for epochs 0–9, 1e-5 for 10–14, 1e-6 for 15–19.
         let o = f.optim().unwrap();
-        for (epoch, lr) in [(0, 1e-4), (9, 1e-4), (10, 1e-5), (14, 1e-5), (15, 1e-6), (19, 1e-6)] {
+        for (epoch, lr) in [
+            (0, 1e-4),
+            (9, 1e-4),
+            (10, 1e-5),
+            (14, 1e-5),
+            (15, 1e-6),
+            (19, 1e-6),
+        ] {
             assert_eq!(o.schedule.lr(epoch), lr, "{name} epoch {epoch}");
         }
-        assert_eq!(o.lr_mult("basemodel.net.stages.0.blocks.0.attn.w_msa.qkv.weight"), 0.1);
+        assert_eq!(
+            o.lr_mult("basemodel.net.stages.0.blocks.0.attn.w_msa.qkv.weight"),
+            0.1
+        );
         assert_eq!(o.lr_mult("neck.encoder.layers.0.linear1.weight"), 1.0);
         assert_eq!(o.adamw.weight_decay, 1e-4);
         let lc = f.losses();
         assert_eq!(
-            [lc.w_cls_fc, lc.w_reg_fc, lc.w_cls_conv, lc.w_reg_conv, lc.alpha, lc.gamma],
+            [
+                lc.w_cls_fc,
+                lc.w_reg_fc,
+                lc.w_cls_conv,
+                lc.w_reg_conv,
+                lc.alpha,
+                lc.gamma
+            ],
             [1.4, 0.6, 0.5, 2.0, 0.75, 2.0]
         );
         let l = &t.model.losses;
         assert_eq!(
-            [l.focal_fc.weight, l.iou_fc.weight, l.focal_conv.weight, l.iou_conv.weight],
+            [
+                l.focal_fc.weight,
+                l.iou_fc.weight,
+                l.focal_conv.weight,
+                l.iou_conv.weight
+            ],
             [1.4, 0.6, 0.5, 2.0]
         );
         assert_eq!((l.focal_fc.alpha, l.focal_fc.gamma), (0.75, 2.0));
@@ -67,26 +92,63 @@ fn demo_example_is_the_tiny_architecture() {
 fn bad_configs_are_one_clear_error() {
     let good = EXAMPLES[0].1;
     let cases: [(&str, String, &str); 6] = [
-        ("typo", good.replace("minibatch = 32", "minibatc = 32"), "minibatc"),
-        ("type", good.replace("minibatch = 32", "minibatch = \"32\""), "minibatch"),
-        ("ratio", good.replace("negative_pair_ratio = 0.33", "negative_pair_ratio = 1.5"), "negative_pair_ratio"),
-        ("listed", good.replace("names = [\"GOT10kDataset\"]", "names = [\"LaSOTDataset\"]"), "LaSOTDataset"),
-        ("stages", good.replace("[[10, 1e-4], [15, 1e-5], [20, 1e-6]]", "[[10, 1e-4], [5, 1e-5]]"), "lr_stages"),
-        ("syntax", good.replace("[train.track.data]", "[train.track.data"), "line"),
+        (
+            "typo",
+            good.replace("minibatch = 32", "minibatc = 32"),
+            "minibatc",
+        ),
+        (
+            "type",
+            good.replace("minibatch = 32", "minibatch = \"32\""),
+            "minibatch",
+        ),
+        (
+            "ratio",
+            good.replace("negative_pair_ratio = 0.33", "negative_pair_ratio = 1.5"),
+            "negative_pair_ratio",
+        ),
+        (
+            "listed",
+            good.replace("names = [\"GOT10kDataset\"]", "names = [\"LaSOTDataset\"]"),
+            "LaSOTDataset",
+        ),
+        (
+            "stages",
+            good.replace(
+                "[[10, 1e-4], [15, 1e-5], [20, 1e-6]]",
+                "[[10, 1e-4], [5, 1e-5]]",
+            ),
+            "lr_stages",
+        ),
+        (
+            "syntax",
+            good.replace("[train.track.data]", "[train.track.data"),
+            "line",
+        ),
     ];
     for (what, text, needle) in cases {
         assert_ne!(text, good, "{what}: the replacement did not apply");
-        let e = TrainFile::parse(&text, "case.toml").unwrap_err().to_string();
+        let e = TrainFile::parse(&text, "case.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("case.toml"), "{what}: {e}");
         assert!(e.contains(needle), "{what}: {e}");
     }
-    let e = TrainFile::load(Path::new("/nonexistent/cfg.toml")).unwrap_err().to_string();
-    assert!(e.contains("/nonexistent/cfg.toml") && e.contains("got10k"), "{e}");
+    let e = TrainFile::load(Path::new("/nonexistent/cfg.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("/nonexistent/cfg.toml") && e.contains("got10k"),
+        "{e}"
+    );
 }
 
 fn state(step: u64) -> TrainState {
     let mut moments = BTreeMap::new();
-    moments.insert("a.weight".to_string(), (vec![0.5, -1.0, step as f32], vec![1.0, 2.0, 3.0]));
+    moments.insert(
+        "a.weight".to_string(),
+        (vec![0.5, -1.0, step as f32], vec![1.0, 2.0, 3.0]),
+    );
     moments.insert("b.bias".to_string(), (vec![f32::MIN_POSITIVE], vec![7.25]));
     TrainState {
         step,

@@ -18,7 +18,7 @@ pub fn photos(images: &[PathBuf], videos: &[String], stride: usize) -> Result<Ve
         let mut src = sparsett::video::open(v)?;
         let mut i = 0usize;
         while let Some(f) = src.next_frame()? {
-            if i % stride.max(1) == 0 {
+            if i.is_multiple_of(stride.max(1)) {
                 out.push(f);
             }
             i += 1;

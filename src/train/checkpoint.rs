@@ -138,7 +138,10 @@ fn parse_state(bytes: &[u8], path: &Path) -> Result<TrainState> {
         epoch: num("epoch")?,
         seed: num("seed")?,
         moments,
-        loss: md.get("loss").and_then(|v| v.parse().ok()).unwrap_or(f32::NAN),
+        loss: md
+            .get("loss")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f32::NAN),
     })
 }
 

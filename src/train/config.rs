@@ -382,7 +382,7 @@ pub struct LrMultiplier {
 // ---------------------------------------------------------------- sparsett
 
 /// What the official YAML has no key for.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Extra {
     /// Seeds pair sampling, augmentation, weight initialisation and dropout.
@@ -405,23 +405,16 @@ pub struct Extra {
     pub checkpoint_every: usize,
 }
 
-impl Default for Extra {
-    fn default() -> Self {
-        Extra {
-            seed: 0,
-            init_weights: None,
-            grad_clip: None,
-            val_root: None,
-            val_sequences: None,
-            checkpoint_every: 0,
-        }
-    }
-}
-
 /// The shipped example configurations, by name.
 pub const EXAMPLES: [(&str, &str); 3] = [
-    ("got10k", include_str!("configs/sparsett_swin_train_got10k.toml")),
-    ("fulldata", include_str!("configs/sparsett_swin_train_fulldata.toml")),
+    (
+        "got10k",
+        include_str!("configs/sparsett_swin_train_got10k.toml"),
+    ),
+    (
+        "fulldata",
+        include_str!("configs/sparsett_swin_train_fulldata.toml"),
+    ),
     ("demo", include_str!("configs/demo_tiny.toml")),
 ];
 
@@ -462,11 +455,15 @@ impl TrainFile {
             ));
         }
         if m.neck.name != "TransformerNeck" || m.task_head.name != "DoubleConvFCBBoxHead" {
-            return bad("the neck must be TransformerNeck and the head DoubleConvFCBBoxHead".into());
+            return bad(
+                "the neck must be TransformerNeck and the head DoubleConvFCBBoxHead".into(),
+            );
         }
         let s = &m.backbone.swin;
         if s.depths.len() < 3 || s.num_heads.len() < 3 {
-            return bad("backbone depths and num_heads need at least the three stages that run".into());
+            return bad(
+                "backbone depths and num_heads need at least the three stages that run".into(),
+            );
         }
         if s.mlp_ratio != 4 {
             return bad(format!("mlp_ratio {} (only 4 is implemented)", s.mlp_ratio));
@@ -479,7 +476,9 @@ impl TrainFile {
             ));
         }
         if t.data.minibatch == 0 || t.data.nr_image_per_epoch == 0 || t.data.num_epochs == 0 {
-            return bad("data.minibatch, data.nr_image_per_epoch and data.num_epochs must be > 0".into());
+            return bad(
+                "data.minibatch, data.nr_image_per_epoch and data.num_epochs must be > 0".into(),
+            );
         }
         let p = t.data.sampler.pair.negative_pair_ratio;
         if !(0.0..=1.0).contains(&p) {
@@ -496,7 +495,7 @@ impl TrainFile {
                         "dataset {n:?} is listed in names but has no [...dataset.{n}] table"
                     ))
                 }
-                Some(d) if !(d.ratio > 0.0) => {
+                Some(d) if d.ratio.is_nan() || d.ratio <= 0.0 => {
                     return bad(format!("dataset {n} has ratio {} (must be > 0)", d.ratio))
                 }
                 _ => {}
@@ -508,7 +507,10 @@ impl TrainFile {
         }
         for pol in &o.adamw.lr_policy {
             if pol.name != "MultiStageLR" {
-                return bad(format!("lr_policy {:?}: only MultiStageLR is implemented", pol.name));
+                return bad(format!(
+                    "lr_policy {:?}: only MultiStageLR is implemented",
+                    pol.name
+                ));
             }
             if pol.lr_stages.is_empty() || pol.lr_stages.windows(2).any(|w| w[1].0 <= w[0].0) {
                 return bad("lr_stages must be non-empty with increasing end epochs".into());
@@ -518,7 +520,9 @@ impl TrainFile {
         if (l.focal_fc.alpha, l.focal_fc.gamma) != (l.focal_conv.alpha, l.focal_conv.gamma) {
             return bad("FocalLossFC and FocalLossConv must share alpha and gamma".into());
         }
-        self.arch().validate().map_err(|e| Error::Other(format!("{origin}: {e}")))?;
+        self.arch()
+            .validate()
+            .map_err(|e| Error::Other(format!("{origin}: {e}")))?;
         Ok(())
     }
 

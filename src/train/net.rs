@@ -9,7 +9,7 @@ use crate::model::load::WeightSource;
 use crate::ops::loss::LossConfig;
 use crate::train::head::HeadOut;
 use crate::train::params::Params;
-use crate::train::swin::{Arch, Swin};
+use crate::train::swin::{Swin, SwinOpts};
 use crate::train::{adjust, focus, head};
 use crate::{Encoder, Error, Gpu, Result, Tensor};
 
@@ -45,13 +45,7 @@ impl Net {
     /// Loads the trainable parameters of architecture `config` from `weights`.
     pub fn load_with(gpu: &Gpu, weights: &dyn WeightSource, config: &Config) -> Result<Net> {
         config.validate()?;
-        let arch = Arch {
-            embed: config.embed,
-            depths: config.depths,
-            heads: config.heads,
-            window: config.window,
-        };
-        let swin = Swin::load(gpu, weights, &arch)?;
+        let swin = Swin::load(gpu, weights, config)?;
         let (zs, xs) = (Z_SIZE.div_ceil(16), X_SIZE.div_ceil(16));
         let mut p = focus::keys(config, zs, xs);
         let mut b = Vec::new();
@@ -78,7 +72,8 @@ impl Net {
         v
     }
 
-    /// Predictions for normalised RGB crops `z` `[B, 3, 127, 127]` and `x` `[B, 3, 289, 289]`.
+    /// Predictions for normalised RGB crops `z` `[B, 3, 127, 127]` and `x` `[B, 3, 289, 289]`,
+    /// with every stochastic layer off (the golden step).
     pub fn forward(
         &self,
         tape: &mut Tape,
@@ -86,9 +81,26 @@ impl Net {
         z: &Var,
         x: &Var,
     ) -> Result<Predictions> {
+        self.forward_with(tape, enc, z, x, &SwinOpts::default())
+    }
+
+    /// [`Net::forward`] with the backbone's stochastic depth (`opts`; the search crop draws its
+    /// masks from the seed + 1, so the two crops drop independently).
+    pub fn forward_with(
+        &self,
+        tape: &mut Tape,
+        enc: &mut Encoder,
+        z: &Var,
+        x: &Var,
+        opts: &SwinOpts,
+    ) -> Result<Predictions> {
         let p = &self.params;
-        let zt = self.swin.forward(tape, enc, z)?;
-        let xt = self.swin.forward(tape, enc, x)?;
+        let zt = self.swin.forward_with(tape, enc, z, opts)?;
+        let xo = SwinOpts {
+            seed: opts.seed.wrapping_add(1),
+            ..*opts
+        };
+        let xt = self.swin.forward_with(tape, enc, x, &xo)?;
         let cf = &self.config;
         let za = adjust::forward(p, cf, tape, enc, "feat_adjuster_z", &zt)?;
         let xa = adjust::forward(p, cf, tape, enc, "feat_adjuster_x", &xt)?;

@@ -23,6 +23,7 @@ use crate::train::checkpoint::{self, TrainState};
 use crate::train::config::TrainFile;
 use crate::train::net::Net;
 use crate::train::schedule::OptimConfig;
+use crate::train::swin::SwinOpts;
 use crate::train::target::{batch_targets, TargetConfig};
 use crate::{Error, Gpu, Result, Tensor};
 
@@ -156,6 +157,26 @@ impl Trainer {
         })
     }
 
+    /// Settings of the config that this trainer does not apply, for the user to read.
+    pub fn unsupported(&self) -> Vec<String> {
+        let m = &self.cfg.train.track.model;
+        let mut v = Vec::new();
+        let p = m.neck.transformer.prob_dropout;
+        if p > 0.0 {
+            v.push(format!(
+                "neck dropout (prob_dropout = {p}) is not applied yet: the neck trains without it"
+            ));
+        }
+        let f = &self.cfg.train.track.data.sampler.submodules.filter.pair;
+        if f.min_area_rate > 0.0 || f.max_area_rate < 1.0 {
+            v.push(format!(
+                "TrackPairFilter's area rates ({}, {}) are not applied; only max_ratio is",
+                f.min_area_rate, f.max_area_rate
+            ));
+        }
+        v
+    }
+
     pub fn step(&self) -> u64 {
         self.step
     }
@@ -208,10 +229,18 @@ impl Trainer {
         let labels = gpu.upload(&[b, cells, 1], &tg.cls)?;
         let box_gt = gpu.upload(&[b, cells, 4], &tg.box_gt)?;
 
+        let t = self.step + 1;
         let mut tape = Tape::new();
         let z = tape.constant(&batch.z);
         let x = tape.constant(&batch.x);
-        let pred = self.net.forward(&mut tape, &mut enc, &z, &x)?;
+        // Stochastic depth draws fresh masks each step, from (seed, step) alone so a resumed
+        // run draws the same ones.
+        let opts = SwinOpts {
+            drop_path_rate: self.cfg.train.track.model.backbone.swin.drop_path_rate,
+            seed: crate::prng::SplitMix64::for_key("drop_path", self.cfg.sparsett.seed ^ t)
+                .next_u64(),
+        };
+        let pred = self.net.forward_with(&mut tape, &mut enc, &z, &x, &opts)?;
         let l = Net::losses(&mut tape, &mut enc, &pred, &labels, &box_gt, &self.losses)?;
         let terms = [
             l.cls_fc.t.clone(),
@@ -233,7 +262,6 @@ impl Trainer {
             Some(max) => Some(optim::clip_grad_norm(&mut enc, &gs, max)?),
             None => None,
         };
-        let t = self.step + 1;
         for (((name, p), g), st) in params.iter().zip(&gs).zip(&self.states) {
             self.optim
                 .step(&mut enc, name, epoch, t, p, g, st, clip.as_ref())?;
@@ -362,8 +390,8 @@ impl Trainer {
                 log.epoch, log.total, log.cls_fc, log.reg_fc, log.cls_conv, log.reg_conv, log.lr
             ));
             logs.push(log);
-            let epoch_end = self.step % spe == 0;
-            if epoch_end || (every > 0 && self.step % every == 0) || self.step == end {
+            let epoch_end = self.step.is_multiple_of(spe);
+            if epoch_end || (every > 0 && self.step.is_multiple_of(every)) || self.step == end {
                 let p = self.checkpoint()?;
                 bar.println(format!("step {}: checkpoint {}", self.step, p.display()));
             }
@@ -394,7 +422,10 @@ fn build_sampler(cfg: &TrainFile) -> Result<Sampler> {
             .clone()
             .or_else(|| t.subsets.as_ref().and_then(|s| s.first().cloned()));
         let ds = data::scan(kind, &t.dataset_root, split.as_deref()).map_err(|e| {
-            Error::Other(format!("training dataset {name} ({}): {e}", t.dataset_root.display()))
+            Error::Other(format!(
+                "training dataset {name} ({}): {e}",
+                t.dataset_root.display()
+            ))
         })?;
         sets.push((Arc::new(ds), t.ratio));
     }
