@@ -321,3 +321,48 @@ fn bad_input_gives_one_clear_line() {
         assert!(!se.contains("panicked"), "{args:?} panicked:\n{se}");
     }
 }
+
+#[test]
+fn synth_writes_a_dataset_the_readers_accept() {
+    let dir = scratch("synth");
+    let (bg, obj) = photos();
+    let (a, b) = (dir.join("bg.png"), dir.join("obj.png"));
+    bg.save(&a).unwrap();
+    obj.save(&b).unwrap();
+    let out = dir.join("train");
+    let o = sparsett(&[
+        "synth",
+        "--image",
+        a.to_str().unwrap(),
+        "--image",
+        b.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--sequences",
+        "3",
+        "--frames",
+        "5",
+        "--seed",
+        "7",
+    ]);
+    let (so, se) = text(&o);
+    assert!(o.status.success(), "{so}{se}");
+    let list = std::fs::read_to_string(out.join("list.txt")).unwrap();
+    let names: Vec<&str> = list.lines().collect();
+    assert_eq!(names.len(), 3);
+    for n in &names {
+        let gt = std::fs::read_to_string(out.join(n).join("groundtruth.txt")).unwrap();
+        assert_eq!(gt.lines().count(), 5, "{n}");
+        assert!(out.join(n).join("00000005.jpg").is_file(), "{n}");
+    }
+    // The training reader takes it as the GOT-10k train split.
+    let ds = sparsett::data::scan(sparsett::data::TrainKind::Got10k, &dir, Some("train")).unwrap();
+    assert_eq!(ds.frame_count(), 15);
+
+    // No photo at all: one clear line.
+    let o = sparsett(&["synth", "--out", out.to_str().unwrap()]);
+    let (_, se) = text(&o);
+    assert!(!o.status.success());
+    assert!(se.contains("--image"), "{se}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
