@@ -1,6 +1,7 @@
 // Matrix products with a fused epilogue: out = act(A·B + bias[col] + row_bias[row]) + residual
 // (+ the previous contents of out when ACCUM, which backward passes use to add a gradient into an
-// existing one).
+// existing one). The residual has the output's size or one batch element's, repeated over the
+// batch (a per-token table such as a positional encoding).
 //
 // HAS_LN folds a LayerNorm of A's rows into the product (the host has folded the norm's scale
 // into B and its shift into bias): with μ, σ² the mean and variance of row m of A, the product
@@ -51,6 +52,10 @@ struct Params {
     ldb_n: u32,
     lda_m: u32,
     lda_k: u32,
+    res_n: u32,  // residual elements: the output's, or one batch element's to repeat
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 // Epilogue switches: pipeline constants, so disabled parts cost nothing in the kernels.
@@ -99,7 +104,7 @@ fn epilogue(v: f32, bias_v: f32, row_v: f32, o: u32) -> f32 {
         x = 0.5 * x * (1.0 + erf_approx(x * 0.70710678118654752));
     }
     if (HAS_RES) {
-        x += res[o];
+        x += res[o % p.res_n];
     }
     if (ACCUM) {
         x += out[o];

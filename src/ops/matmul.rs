@@ -71,7 +71,8 @@ pub struct Epilogue<'a> {
     /// `[M]`, added per output row (the bias of a 1×1 convolution written as `W·X`).
     pub row_bias: Option<&'a Tensor>,
     pub act: Activation,
-    /// Same shape as the output; added after the activation.
+    /// Added after the activation: the output's shape, or the output's shape without its
+    /// leading (batch) dimension, repeated over the batch.
     pub residual: Option<&'a Tensor>,
     /// A LayerNorm of A's rows folded into the product: the product term becomes
     /// `rstd_m·(Σ_k A[m,k]·B[k,n] − μ_m·col_sum[n])` with μ_m, rstd_m = 1/√(σ²_m + eps) the
@@ -187,6 +188,8 @@ struct Params {
     ldb_n: u32,
     lda_m: u32,
     lda_k: u32,
+    res_n: u32,
+    _pad: [u32; 3],
 }
 
 /// A product resolved from tensor shapes: element (k, n) of B's batch `bi` is at
@@ -470,11 +473,13 @@ fn run(
     }
     if let Some(t) = epi.residual {
         check_f32(op, "residual", t)?;
-        if t.shape() != out_shape {
+        let periodic = out_shape.len() >= 2 && t.shape() == &out_shape[1..];
+        if t.shape() != out_shape && !periodic {
             return Err(Error::shape(
                 op,
                 format!(
-                    "residual {:?} must have the output shape {out_shape:?} of a {sa:?} by {sb:?} product",
+                    "residual {:?} must have the output shape {out_shape:?} of a {sa:?} by {sb:?} \
+                     product, or that shape without its leading dimension",
                     t.shape()
                 ),
             ));
@@ -554,6 +559,8 @@ fn run(
         ldb_n: pr.ldb_n as u32,
         lda_m: pr.lda_m as u32,
         lda_k: pr.lda_k as u32,
+        res_n: epi.residual.map_or(1, |t| t.numel().max(1)) as u32,
+        _pad: [0; 3],
     };
     let constants = [
         ("HAS_BIAS", epi.bias.is_some() as u8 as f64),
@@ -943,7 +950,8 @@ pub mod cpu {
                     s = act(s, epi.act);
                     let o = (bi * m + i) * n + j;
                     if let Some(r) = epi.residual {
-                        s += r[o] as f64;
+                        // A residual of one batch element's size repeats over the batch.
+                        s += r[o % r.len()] as f64;
                     }
                     out[o] = s as f32;
                 }
@@ -986,7 +994,7 @@ pub mod cpu {
                 }
                 s = act(s, epi.act);
                 if let Some(res) = epi.residual {
-                    s += res[r * n + j] as f64;
+                    s += res[(r * n + j) % res.len()] as f64;
                 }
                 out[r * n + j] = s as f32;
             }

@@ -406,14 +406,15 @@ fn bad_shapes_are_errors_naming_the_op_and_shapes() {
         msg.contains("matmul") && msg.contains("row_bias [5]") && msg.contains("[4]"),
         "{msg}"
     );
-    let res = t(&[4, 6]);
+    // [4, 6] would repeat over the batch (see batch_periodic_residual); [3, 6] fits nothing.
+    let res = t(&[3, 6]);
     let epi = Epilogue {
         residual: Some(&res),
         ..Default::default()
     };
     let msg = err_of(matmul::matmul(e, &t(&[2, 4, 5]), &t(&[5, 6]), false, &epi));
     assert!(
-        msg.contains("matmul") && msg.contains("[4, 6]") && msg.contains("[2, 4, 6]"),
+        msg.contains("matmul") && msg.contains("[3, 6]") && msg.contains("[2, 4, 6]"),
         "{msg}"
     );
 
@@ -1021,4 +1022,63 @@ fn row_norm_bad_operands_are_shape_errors() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("positive finite eps"), "{e}");
+}
+
+/// A residual of one batch element's shape (`[L, N]` for a `[B, L, N]` output) repeats over the
+/// batch, on every kernel; the reference adds `residual[o mod L·N]`.
+#[test]
+fn batch_periodic_residual() {
+    let g = gpu();
+    for kernel in kernels() {
+        for (i, &(batch, rows, k, n)) in [(1, 5, 7, 3), (3, 19, 33, 70), (2, 65, 16, 9)]
+            .iter()
+            .enumerate()
+        {
+            let seed = 900 + 10 * i as u64;
+            let x = rand_vec(seed, batch * rows * k, -1.0, 1.0);
+            let w = rand_vec(seed + 1, n * k, -1.0, 1.0);
+            let bias = rand_vec(seed + 2, n, -1.0, 1.0);
+            let res = rand_vec(seed + 3, rows * n, -1.0, 1.0);
+            let xt = g.upload(&[batch, rows, k], &x).unwrap();
+            let wt = g.upload(&[n, k], &w).unwrap();
+            let bt = g.upload(&[n], &bias).unwrap();
+            let rt = g.upload(&[rows, n], &res).unwrap();
+            let epi = Epilogue {
+                bias: Some(&bt),
+                residual: Some(&rt),
+                ..Default::default()
+            };
+            let mut enc = g.encoder();
+            let y = matmul::linear_kernel(&mut enc, &xt, &wt, &epi, kernel).unwrap();
+            let got = enc.submit_read(&[&y]).unwrap().pop().unwrap();
+            let mut want = cpu::linear(
+                &x,
+                &w,
+                batch * rows,
+                k,
+                n,
+                &cpu::Epilogue {
+                    bias: Some(&bias),
+                    ..Default::default()
+                },
+            );
+            for (o, v) in want.iter_mut().enumerate() {
+                *v += res[o % (rows * n)];
+            }
+            let what = format!("{kernel:?} periodic residual {batch}x{rows}x{k}->{n}");
+            assert_close(&what, &got, &want, atol(k), 1e-5);
+        }
+    }
+    // Any other residual shape is refused.
+    let x = g.upload(&[2, 3, 4], &[0.5; 24]).unwrap();
+    let w = g.upload(&[5, 4], &[0.5; 20]).unwrap();
+    let r = g.upload(&[2, 5], &[0.5; 10]).unwrap();
+    let epi = Epilogue {
+        residual: Some(&r),
+        ..Default::default()
+    };
+    let e = matmul::linear(&mut g.encoder(), &x, &w, &epi)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("without its leading dimension"), "{e}");
 }
