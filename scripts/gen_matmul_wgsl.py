@@ -8,7 +8,15 @@ w = out.append
 
 w("""// Matrix products with a fused epilogue: out = act(A·B + bias[col] + row_bias[row]) + residual
 // (+ the previous contents of out when ACCUM, which backward passes use to add a gradient into an
-// existing one).
+// existing one). The residual has the output's size or one batch element's, repeated over the
+// batch (a per-token table such as a positional encoding).
+//
+// HAS_LN folds a LayerNorm of A's rows into the product (the host has folded the norm's scale
+// into B and its shift into bias): with μ, σ² the mean and variance of row m of A, the product
+// term becomes rstd·(Σ_k (A[m,k] − r)·B[k,n] − (μ − r)·ln_c[n]), rstd = 1/√(σ² + LN_EPS),
+// ln_c[n] = Σ_k B[k,n], which is rstd·Σ_k (A[m,k] − μ)·B[k,n]. The row statistics are summed in
+// the k loop from the A values the product loads anyway; r = A[m, 0] shifts them so that neither
+// the variance nor the product cancels badly when the row mean is large against its spread.
 //
 // A element (m, k) of batch bi lives at bi·a_bs + m·lda_m + k·lda_k, so A [M, K] (lda_m = K,
 // lda_k = 1) and A stored transposed as [K, M] (lda_m = 1, lda_k = M, the dW = dYᵀ·X of a
@@ -52,6 +60,10 @@ struct Params {
     ldb_n: u32,
     lda_m: u32,
     lda_k: u32,
+    res_n: u32,  // residual elements: the output's, or one batch element's to repeat
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 // Epilogue switches: pipeline constants, so disabled parts cost nothing in the kernels.
@@ -62,6 +74,9 @@ override ACT: u32 = 0u; // 0 none, 1 relu, 2 gelu (exact erf)
 // Adds the result to what out already holds instead of overwriting it (each element is read and
 // written by the one invocation that owns it, so there is no race).
 override ACCUM: bool = false;
+// A LayerNorm of A's rows folded in (see the top of the file) and its epsilon.
+override HAS_LN: bool = false;
+override LN_EPS: f32 = 1e-5;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -70,6 +85,7 @@ override ACCUM: bool = false;
 @group(0) @binding(4) var<storage, read> row_bias: array<f32>;
 @group(0) @binding(5) var<storage, read> res: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
+@group(0) @binding(7) var<storage, read> ln_c: array<f32>;
 
 // erf with |error| < 1.2e-7 (Numerical Recipes erfc, Chebyshev fit), as in elementwise.wgsl.
 fn erf_approx(x: f32) -> f32 {
@@ -96,7 +112,7 @@ fn epilogue(v: f32, bias_v: f32, row_v: f32, o: u32) -> f32 {
         x = 0.5 * x * (1.0 + erf_approx(x * 0.70710678118654752));
     }
     if (HAS_RES) {
-        x += res[o];
+        x += res[o % p.res_n];
     }
     if (ACCUM) {
         x += out[o];
@@ -124,9 +140,30 @@ fn tile_of(wg: vec3<u32>, nw: vec3<u32>) -> Tile {
     return t;
 }
 
+// (shifted row mean, rstd) from the shifted sums Σ(a − r) and Σ(a − r)² of a row; (0, 1) without
+// HAS_LN, which leaves the product as it is.
+fn row_stats(s: f32, q: f32) -> vec2<f32> {
+    if (!HAS_LN) {
+        return vec2(0.0, 1.0);
+    }
+    let kf = f32(p.k);
+    let m = s / kf;
+    let var_ = max(q / kf - m * m, 0.0);
+    return vec2(m, inverseSqrt(var_ + LN_EPS));
+}
+
+// The product term of a row-normalised A (identity without HAS_LN).
+fn normed(v: f32, ln: vec2<f32>, col: u32) -> f32 {
+    if (HAS_LN) {
+        return ln.y * (v - ln.x * ln_c[col]);
+    }
+    return v;
+}
+
 // Guarded store of one output element; loads of bias and row bias are clamped into range.
-fn store_one(v: f32, row: u32, col: u32, t: Tile) {
+fn store_one(v0: f32, row: u32, col: u32, t: Tile, ln: vec2<f32>) {
     if (t.valid && row < p.m && col < p.n) {
+        let v = normed(v0, ln, col);
         var bv = 0.0;
         if (HAS_BIAS) {
             bv = bias[col];
@@ -156,6 +193,8 @@ fn mm_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: v
     let abase = t.bi * p.a_bs;
     let bbase = t.bi * p.b_bs;
     var acc: array<vec4<f32>, 4>;
+    var ls = vec4<f32>(0.0);
+    var lq = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
         for (var q = 0u; q < 4u; q++) {
             // A: consecutive invocations walk k, or m when A is stored transposed.
@@ -174,6 +213,9 @@ fn mm_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: v
             var av = 0.0;
             if (row < p.m && ka < p.k) {
                 av = a[abase + row * p.lda_m + ka * p.lda_k];
+                if (HAS_LN) {
+                    av -= a[abase + row * p.lda_m];
+                }
             }
             sa[ak * 64u + am] = av;
             // B: consecutive invocations walk n, or k when B is stored transposed.
@@ -201,6 +243,11 @@ fn mm_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: v
                           sa[kk * 64u + lid.y + 32u], sa[kk * 64u + lid.y + 48u]);
             let bv = vec4(sb[kk * 64u + lid.x], sb[kk * 64u + lid.x + 16u],
                           sb[kk * 64u + lid.x + 32u], sb[kk * 64u + lid.x + 48u]);
+            if (HAS_LN) {
+                // Padding beyond K holds zeros, which add nothing to the shifted sums.
+                ls += av;
+                lq = fma(av, av, lq);
+            }
             acc[0] = fma(vec4(av.x), bv, acc[0]);
             acc[1] = fma(vec4(av.y), bv, acc[1]);
             acc[2] = fma(vec4(av.z), bv, acc[2]);
@@ -211,10 +258,11 @@ fn mm_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: v
     for (var i = 0u; i < 4u; i++) {
         let row = t.m0 + lid.y + 16u * i;
         let v = acc[i];
-        store_one(v.x, row, t.n0 + lid.x, t);
-        store_one(v.y, row, t.n0 + lid.x + 16u, t);
-        store_one(v.z, row, t.n0 + lid.x + 32u, t);
-        store_one(v.w, row, t.n0 + lid.x + 48u, t);
+        let ln = row_stats(ls[i], lq[i]);
+        store_one(v.x, row, t.n0 + lid.x, t, ln);
+        store_one(v.y, row, t.n0 + lid.x + 16u, t, ln);
+        store_one(v.z, row, t.n0 + lid.x + 32u, t, ln);
+        store_one(v.w, row, t.n0 + lid.x + 48u, t, ln);
     }
 }
 """)
@@ -241,6 +289,24 @@ for j in range(8):
 for i in range(R):
     w(f"    var c{i}l = vec4<f32>(0.0);")
     w(f"    var c{i}h = vec4<f32>(0.0);")
+def ln_setup():
+    for i in range(R):
+        w(f"    var r{i} = 0.0;")
+        w(f"    var s{i} = 0.0;")
+        w(f"    var q{i} = 0.0;")
+    w("    if (HAS_LN) {")
+    for i in range(R):
+        w(f"        r{i} = a[ar{i}];")
+    w("    }")
+def ln_load(i):
+    w(f"        var x{i} = a[ar{i} + ka];")
+    w("        if (HAS_LN) {")
+    w(f"            x{i} -= r{i};")
+    w(f"            s{i} += x{i};")
+    w(f"            q{i} = fma(x{i}, x{i}, q{i});")
+    w("        }")
+    w(f"        let a{i} = vec4(x{i});")
+ln_setup()
 w("    var ka = 0u;")
 w("    var kb = 0u;")
 w("    for (var k = 0u; k < p.k; k++) {")
@@ -249,26 +315,26 @@ for j in range(8):
 w("        let bl = vec4(b0, b1, b2, b3);")
 w("        let bh = vec4(b4, b5, b6, b7);")
 for i in range(R):
-    w(f"        let a{i} = vec4(a[ar{i} + ka]);")
+    ln_load(i)
     w(f"        c{i}l = fma(a{i}, bl, c{i}l);")
     w(f"        c{i}h = fma(a{i}, bh, c{i}h);")
 w("        ka += p.lda_k;")
 w("        kb += p.ldb_k;")
 w("    }")
 for i in range(R):
-    w(f"    store8(c{i}l, c{i}h, t.m0 + ly + {8*i}u, t.n0 + lx, 8u, t);")
+    w(f"    store8(c{i}l, c{i}h, t.m0 + ly + {8*i}u, t.n0 + lx, 8u, t, row_stats(s{i}, q{i}));")
 w("}")
 w("""
 // Stores 8 columns col0 + s·q (q < 8) of one row.
-fn store8(lo: vec4<f32>, hi: vec4<f32>, row: u32, col0: u32, s: u32, t: Tile) {
-    store_one(lo.x, row, col0, t);
-    store_one(lo.y, row, col0 + s, t);
-    store_one(lo.z, row, col0 + 2u * s, t);
-    store_one(lo.w, row, col0 + 3u * s, t);
-    store_one(hi.x, row, col0 + 4u * s, t);
-    store_one(hi.y, row, col0 + 5u * s, t);
-    store_one(hi.z, row, col0 + 6u * s, t);
-    store_one(hi.w, row, col0 + 7u * s, t);
+fn store8(lo: vec4<f32>, hi: vec4<f32>, row: u32, col0: u32, s: u32, t: Tile, ln: vec2<f32>) {
+    store_one(lo.x, row, col0, t, ln);
+    store_one(lo.y, row, col0 + s, t, ln);
+    store_one(lo.z, row, col0 + 2u * s, t, ln);
+    store_one(lo.w, row, col0 + 3u * s, t, ln);
+    store_one(hi.x, row, col0 + 4u * s, t, ln);
+    store_one(hi.y, row, col0 + 5u * s, t, ln);
+    store_one(hi.z, row, col0 + 6u * s, t, ln);
+    store_one(hi.w, row, col0 + 7u * s, t, ln);
 }
 """)
 
@@ -297,11 +363,12 @@ for i in range(R):
     for j in range(J):
         w(f"    var c{i}_{j}l = vec4<f32>(0.0);")
         w(f"    var c{i}_{j}h = vec4<f32>(0.0);")
+ln_setup()
 w("    var ka = 0u;")
 w("    var kb = 0u;")
 w("    for (var k = 0u; k < p.k; k++) {")
 for i in range(R):
-    w(f"        let a{i} = vec4(a[ar{i} + ka]);")
+    ln_load(i)
 for j in range(J):
     w(f"        let b{j} = b[kb + bc{j}];")
 for j in range(J):
@@ -333,6 +400,8 @@ w("    if (HAS_ROW_BIAS) {")
 for i in range(R):
     w(f"        rv{i} = row_bias[min(t.m0 + l + {8*i}u, mmax)];")
 w("    }")
+for i in range(R):
+    w(f"    let ln{i} = row_stats(s{i}, q{i});")
 w("    for (var s = 0u; s < 32u; s++) {")
 w("        let i = s / 4u;")
 w("        let h = s % 4u;")
@@ -355,6 +424,9 @@ for ss in range(1, 32):
 w("        var rv = rv0;")
 for ii in range(1, 8):
     w(f"        rv = select(rv, rv{ii}, i == {ii}u);")
+w("        var ln = ln0;")
+for ii in range(1, 8):
+    w(f"        ln = select(ln, ln{ii}, i == {ii}u);")
 w("""        let row = t.m0 + l + 8u * i;
         let row_ok = t.valid && row < p.m;
         let col = t.n0 + 16u * h;
@@ -363,7 +435,8 @@ for u in range(4):
     for c, comp in enumerate("xyzw"):
         d = 4 * u + c
         w(f"        if (row_ok && col + {d}u < p.n) {{")
-        w(f"            out[o + {d}u] = epilogue(v{u}.{comp}, bv{u}.{comp}, rv, o + {d}u);")
+        w(f"            let n{d} = normed(v{u}.{comp}, ln, col + {d}u);")
+        w(f"            out[o + {d}u] = epilogue(n{d}, bv{u}.{comp}, rv, o + {d}u);")
         w("        }")
 w("    }")
 w("}")

@@ -326,5 +326,44 @@ fn embed_2d_bw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
             acc += bitcast<f32>(pos[u]);
         }
         pos[u] = bitcast<u32>(acc);
+
+// ---- concat_transpose: two token tensors side by side per token, as a channel-major map ---------
+// out[b, c, l] = a[b, l, c] for c < ca, else x[b, l, c − ca] (a: [B, L, ca], x: [B, L, cb]).
+
+struct ConcatTParams {
+    n: u32,     // invocations: output rows (B·(ca + cb)) × runs per row
+    runs: u32,  // runs per output row of l elements
+    l: u32,
+    ca: u32,
+    cb: u32,
+}
+
+@group(0) @binding(0) var<uniform> ctp: ConcatTParams;
+// Bindings 1 and 2 are in0 and in1 of concat (the two inputs).
+@group(0) @binding(3) var<storage, read_write> ct_out: array<u32>;
+
+@compute @workgroup_size(WG)
+fn concat_transpose(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+                    @builtin(local_invocation_index) li: u32) {
+    let t = linear_id(wg, nw, li);
+    if (t >= ctp.n) {
+        return;
+    }
+    let c_all = ctp.ca + ctp.cb;
+    let row = t / ctp.runs;
+    let bi = row / c_all;
+    let c = row % c_all;
+    let start = (t % ctp.runs) * R;
+    let end = min(start + R, ctp.l);
+    let obase = row * ctp.l;
+    if (c < ctp.ca) {
+        for (var e = start; e < end; e++) {
+            ct_out[obase + e] = in0[(bi * ctp.l + e) * ctp.ca + c];
+        }
+    } else {
+        let cc = c - ctp.ca;
+        for (var e = start; e < end; e++) {
+            ct_out[obase + e] = in1[(bi * ctp.l + e) * ctp.cb + cc];
+        }
     }
 }

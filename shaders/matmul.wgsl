@@ -1,6 +1,14 @@
 // Matrix products with a fused epilogue: out = act(A·B + bias[col] + row_bias[row]) + residual
 // (+ the previous contents of out when ACCUM, which backward passes use to add a gradient into an
-// existing one).
+// existing one). The residual has the output's size or one batch element's, repeated over the
+// batch (a per-token table such as a positional encoding).
+//
+// HAS_LN folds a LayerNorm of A's rows into the product (the host has folded the norm's scale
+// into B and its shift into bias): with μ, σ² the mean and variance of row m of A, the product
+// term becomes rstd·(Σ_k (A[m,k] − r)·B[k,n] − (μ − r)·ln_c[n]), rstd = 1/√(σ² + LN_EPS),
+// ln_c[n] = Σ_k B[k,n], which is rstd·Σ_k (A[m,k] − μ)·B[k,n]. The row statistics are summed in
+// the k loop from the A values the product loads anyway; r = A[m, 0] shifts them so that neither
+// the variance nor the product cancels badly when the row mean is large against its spread.
 //
 // A element (m, k) of batch bi lives at bi·a_bs + m·lda_m + k·lda_k, so A [M, K] (lda_m = K,
 // lda_k = 1) and A stored transposed as [K, M] (lda_m = 1, lda_k = M, the dW = dYᵀ·X of a
@@ -44,6 +52,10 @@ struct Params {
     ldb_n: u32,
     lda_m: u32,
     lda_k: u32,
+    res_n: u32,  // residual elements: the output's, or one batch element's to repeat
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 // Epilogue switches: pipeline constants, so disabled parts cost nothing in the kernels.
@@ -54,6 +66,9 @@ override ACT: u32 = 0u; // 0 none, 1 relu, 2 gelu (exact erf)
 // Adds the result to what out already holds instead of overwriting it (each element is read and
 // written by the one invocation that owns it, so there is no race).
 override ACCUM: bool = false;
+// A LayerNorm of A's rows folded in (see the top of the file) and its epsilon.
+override HAS_LN: bool = false;
+override LN_EPS: f32 = 1e-5;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -62,6 +77,7 @@ override ACCUM: bool = false;
 @group(0) @binding(4) var<storage, read> row_bias: array<f32>;
 @group(0) @binding(5) var<storage, read> res: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
+@group(0) @binding(7) var<storage, read> ln_c: array<f32>;
 
 // erf with |error| < 1.2e-7 (Numerical Recipes erfc, Chebyshev fit), as in elementwise.wgsl.
 fn erf_approx(x: f32) -> f32 {
@@ -88,7 +104,7 @@ fn epilogue(v: f32, bias_v: f32, row_v: f32, o: u32) -> f32 {
         x = 0.5 * x * (1.0 + erf_approx(x * 0.70710678118654752));
     }
     if (HAS_RES) {
-        x += res[o];
+        x += res[o % p.res_n];
     }
     if (ACCUM) {
         x += out[o];
@@ -116,9 +132,30 @@ fn tile_of(wg: vec3<u32>, nw: vec3<u32>) -> Tile {
     return t;
 }
 
+// (shifted row mean, rstd) from the shifted sums Σ(a − r) and Σ(a − r)² of a row; (0, 1) without
+// HAS_LN, which leaves the product as it is.
+fn row_stats(s: f32, q: f32) -> vec2<f32> {
+    if (!HAS_LN) {
+        return vec2(0.0, 1.0);
+    }
+    let kf = f32(p.k);
+    let m = s / kf;
+    let var_ = max(q / kf - m * m, 0.0);
+    return vec2(m, inverseSqrt(var_ + LN_EPS));
+}
+
+// The product term of a row-normalised A (identity without HAS_LN).
+fn normed(v: f32, ln: vec2<f32>, col: u32) -> f32 {
+    if (HAS_LN) {
+        return ln.y * (v - ln.x * ln_c[col]);
+    }
+    return v;
+}
+
 // Guarded store of one output element; loads of bias and row bias are clamped into range.
-fn store_one(v: f32, row: u32, col: u32, t: Tile) {
+fn store_one(v0: f32, row: u32, col: u32, t: Tile, ln: vec2<f32>) {
     if (t.valid && row < p.m && col < p.n) {
+        let v = normed(v0, ln, col);
         var bv = 0.0;
         if (HAS_BIAS) {
             bv = bias[col];
@@ -148,6 +185,8 @@ fn mm_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: v
     let abase = t.bi * p.a_bs;
     let bbase = t.bi * p.b_bs;
     var acc: array<vec4<f32>, 4>;
+    var ls = vec4<f32>(0.0);
+    var lq = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
         for (var q = 0u; q < 4u; q++) {
             // A: consecutive invocations walk k, or m when A is stored transposed.
@@ -166,6 +205,9 @@ fn mm_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: v
             var av = 0.0;
             if (row < p.m && ka < p.k) {
                 av = a[abase + row * p.lda_m + ka * p.lda_k];
+                if (HAS_LN) {
+                    av -= a[abase + row * p.lda_m];
+                }
             }
             sa[ak * 64u + am] = av;
             // B: consecutive invocations walk n, or k when B is stored transposed.
@@ -193,6 +235,11 @@ fn mm_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: v
                           sa[kk * 64u + lid.y + 32u], sa[kk * 64u + lid.y + 48u]);
             let bv = vec4(sb[kk * 64u + lid.x], sb[kk * 64u + lid.x + 16u],
                           sb[kk * 64u + lid.x + 32u], sb[kk * 64u + lid.x + 48u]);
+            if (HAS_LN) {
+                // Padding beyond K holds zeros, which add nothing to the shifted sums.
+                ls += av;
+                lq = fma(av, av, lq);
+            }
             acc[0] = fma(vec4(av.x), bv, acc[0]);
             acc[1] = fma(vec4(av.y), bv, acc[1]);
             acc[2] = fma(vec4(av.z), bv, acc[2]);
@@ -203,10 +250,11 @@ fn mm_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: v
     for (var i = 0u; i < 4u; i++) {
         let row = t.m0 + lid.y + 16u * i;
         let v = acc[i];
-        store_one(v.x, row, t.n0 + lid.x, t);
-        store_one(v.y, row, t.n0 + lid.x + 16u, t);
-        store_one(v.z, row, t.n0 + lid.x + 32u, t);
-        store_one(v.w, row, t.n0 + lid.x + 48u, t);
+        let ln = row_stats(ls[i], lq[i]);
+        store_one(v.x, row, t.n0 + lid.x, t, ln);
+        store_one(v.y, row, t.n0 + lid.x + 16u, t, ln);
+        store_one(v.z, row, t.n0 + lid.x + 32u, t, ln);
+        store_one(v.w, row, t.n0 + lid.x + 48u, t, ln);
     }
 }
 
@@ -256,6 +304,40 @@ fn mm_register(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     var c6h = vec4<f32>(0.0);
     var c7l = vec4<f32>(0.0);
     var c7h = vec4<f32>(0.0);
+    var r0 = 0.0;
+    var s0 = 0.0;
+    var q0 = 0.0;
+    var r1 = 0.0;
+    var s1 = 0.0;
+    var q1 = 0.0;
+    var r2 = 0.0;
+    var s2 = 0.0;
+    var q2 = 0.0;
+    var r3 = 0.0;
+    var s3 = 0.0;
+    var q3 = 0.0;
+    var r4 = 0.0;
+    var s4 = 0.0;
+    var q4 = 0.0;
+    var r5 = 0.0;
+    var s5 = 0.0;
+    var q5 = 0.0;
+    var r6 = 0.0;
+    var s6 = 0.0;
+    var q6 = 0.0;
+    var r7 = 0.0;
+    var s7 = 0.0;
+    var q7 = 0.0;
+    if (HAS_LN) {
+        r0 = a[ar0];
+        r1 = a[ar1];
+        r2 = a[ar2];
+        r3 = a[ar3];
+        r4 = a[ar4];
+        r5 = a[ar5];
+        r6 = a[ar6];
+        r7 = a[ar7];
+    }
     var ka = 0u;
     var kb = 0u;
     for (var k = 0u; k < p.k; k++) {
@@ -269,53 +351,101 @@ fn mm_register(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
         let b7 = b[kb + bc7];
         let bl = vec4(b0, b1, b2, b3);
         let bh = vec4(b4, b5, b6, b7);
-        let a0 = vec4(a[ar0 + ka]);
+        var x0 = a[ar0 + ka];
+        if (HAS_LN) {
+            x0 -= r0;
+            s0 += x0;
+            q0 = fma(x0, x0, q0);
+        }
+        let a0 = vec4(x0);
         c0l = fma(a0, bl, c0l);
         c0h = fma(a0, bh, c0h);
-        let a1 = vec4(a[ar1 + ka]);
+        var x1 = a[ar1 + ka];
+        if (HAS_LN) {
+            x1 -= r1;
+            s1 += x1;
+            q1 = fma(x1, x1, q1);
+        }
+        let a1 = vec4(x1);
         c1l = fma(a1, bl, c1l);
         c1h = fma(a1, bh, c1h);
-        let a2 = vec4(a[ar2 + ka]);
+        var x2 = a[ar2 + ka];
+        if (HAS_LN) {
+            x2 -= r2;
+            s2 += x2;
+            q2 = fma(x2, x2, q2);
+        }
+        let a2 = vec4(x2);
         c2l = fma(a2, bl, c2l);
         c2h = fma(a2, bh, c2h);
-        let a3 = vec4(a[ar3 + ka]);
+        var x3 = a[ar3 + ka];
+        if (HAS_LN) {
+            x3 -= r3;
+            s3 += x3;
+            q3 = fma(x3, x3, q3);
+        }
+        let a3 = vec4(x3);
         c3l = fma(a3, bl, c3l);
         c3h = fma(a3, bh, c3h);
-        let a4 = vec4(a[ar4 + ka]);
+        var x4 = a[ar4 + ka];
+        if (HAS_LN) {
+            x4 -= r4;
+            s4 += x4;
+            q4 = fma(x4, x4, q4);
+        }
+        let a4 = vec4(x4);
         c4l = fma(a4, bl, c4l);
         c4h = fma(a4, bh, c4h);
-        let a5 = vec4(a[ar5 + ka]);
+        var x5 = a[ar5 + ka];
+        if (HAS_LN) {
+            x5 -= r5;
+            s5 += x5;
+            q5 = fma(x5, x5, q5);
+        }
+        let a5 = vec4(x5);
         c5l = fma(a5, bl, c5l);
         c5h = fma(a5, bh, c5h);
-        let a6 = vec4(a[ar6 + ka]);
+        var x6 = a[ar6 + ka];
+        if (HAS_LN) {
+            x6 -= r6;
+            s6 += x6;
+            q6 = fma(x6, x6, q6);
+        }
+        let a6 = vec4(x6);
         c6l = fma(a6, bl, c6l);
         c6h = fma(a6, bh, c6h);
-        let a7 = vec4(a[ar7 + ka]);
+        var x7 = a[ar7 + ka];
+        if (HAS_LN) {
+            x7 -= r7;
+            s7 += x7;
+            q7 = fma(x7, x7, q7);
+        }
+        let a7 = vec4(x7);
         c7l = fma(a7, bl, c7l);
         c7h = fma(a7, bh, c7h);
         ka += p.lda_k;
         kb += p.ldb_k;
     }
-    store8(c0l, c0h, t.m0 + ly + 0u, t.n0 + lx, 8u, t);
-    store8(c1l, c1h, t.m0 + ly + 8u, t.n0 + lx, 8u, t);
-    store8(c2l, c2h, t.m0 + ly + 16u, t.n0 + lx, 8u, t);
-    store8(c3l, c3h, t.m0 + ly + 24u, t.n0 + lx, 8u, t);
-    store8(c4l, c4h, t.m0 + ly + 32u, t.n0 + lx, 8u, t);
-    store8(c5l, c5h, t.m0 + ly + 40u, t.n0 + lx, 8u, t);
-    store8(c6l, c6h, t.m0 + ly + 48u, t.n0 + lx, 8u, t);
-    store8(c7l, c7h, t.m0 + ly + 56u, t.n0 + lx, 8u, t);
+    store8(c0l, c0h, t.m0 + ly + 0u, t.n0 + lx, 8u, t, row_stats(s0, q0));
+    store8(c1l, c1h, t.m0 + ly + 8u, t.n0 + lx, 8u, t, row_stats(s1, q1));
+    store8(c2l, c2h, t.m0 + ly + 16u, t.n0 + lx, 8u, t, row_stats(s2, q2));
+    store8(c3l, c3h, t.m0 + ly + 24u, t.n0 + lx, 8u, t, row_stats(s3, q3));
+    store8(c4l, c4h, t.m0 + ly + 32u, t.n0 + lx, 8u, t, row_stats(s4, q4));
+    store8(c5l, c5h, t.m0 + ly + 40u, t.n0 + lx, 8u, t, row_stats(s5, q5));
+    store8(c6l, c6h, t.m0 + ly + 48u, t.n0 + lx, 8u, t, row_stats(s6, q6));
+    store8(c7l, c7h, t.m0 + ly + 56u, t.n0 + lx, 8u, t, row_stats(s7, q7));
 }
 
 // Stores 8 columns col0 + s·q (q < 8) of one row.
-fn store8(lo: vec4<f32>, hi: vec4<f32>, row: u32, col0: u32, s: u32, t: Tile) {
-    store_one(lo.x, row, col0, t);
-    store_one(lo.y, row, col0 + s, t);
-    store_one(lo.z, row, col0 + 2u * s, t);
-    store_one(lo.w, row, col0 + 3u * s, t);
-    store_one(hi.x, row, col0 + 4u * s, t);
-    store_one(hi.y, row, col0 + 5u * s, t);
-    store_one(hi.z, row, col0 + 6u * s, t);
-    store_one(hi.w, row, col0 + 7u * s, t);
+fn store8(lo: vec4<f32>, hi: vec4<f32>, row: u32, col0: u32, s: u32, t: Tile, ln: vec2<f32>) {
+    store_one(lo.x, row, col0, t, ln);
+    store_one(lo.y, row, col0 + s, t, ln);
+    store_one(lo.z, row, col0 + 2u * s, t, ln);
+    store_one(lo.w, row, col0 + 3u * s, t, ln);
+    store_one(hi.x, row, col0 + 4u * s, t, ln);
+    store_one(hi.y, row, col0 + 5u * s, t, ln);
+    store_one(hi.z, row, col0 + 6u * s, t, ln);
+    store_one(hi.w, row, col0 + 7u * s, t, ln);
 }
 
 // @@subgroup: everything below needs subgroups; the host compiles the file a second time with
@@ -478,17 +608,99 @@ fn mm_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     var c7_6h = vec4<f32>(0.0);
     var c7_7l = vec4<f32>(0.0);
     var c7_7h = vec4<f32>(0.0);
+    var r0 = 0.0;
+    var s0 = 0.0;
+    var q0 = 0.0;
+    var r1 = 0.0;
+    var s1 = 0.0;
+    var q1 = 0.0;
+    var r2 = 0.0;
+    var s2 = 0.0;
+    var q2 = 0.0;
+    var r3 = 0.0;
+    var s3 = 0.0;
+    var q3 = 0.0;
+    var r4 = 0.0;
+    var s4 = 0.0;
+    var q4 = 0.0;
+    var r5 = 0.0;
+    var s5 = 0.0;
+    var q5 = 0.0;
+    var r6 = 0.0;
+    var s6 = 0.0;
+    var q6 = 0.0;
+    var r7 = 0.0;
+    var s7 = 0.0;
+    var q7 = 0.0;
+    if (HAS_LN) {
+        r0 = a[ar0];
+        r1 = a[ar1];
+        r2 = a[ar2];
+        r3 = a[ar3];
+        r4 = a[ar4];
+        r5 = a[ar5];
+        r6 = a[ar6];
+        r7 = a[ar7];
+    }
     var ka = 0u;
     var kb = 0u;
     for (var k = 0u; k < p.k; k++) {
-        let a0 = vec4(a[ar0 + ka]);
-        let a1 = vec4(a[ar1 + ka]);
-        let a2 = vec4(a[ar2 + ka]);
-        let a3 = vec4(a[ar3 + ka]);
-        let a4 = vec4(a[ar4 + ka]);
-        let a5 = vec4(a[ar5 + ka]);
-        let a6 = vec4(a[ar6 + ka]);
-        let a7 = vec4(a[ar7 + ka]);
+        var x0 = a[ar0 + ka];
+        if (HAS_LN) {
+            x0 -= r0;
+            s0 += x0;
+            q0 = fma(x0, x0, q0);
+        }
+        let a0 = vec4(x0);
+        var x1 = a[ar1 + ka];
+        if (HAS_LN) {
+            x1 -= r1;
+            s1 += x1;
+            q1 = fma(x1, x1, q1);
+        }
+        let a1 = vec4(x1);
+        var x2 = a[ar2 + ka];
+        if (HAS_LN) {
+            x2 -= r2;
+            s2 += x2;
+            q2 = fma(x2, x2, q2);
+        }
+        let a2 = vec4(x2);
+        var x3 = a[ar3 + ka];
+        if (HAS_LN) {
+            x3 -= r3;
+            s3 += x3;
+            q3 = fma(x3, x3, q3);
+        }
+        let a3 = vec4(x3);
+        var x4 = a[ar4 + ka];
+        if (HAS_LN) {
+            x4 -= r4;
+            s4 += x4;
+            q4 = fma(x4, x4, q4);
+        }
+        let a4 = vec4(x4);
+        var x5 = a[ar5 + ka];
+        if (HAS_LN) {
+            x5 -= r5;
+            s5 += x5;
+            q5 = fma(x5, x5, q5);
+        }
+        let a5 = vec4(x5);
+        var x6 = a[ar6 + ka];
+        if (HAS_LN) {
+            x6 -= r6;
+            s6 += x6;
+            q6 = fma(x6, x6, q6);
+        }
+        let a6 = vec4(x6);
+        var x7 = a[ar7 + ka];
+        if (HAS_LN) {
+            x7 -= r7;
+            s7 += x7;
+            q7 = fma(x7, x7, q7);
+        }
+        let a7 = vec4(x7);
         let b0 = b[kb + bc0];
         let b1 = b[kb + bc1];
         let b2 = b[kb + bc2];
@@ -724,6 +936,14 @@ fn mm_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
         rv6 = row_bias[min(t.m0 + l + 48u, mmax)];
         rv7 = row_bias[min(t.m0 + l + 56u, mmax)];
     }
+    let ln0 = row_stats(s0, q0);
+    let ln1 = row_stats(s1, q1);
+    let ln2 = row_stats(s2, q2);
+    let ln3 = row_stats(s3, q3);
+    let ln4 = row_stats(s4, q4);
+    let ln5 = row_stats(s5, q5);
+    let ln6 = row_stats(s6, q6);
+    let ln7 = row_stats(s7, q7);
     for (var s = 0u; s < 32u; s++) {
         let i = s / 4u;
         let h = s % 4u;
@@ -953,57 +1173,81 @@ fn mm_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
         rv = select(rv, rv5, i == 5u);
         rv = select(rv, rv6, i == 6u);
         rv = select(rv, rv7, i == 7u);
+        var ln = ln0;
+        ln = select(ln, ln1, i == 1u);
+        ln = select(ln, ln2, i == 2u);
+        ln = select(ln, ln3, i == 3u);
+        ln = select(ln, ln4, i == 4u);
+        ln = select(ln, ln5, i == 5u);
+        ln = select(ln, ln6, i == 6u);
+        ln = select(ln, ln7, i == 7u);
         let row = t.m0 + l + 8u * i;
         let row_ok = t.valid && row < p.m;
         let col = t.n0 + 16u * h;
         let o = (t.bi * p.m + row) * p.n + col;
         if (row_ok && col + 0u < p.n) {
-            out[o + 0u] = epilogue(v0.x, bv0.x, rv, o + 0u);
+            let n0 = normed(v0.x, ln, col + 0u);
+            out[o + 0u] = epilogue(n0, bv0.x, rv, o + 0u);
         }
         if (row_ok && col + 1u < p.n) {
-            out[o + 1u] = epilogue(v0.y, bv0.y, rv, o + 1u);
+            let n1 = normed(v0.y, ln, col + 1u);
+            out[o + 1u] = epilogue(n1, bv0.y, rv, o + 1u);
         }
         if (row_ok && col + 2u < p.n) {
-            out[o + 2u] = epilogue(v0.z, bv0.z, rv, o + 2u);
+            let n2 = normed(v0.z, ln, col + 2u);
+            out[o + 2u] = epilogue(n2, bv0.z, rv, o + 2u);
         }
         if (row_ok && col + 3u < p.n) {
-            out[o + 3u] = epilogue(v0.w, bv0.w, rv, o + 3u);
+            let n3 = normed(v0.w, ln, col + 3u);
+            out[o + 3u] = epilogue(n3, bv0.w, rv, o + 3u);
         }
         if (row_ok && col + 4u < p.n) {
-            out[o + 4u] = epilogue(v1.x, bv1.x, rv, o + 4u);
+            let n4 = normed(v1.x, ln, col + 4u);
+            out[o + 4u] = epilogue(n4, bv1.x, rv, o + 4u);
         }
         if (row_ok && col + 5u < p.n) {
-            out[o + 5u] = epilogue(v1.y, bv1.y, rv, o + 5u);
+            let n5 = normed(v1.y, ln, col + 5u);
+            out[o + 5u] = epilogue(n5, bv1.y, rv, o + 5u);
         }
         if (row_ok && col + 6u < p.n) {
-            out[o + 6u] = epilogue(v1.z, bv1.z, rv, o + 6u);
+            let n6 = normed(v1.z, ln, col + 6u);
+            out[o + 6u] = epilogue(n6, bv1.z, rv, o + 6u);
         }
         if (row_ok && col + 7u < p.n) {
-            out[o + 7u] = epilogue(v1.w, bv1.w, rv, o + 7u);
+            let n7 = normed(v1.w, ln, col + 7u);
+            out[o + 7u] = epilogue(n7, bv1.w, rv, o + 7u);
         }
         if (row_ok && col + 8u < p.n) {
-            out[o + 8u] = epilogue(v2.x, bv2.x, rv, o + 8u);
+            let n8 = normed(v2.x, ln, col + 8u);
+            out[o + 8u] = epilogue(n8, bv2.x, rv, o + 8u);
         }
         if (row_ok && col + 9u < p.n) {
-            out[o + 9u] = epilogue(v2.y, bv2.y, rv, o + 9u);
+            let n9 = normed(v2.y, ln, col + 9u);
+            out[o + 9u] = epilogue(n9, bv2.y, rv, o + 9u);
         }
         if (row_ok && col + 10u < p.n) {
-            out[o + 10u] = epilogue(v2.z, bv2.z, rv, o + 10u);
+            let n10 = normed(v2.z, ln, col + 10u);
+            out[o + 10u] = epilogue(n10, bv2.z, rv, o + 10u);
         }
         if (row_ok && col + 11u < p.n) {
-            out[o + 11u] = epilogue(v2.w, bv2.w, rv, o + 11u);
+            let n11 = normed(v2.w, ln, col + 11u);
+            out[o + 11u] = epilogue(n11, bv2.w, rv, o + 11u);
         }
         if (row_ok && col + 12u < p.n) {
-            out[o + 12u] = epilogue(v3.x, bv3.x, rv, o + 12u);
+            let n12 = normed(v3.x, ln, col + 12u);
+            out[o + 12u] = epilogue(n12, bv3.x, rv, o + 12u);
         }
         if (row_ok && col + 13u < p.n) {
-            out[o + 13u] = epilogue(v3.y, bv3.y, rv, o + 13u);
+            let n13 = normed(v3.y, ln, col + 13u);
+            out[o + 13u] = epilogue(n13, bv3.y, rv, o + 13u);
         }
         if (row_ok && col + 14u < p.n) {
-            out[o + 14u] = epilogue(v3.z, bv3.z, rv, o + 14u);
+            let n14 = normed(v3.z, ln, col + 14u);
+            out[o + 14u] = epilogue(n14, bv3.z, rv, o + 14u);
         }
         if (row_ok && col + 15u < p.n) {
-            out[o + 15u] = epilogue(v3.w, bv3.w, rv, o + 15u);
+            let n15 = normed(v3.w, ln, col + 15u);
+            out[o + 15u] = epilogue(n15, bv3.w, rv, o + 15u);
         }
     }
 }

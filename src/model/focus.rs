@@ -111,6 +111,8 @@ impl Ffn {
 /// The learned 2-D positional encoding of one input, built once at load time: `[s·s, d]`.
 struct Embed {
     pos: Tensor,
+    /// Host copy, for folding the encoding into the first layer's projections.
+    host: Vec<f32>,
     side: usize,
     d: usize,
 }
@@ -123,13 +125,13 @@ impl Embed {
         let pos = crate::ops::layout::cpu::embed_2d(&row, &col, d / 2, side, side);
         Ok(Embed {
             pos: l.gpu.upload(&[side * side, d], &pos)?,
+            host: pos,
             side,
             d,
         })
     }
 
-    /// Tokens `[B, s·s, d]` plus the positional encoding.
-    fn tokens(&self, enc: &mut Encoder, x: &Tensor) -> Result<Tensor> {
+    fn check(&self, x: &Tensor) -> Result<()> {
         if x.shape().len() != 3 || x.shape()[1..] != [self.side * self.side, self.d] {
             return Err(crate::Error::shape(
                 "focus",
@@ -141,7 +143,34 @@ impl Embed {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Tokens `[B, s·s, d]` plus the positional encoding.
+    fn tokens(&self, enc: &mut Encoder, x: &Tensor) -> Result<Tensor> {
+        self.check(x)?;
         binary(enc, x, &self.pos, Binary::Add)
+    }
+
+    /// `pos·Wᵀ` `[s·s, n]` for a projection `w` `[n, d]` (sums in f64): what the encoding adds to
+    /// that projection's output.
+    fn project(&self, l: &Loader, w: &[f32]) -> Result<Tensor> {
+        let (t, d) = (self.side * self.side, self.d);
+        let n = w.len() / d;
+        let mut out = Vec::with_capacity(t * n);
+        for r in 0..t {
+            let p = &self.host[r * d..(r + 1) * d];
+            for j in 0..n {
+                let wr = &w[j * d..(j + 1) * d];
+                out.push(
+                    p.iter()
+                        .zip(wr)
+                        .map(|(&a, &b)| a as f64 * b as f64)
+                        .sum::<f64>() as f32,
+                );
+            }
+        }
+        l.gpu.upload(&[t, n], &out)
     }
 }
 
@@ -182,6 +211,10 @@ pub struct TemplateMemory {
 pub struct FocusNet {
     enc_embed: Embed,
     dec_embed: Embed,
+    /// The decoder's positional encoding pushed through its first self-attention projection,
+    /// `[361, 3d]`: the encoding is added as batch-periodic residuals of that projection and of
+    /// the first out-projection instead of by a separate dispatch.
+    dec_qkv_pos: Tensor,
     encoder: Vec<EncoderLayer>,
     decoder: Vec<DecoderLayer>,
     heads: usize,
@@ -222,9 +255,15 @@ impl FocusNet {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let dec_embed = Embed::load(l, "neck.decoder", x_side, d)?;
+        let w0 = l.host(
+            "neck.decoder.decoder_layers.0.slf_attn.in_proj_weight",
+            &[3 * d, d],
+        )?;
         Ok(FocusNet {
             enc_embed: Embed::load(l, "neck.encoder", z_side, d)?,
-            dec_embed: Embed::load(l, "neck.decoder", x_side, d)?,
+            dec_qkv_pos: dec_embed.project(l, &w0)?,
+            dec_embed,
             encoder,
             decoder,
             heads: cfg.neck_heads,
@@ -273,9 +312,22 @@ impl FocusNet {
         mem: &TemplateMemory,
         taps: &mut Taps,
     ) -> Result<Tensor> {
-        let mut x = self.dec_embed.tokens(enc, xf)?;
+        // Layer 0's input is xf + pos: its projection gets pos·Wᵀ and its residual branch pos
+        // as batch-periodic residuals, so x stays xf there.
+        self.dec_embed.check(xf)?;
+        let mut x = xf.clone();
         for (i, (layer, kv)) in self.decoder.iter().zip(&mem.kv).enumerate() {
-            let qkv = layer.qkv.run(enc, &x, Activation::None)?;
+            let first = i == 0;
+            let qkv = linear(
+                enc,
+                &x,
+                &layer.qkv.w,
+                &Epilogue {
+                    bias: Some(&layer.qkv.b),
+                    residual: first.then_some(&self.dec_qkv_pos),
+                    ..Default::default()
+                },
+            )?;
             let sparse = topk_attention(
                 enc,
                 HeadsView::packed(&qkv, 3, 0)?,
@@ -287,7 +339,16 @@ impl FocusNet {
             )?;
             taps.put(format!("neck.decoder.layer{i}.topk_index"), &sparse.indices);
             taps.put(format!("neck.decoder.layer{i}.topk_attn"), &sparse.weights);
-            let o = layer.out.run(enc, &sparse.out, Activation::None)?;
+            let o = linear(
+                enc,
+                &sparse.out,
+                &layer.out.w,
+                &Epilogue {
+                    bias: Some(&layer.out.b),
+                    residual: first.then_some(&self.dec_embed.pos),
+                    ..Default::default()
+                },
+            )?;
             let y = layer.norm1.add(enc, &x, &o)?;
             let q = layer.cross_q.run(enc, &y, Activation::None)?;
             let c = attention(

@@ -9,7 +9,7 @@ use crate::model::head::{Head, HeadOut};
 use crate::model::load::{Loader, WeightSource};
 use crate::model::swin::{Masks, Swin};
 use crate::model::taps::Taps;
-use crate::ops::layout::{concat, permute};
+use crate::ops::layout::{concat_transpose, permute};
 use crate::{Encoder, Error, Result};
 
 pub use crate::model::config::{X_SIZE, Z_SIZE};
@@ -123,12 +123,11 @@ impl SparseTT {
         let a = self.adj_x.forward(enc, &f)?;
         tap_nchw(enc, taps, "feat_adjuster.x", &a)?;
         let d = self.neck.decode(enc, &a, &t.memory, taps)?;
-        // Decoder output and adjusted features side by side per token, then one transpose to
-        // the NCHW map the head's convolutions take.
+        // Decoder output and adjusted features side by side per token, transposed to the NCHW
+        // map the head's convolutions take, in one dispatch.
         let (b, l) = (d.dim(0), d.dim(1));
         let side = (l as f64).sqrt() as usize;
-        let tokens = concat(enc, &[&d, &a], 2)?;
-        let neck = permute(enc, &tokens, &[0, 2, 1])?.reshape(&[b, 2 * d.dim(2), side, side])?;
+        let neck = concat_transpose(enc, &d, &a)?.reshape(&[b, d.dim(2) + a.dim(2), side, side])?;
         taps.put("neck.output", &neck);
         let head = self.head.forward(enc, &neck, taps)?;
         Ok(TrackOut {

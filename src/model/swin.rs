@@ -13,7 +13,7 @@ use crate::model::taps::Taps;
 use crate::ops::attention::{attention, AttnOpts, Scatter};
 use crate::ops::conv::{conv2d, Conv2dOpts};
 use crate::ops::layout::permute;
-use crate::ops::matmul::{linear, Activation, Epilogue};
+use crate::ops::matmul::{fold_layer_norm, linear, Activation, Epilogue, RowNorm};
 use crate::ops::norm::{layer_norm, layer_norm_nchw};
 use crate::ops::window::{self, patch_merge_ln, window_partition_ln};
 use crate::ops::HeadsView;
@@ -47,9 +47,10 @@ struct Block {
     rel_bias: Tensor,
     proj_w: Tensor,
     proj_b: Tensor,
-    norm2: Norm,
+    /// fc1 with norm2 folded in (see [`fold_layer_norm`]): `fc1(LN2(x))` is one matmul.
     fc1_w: Tensor,
     fc1_b: Tensor,
+    fc1_col_sum: Tensor,
     fc2_w: Tensor,
     fc2_b: Tensor,
     heads: usize,
@@ -72,6 +73,12 @@ impl Block {
             &[(2 * window - 1).pow(2), heads],
         )?;
         let bias = window::cpu::relative_position_bias(&table, heads, window);
+        let (w1, b1, cs1) = fold_layer_norm(
+            &l.host(&format!("{p}.ffn.layers.0.0.weight"), &[4 * c, c])?,
+            Some(&l.host(&format!("{p}.ffn.layers.0.0.bias"), &[4 * c])?),
+            &l.host(&format!("{p}.norm2.weight"), &[c])?,
+            &l.host(&format!("{p}.norm2.bias"), &[c])?,
+        );
         Ok(Block {
             norm1: Norm::load(l, &format!("{p}.norm1"), c)?,
             qkv_w: l.tensor(&format!("{p}.attn.w_msa.qkv.weight"), &[3 * c, c])?,
@@ -81,9 +88,9 @@ impl Block {
                 .upload(&[heads, window * window, window * window], &bias)?,
             proj_w: l.tensor(&format!("{p}.attn.w_msa.proj.weight"), &[c, c])?,
             proj_b: l.tensor(&format!("{p}.attn.w_msa.proj.bias"), &[c])?,
-            norm2: Norm::load(l, &format!("{p}.norm2"), c)?,
-            fc1_w: l.tensor(&format!("{p}.ffn.layers.0.0.weight"), &[4 * c, c])?,
-            fc1_b: l.tensor(&format!("{p}.ffn.layers.0.0.bias"), &[4 * c])?,
+            fc1_w: l.gpu.upload(&[4 * c, c], &w1)?,
+            fc1_b: l.gpu.upload(&[4 * c], &b1)?,
+            fc1_col_sum: l.gpu.upload(&[4 * c], &cs1)?,
             fc2_w: l.tensor(&format!("{p}.ffn.layers.1.weight"), &[c, 4 * c])?,
             fc2_b: l.tensor(&format!("{p}.ffn.layers.1.bias"), &[c])?,
             heads,
@@ -146,14 +153,17 @@ impl Block {
                 ..Default::default()
             },
         )?;
-        let y = self.norm2.run(enc, &x)?;
         let y = linear(
             enc,
-            &y,
+            &x,
             &self.fc1_w,
             &Epilogue {
                 bias: Some(&self.fc1_b),
                 act: Activation::Gelu,
+                row_norm: Some(RowNorm {
+                    col_sum: &self.fc1_col_sum,
+                    eps: EPS,
+                }),
                 ..Default::default()
             },
         )?;

@@ -350,6 +350,48 @@ pub fn permute(enc: &mut Encoder, x: &Tensor, perm: &[usize]) -> Result<Tensor> 
     Ok(y)
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ConcatTParams {
+    n: u32,
+    runs: u32,
+    l: u32,
+    ca: u32,
+    cb: u32,
+}
+
+/// Two token tensors side by side per token, transposed to channel-major: `a` `[B, L, Ca]` and
+/// `x` `[B, L, Cb]` give `y` `[B, Ca + Cb, L]` with `y[b, c, l] = a[b, l, c]` for `c < Ca`, else
+/// `x[b, l, c − Ca]`: `permute(concat([a, x], 2), [0, 2, 1])` in one dispatch.
+pub fn concat_transpose(enc: &mut Encoder, a: &Tensor, x: &Tensor) -> Result<Tensor> {
+    const OP: &str = "concat_transpose";
+    check_elem(OP, a)?;
+    check_elem(OP, x)?;
+    let (sa, sx) = (a.shape(), x.shape());
+    if sa.len() != 3 || sx.len() != 3 || sa[..2] != sx[..2] || a.dtype() != x.dtype() {
+        return Err(Error::shape(
+            OP,
+            format!("needs [B, L, Ca] and [B, L, Cb] tensors of one dtype, got {a:?} and {x:?}"),
+        ));
+    }
+    let (b, l, ca, cb) = (sa[0], sa[1], sa[2], sx[2]);
+    let y = output(enc, OP, &[b, ca + cb, l], a.dtype())?;
+    if y.numel() == 0 {
+        return Ok(y);
+    }
+    let (inv, per_row) = runs(b * (ca + cb), l);
+    let p = ConcatTParams {
+        n: inv as u32,
+        runs: per_row as u32,
+        l: l as u32,
+        ca: ca as u32,
+        cb: cb as u32,
+    };
+    let g = groups(enc, inv);
+    enc.dispatch(&LAYOUT, OP, &[], bytemuck::bytes_of(&p), &[a, x, &y], g)?;
+    Ok(y)
+}
+
 /// SparseTT's learned positional encoding for an `h × w` map from `row: [Hmax, C/2]` and
 /// `col: [Wmax, C/2]`: `y[i·w + j, c] = col[j, c]` for `c < C/2`, `row[i, c − C/2]` otherwise;
 /// shape `[h·w, C]`.
@@ -868,6 +910,31 @@ pub mod cpu {
     }
 
     /// `row` is `[Hmax, half]`, `col` is `[Wmax, half]`; returns `[h·w, 2·half]`.
+    /// `y[b, c, l] = a[b, l, c]` for `c < ca`, else `x[b, l, c − ca]`; `a` is `[b, l, ca]`,
+    /// `x` `[b, l, cb]`, `y` `[b, ca + cb, l]`.
+    pub fn concat_transpose<T: Copy>(
+        a: &[T],
+        x: &[T],
+        b: usize,
+        l: usize,
+        ca: usize,
+        cb: usize,
+    ) -> Vec<T> {
+        let mut y = Vec::with_capacity(b * (ca + cb) * l);
+        for bi in 0..b {
+            for c in 0..ca + cb {
+                for li in 0..l {
+                    y.push(if c < ca {
+                        a[(bi * l + li) * ca + c]
+                    } else {
+                        x[(bi * l + li) * cb + c - ca]
+                    });
+                }
+            }
+        }
+        y
+    }
+
     pub fn embed_2d<T: Copy>(row: &[T], col: &[T], half: usize, h: usize, w: usize) -> Vec<T> {
         let mut out = Vec::with_capacity(h * w * 2 * half);
         for i in 0..h {

@@ -71,8 +71,53 @@ pub struct Epilogue<'a> {
     /// `[M]`, added per output row (the bias of a 1×1 convolution written as `W·X`).
     pub row_bias: Option<&'a Tensor>,
     pub act: Activation,
-    /// Same shape as the output; added after the activation.
+    /// Added after the activation: the output's shape, or the output's shape without its
+    /// leading (batch) dimension, repeated over the batch.
     pub residual: Option<&'a Tensor>,
+    /// A LayerNorm of A's rows folded into the product: the product term becomes
+    /// `rstd_m·(Σ_k A[m,k]·B[k,n] − μ_m·col_sum[n])` with μ_m, rstd_m = 1/√(σ²_m + eps) the
+    /// statistics of row m of A, i.e. `Σ_k (A[m,k] − μ_m)·rstd_m·B[k,n]`. With B, bias and
+    /// col_sum from [`fold_layer_norm`], `linear` computes `LayerNorm(x)·Wᵀ + b` in one pass.
+    pub row_norm: Option<RowNorm<'a>>,
+}
+
+/// The per-column operand and epsilon of [`Epilogue::row_norm`].
+#[derive(Clone, Copy, Debug)]
+pub struct RowNorm<'a> {
+    /// `[N]`: Σ_k B[k, n] (the column sums of the folded weight).
+    pub col_sum: &'a Tensor,
+    pub eps: f32,
+}
+
+/// Folds a LayerNorm (`gamma`, `beta`, over K) in front of a linear layer `w` `[N, K]`, `bias`
+/// `[N]`: returns `(w', bias', col_sum)` with `w'[n,k] = w[n,k]·γ_k`,
+/// `bias'[n] = bias[n] + Σ_k w[n,k]·β_k` and `col_sum[n] = Σ_k w'[n,k]` (sums in f64), so that
+/// `LayerNorm(x)·wᵀ + bias = linear(x, w', bias')` with `row_norm: col_sum`.
+pub fn fold_layer_norm(
+    w: &[f32],
+    bias: Option<&[f32]>,
+    gamma: &[f32],
+    beta: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let k = gamma.len();
+    let n = w.len() / k.max(1);
+    let mut wf = Vec::with_capacity(w.len());
+    let mut bf = Vec::with_capacity(n);
+    let mut cs = Vec::with_capacity(n);
+    for j in 0..n {
+        let row = &w[j * k..(j + 1) * k];
+        let mut b = bias.map_or(0.0, |b| b[j] as f64);
+        let mut c = 0f64;
+        for kk in 0..k {
+            let v = row[kk] * gamma[kk];
+            wf.push(v);
+            c += v as f64;
+            b += row[kk] as f64 * beta[kk] as f64;
+        }
+        bf.push(b as f32);
+        cs.push(c as f32);
+    }
+    (wf, bf, cs)
 }
 
 /// A matmul kernel. [`matmul_with`] picks one from the variant; tests and benchmarks name them.
@@ -143,6 +188,8 @@ struct Params {
     ldb_n: u32,
     lda_m: u32,
     lda_k: u32,
+    res_n: u32,
+    _pad: [u32; 3],
 }
 
 /// A product resolved from tensor shapes: element (k, n) of B's batch `bi` is at
@@ -426,12 +473,37 @@ fn run(
     }
     if let Some(t) = epi.residual {
         check_f32(op, "residual", t)?;
-        if t.shape() != out_shape {
+        let periodic = out_shape.len() >= 2 && t.shape() == &out_shape[1..];
+        if t.shape() != out_shape && !periodic {
             return Err(Error::shape(
                 op,
                 format!(
-                    "residual {:?} must have the output shape {out_shape:?} of a {sa:?} by {sb:?} product",
+                    "residual {:?} must have the output shape {out_shape:?} of a {sa:?} by {sb:?} \
+                     product, or that shape without its leading dimension",
                     t.shape()
+                ),
+            ));
+        }
+    }
+    if let Some(rn) = &epi.row_norm {
+        check_f32(op, "row_norm.col_sum", rn.col_sum)?;
+        if rn.col_sum.shape() != [pr.n] {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "row_norm col_sum {:?} must be [{}] (one per output column) for a {sa:?} by \
+                     {sb:?} product",
+                    rn.col_sum.shape(),
+                    pr.n
+                ),
+            ));
+        }
+        if !(rn.eps > 0.0 && rn.eps.is_finite()) || pr.k == 0 {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "row_norm needs a positive finite eps (got {}) and K > 0 (got {})",
+                    rn.eps, pr.k
                 ),
             ));
         }
@@ -487,6 +559,8 @@ fn run(
         ldb_n: pr.ldb_n as u32,
         lda_m: pr.lda_m as u32,
         lda_k: pr.lda_k as u32,
+        res_n: epi.residual.map_or(1, |t| t.numel().max(1)) as u32,
+        _pad: [0; 3],
     };
     let constants = [
         ("HAS_BIAS", epi.bias.is_some() as u8 as f64),
@@ -494,12 +568,15 @@ fn run(
         ("HAS_RES", epi.residual.is_some() as u8 as f64),
         ("ACT", epi.act.code()),
         ("ACCUM", into.is_some() as u8 as f64),
+        ("HAS_LN", epi.row_norm.is_some() as u8 as f64),
+        ("LN_EPS", epi.row_norm.map_or(1e-5, |r| r.eps as f64)),
     ];
     // Absent epilogue operands are bound to `a`: the shader declares them all, and a read-only
     // alias never conflicts.
     let bias = epi.bias.unwrap_or(a);
     let row_bias = epi.row_bias.unwrap_or(a);
     let residual = epi.residual.unwrap_or(a);
+    let ln_c = epi.row_norm.map_or(a, |r| r.col_sum);
     let (shader, entry) = kernel.entry();
     let groups = (pr.batch * tiles_m * tiles_n) as u64;
     enc.dispatch(
@@ -507,7 +584,7 @@ fn run(
         entry,
         &constants,
         bytemuck::bytes_of(&params),
-        &[a, b, bias, row_bias, residual, &out],
+        &[a, b, bias, row_bias, residual, &out, ln_c],
         gpu.grid(groups),
     )?;
     Ok(out)
@@ -790,7 +867,12 @@ fn check_into(
             ),
         ));
     }
-    let others = [epi.bias, epi.row_bias, epi.residual];
+    let others = [
+        epi.bias,
+        epi.row_bias,
+        epi.residual,
+        epi.row_norm.map(|r| r.col_sum),
+    ];
     let shared = inputs
         .iter()
         .copied()
@@ -868,10 +950,53 @@ pub mod cpu {
                     s = act(s, epi.act);
                     let o = (bi * m + i) * n + j;
                     if let Some(r) = epi.residual {
-                        s += r[o] as f64;
+                        // A residual of one batch element's size repeats over the batch.
+                        s += r[o % r.len()] as f64;
                     }
                     out[o] = s as f32;
                 }
+            }
+        }
+        out
+    }
+
+    /// `y = act(LayerNorm(x)·wᵀ + bias) + residual` with the norm unfolded and in f64: per row,
+    /// `μ = mean(x)`, `σ² = mean((x − μ)²)`, `x̂ = (x − μ)/√(σ² + eps)·γ + β`. The reference for
+    /// [`super::Epilogue::row_norm`] with weights from [`super::fold_layer_norm`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn layer_norm_linear(
+        x: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+        w: &[f32],
+        rows: usize,
+        k: usize,
+        n: usize,
+        epi: &Epilogue,
+    ) -> Vec<f32> {
+        let mut out = vec![0f32; rows * n];
+        for r in 0..rows {
+            let row = &x[r * k..(r + 1) * k];
+            let mu = row.iter().map(|&v| v as f64).sum::<f64>() / k as f64;
+            let var = row.iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>() / k as f64;
+            let rstd = 1.0 / (var + eps as f64).sqrt();
+            let xn: Vec<f64> = (0..k)
+                .map(|i| (row[i] as f64 - mu) * rstd * gamma[i] as f64 + beta[i] as f64)
+                .collect();
+            for j in 0..n {
+                let mut s: f64 = (0..k).map(|i| xn[i] * w[j * k + i] as f64).sum();
+                if let Some(b) = epi.bias {
+                    s += b[j] as f64;
+                }
+                if let Some(rb) = epi.row_bias {
+                    s += rb[r] as f64;
+                }
+                s = act(s, epi.act);
+                if let Some(res) = epi.residual {
+                    s += res[(r * n + j) % res.len()] as f64;
+                }
+                out[r * n + j] = s as f32;
             }
         }
         out

@@ -645,3 +645,50 @@ fn layout_backward_bad_arguments_are_errors() {
         "{e}"
     );
 }
+
+/// `concat_transpose` against its reference and against permute(concat) on the CPU, bit for bit;
+/// runs that straddle the 16-element run length, a channel split that is not a multiple of
+/// anything, batch > 1, empty inputs; mismatched shapes are errors.
+#[test]
+fn concat_transpose_matches_reference() {
+    let g = gpu();
+    for (i, &(b, l, ca, cb)) in [
+        (1, 1, 1, 1),
+        (1, 361, 64, 64),
+        (3, 17, 5, 9),
+        (2, 33, 1, 7),
+        (1, 4, 0, 3),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let a = data(1200 + i as u64, b * l * ca);
+        let x = data(1300 + i as u64, b * l * cb);
+        let at = g.upload(&[b, l, ca], &a).unwrap();
+        let xt = g.upload(&[b, l, cb], &x).unwrap();
+        let mut enc = g.encoder();
+        let y = layout::concat_transpose(&mut enc, &at, &xt).unwrap();
+        enc.submit().unwrap();
+        assert_eq!(y.shape(), &[b, ca + cb, l]);
+        let want = cpu::concat_transpose(&a, &x, b, l, ca, cb);
+        let cat = cpu::concat(&[(&a, &[b, l, ca]), (&x, &[b, l, cb])], 2);
+        assert_eq!(
+            bits(&want),
+            bits(&cpu::permute(&cat, &[b, l, ca + cb], &[0, 2, 1]))
+        );
+        assert_bits(
+            &format!("concat_transpose {b}x{l}x({ca}+{cb})"),
+            &read(&y),
+            &bits(&want),
+        );
+    }
+    let a = g.upload(&[2, 3, 4], &[0.0; 24]).unwrap();
+    let x = g.upload(&[2, 4, 4], &[0.0; 32]).unwrap();
+    let e = layout::concat_transpose(&mut g.encoder(), &a, &x)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("concat_transpose") && e.contains("[B, L, Ca]"),
+        "{e}"
+    );
+}

@@ -9,6 +9,12 @@
 //! round once each, GELU adds the shader's erf error (1.2e-7 absolute, times |x|/2) and exp's few
 //! ulp.
 //!
+//! Row norm (a LayerNorm folded into the product): the GPU sums the row statistics in f32 with
+//! the row's first element as shift, and the folded weights round once more (w·γ); against the
+//! f64 LayerNorm-then-linear reference the output (O(√K) in size after normalisation) gets
+//! atol 1e-6·K·4 + rtol 1e-4. Rows with a mean 50× their spread check that the shift keeps the
+//! statistics from cancelling (without it the error there is ~1e-2).
+//!
 //! Backward: every gradient is again a dot product, over the dimension the product summed away:
 //! dA over N, dB over M (dW and db over the rows), times the batch where the operand was
 //! broadcast and its gradient is the sum over the batch. The same atol = 1e-6·(terms) applies;
@@ -96,6 +102,7 @@ fn check(
         row_bias: row_bias.then_some(&rb_t),
         act,
         residual: residual.then_some(&res_t),
+        row_norm: None,
     };
     let mut enc = g.encoder();
     let y = matmul::matmul_kernel(&mut enc, &at, &bt, trans_b, &epi, kernel).unwrap();
@@ -399,14 +406,15 @@ fn bad_shapes_are_errors_naming_the_op_and_shapes() {
         msg.contains("matmul") && msg.contains("row_bias [5]") && msg.contains("[4]"),
         "{msg}"
     );
-    let res = t(&[4, 6]);
+    // [4, 6] would repeat over the batch (see batch_periodic_residual); [3, 6] fits nothing.
+    let res = t(&[3, 6]);
     let epi = Epilogue {
         residual: Some(&res),
         ..Default::default()
     };
     let msg = err_of(matmul::matmul(e, &t(&[2, 4, 5]), &t(&[5, 6]), false, &epi));
     assert!(
-        msg.contains("matmul") && msg.contains("[4, 6]") && msg.contains("[2, 4, 6]"),
+        msg.contains("matmul") && msg.contains("[3, 6]") && msg.contains("[2, 4, 6]"),
         "{msg}"
     );
 
@@ -924,4 +932,153 @@ fn backward_bad_shapes_are_errors() {
     let sq = t(&[5, 5]);
     let msg = err_of(matmul::linear_backward_weight(e, &sq, &sq, Some(&sq)));
     assert!(msg.contains("shares"), "{msg}");
+}
+
+/// `linear` with `row_norm` (weights folded by `fold_layer_norm`) against LayerNorm then
+/// linear in f64, on every kernel; awkward sizes, batch > 1, K = 1 and rows with a large mean.
+#[test]
+fn row_norm_matches_layer_norm_then_linear() {
+    let g = gpu();
+    // (batch, rows, k, n, row offset, act, residual)
+    let cases = [
+        (1, 1, 1, 1, 0.0, Activation::None, false),
+        (1, 7, 13, 5, 0.0, Activation::Gelu, false),
+        (2, 65, 96, 70, 0.0, Activation::Gelu, true),
+        (3, 17, 33, 129, 50.0, Activation::None, false),
+        (1, 130, 17, 64, -20.0, Activation::Relu, true),
+    ];
+    for kernel in kernels() {
+        for (i, &(batch, rows, k, n, offset, act, residual)) in cases.iter().enumerate() {
+            let seed = 700 + 10 * i as u64;
+            let m = batch * rows;
+            let x: Vec<f32> = rand_vec(seed, m * k, -1.0, 1.0)
+                .iter()
+                .enumerate()
+                .map(|(j, v)| v + offset * (1.0 + (j / k) as f32 * 0.01))
+                .collect();
+            let w = rand_vec(seed + 1, n * k, -1.0, 1.0);
+            let bias = rand_vec(seed + 2, n, -1.0, 1.0);
+            let gamma = rand_vec(seed + 3, k, 0.5, 1.5);
+            let beta = rand_vec(seed + 4, k, -0.5, 0.5);
+            let res = rand_vec(seed + 5, m * n, -1.0, 1.0);
+            let eps = 1e-5;
+            let (wf, bf, cs) = matmul::fold_layer_norm(&w, Some(&bias), &gamma, &beta);
+            let xt = g.upload(&[batch, rows, k], &x).unwrap();
+            let wt = g.upload(&[n, k], &wf).unwrap();
+            let bt = g.upload(&[n], &bf).unwrap();
+            let ct = g.upload(&[n], &cs).unwrap();
+            let rt = g.upload(&[batch, rows, n], &res).unwrap();
+            let epi = Epilogue {
+                bias: Some(&bt),
+                act,
+                residual: residual.then_some(&rt),
+                row_norm: Some(matmul::RowNorm { col_sum: &ct, eps }),
+                ..Default::default()
+            };
+            let mut enc = g.encoder();
+            let y = matmul::linear_kernel(&mut enc, &xt, &wt, &epi, kernel).unwrap();
+            assert_eq!(y.shape(), &[batch, rows, n]);
+            let got = enc.submit_read(&[&y]).unwrap().pop().unwrap();
+            let cepi = cpu::Epilogue {
+                bias: Some(&bias),
+                act,
+                residual: residual.then_some(res.as_slice()),
+                ..Default::default()
+            };
+            let want = cpu::layer_norm_linear(&x, &gamma, &beta, eps, &w, m, k, n, &cepi);
+            let what = format!("{kernel:?} row_norm {batch}x{rows}x{k}->{n} offset {offset}");
+            assert_close(&what, &got, &want, 4.0 * atol(k), 1e-4);
+        }
+    }
+}
+
+#[test]
+fn row_norm_bad_operands_are_shape_errors() {
+    let g = gpu();
+    let x = g.upload(&[3, 4], &[0.5; 12]).unwrap();
+    let w = g.upload(&[5, 4], &[0.5; 20]).unwrap();
+    let wrong = g.upload(&[4], &[1.0; 4]).unwrap();
+    let mut enc = g.encoder();
+    let epi = Epilogue {
+        row_norm: Some(matmul::RowNorm {
+            col_sum: &wrong,
+            eps: 1e-5,
+        }),
+        ..Default::default()
+    };
+    let e = matmul::linear(&mut enc, &x, &w, &epi)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("col_sum [4] must be [5]"), "{e}");
+    let right = g.upload(&[5], &[1.0; 5]).unwrap();
+    let epi = Epilogue {
+        row_norm: Some(matmul::RowNorm {
+            col_sum: &right,
+            eps: 0.0,
+        }),
+        ..Default::default()
+    };
+    let e = matmul::linear(&mut enc, &x, &w, &epi)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("positive finite eps"), "{e}");
+}
+
+/// A residual of one batch element's shape (`[L, N]` for a `[B, L, N]` output) repeats over the
+/// batch, on every kernel; the reference adds `residual[o mod L·N]`.
+#[test]
+fn batch_periodic_residual() {
+    let g = gpu();
+    for kernel in kernels() {
+        for (i, &(batch, rows, k, n)) in [(1, 5, 7, 3), (3, 19, 33, 70), (2, 65, 16, 9)]
+            .iter()
+            .enumerate()
+        {
+            let seed = 900 + 10 * i as u64;
+            let x = rand_vec(seed, batch * rows * k, -1.0, 1.0);
+            let w = rand_vec(seed + 1, n * k, -1.0, 1.0);
+            let bias = rand_vec(seed + 2, n, -1.0, 1.0);
+            let res = rand_vec(seed + 3, rows * n, -1.0, 1.0);
+            let xt = g.upload(&[batch, rows, k], &x).unwrap();
+            let wt = g.upload(&[n, k], &w).unwrap();
+            let bt = g.upload(&[n], &bias).unwrap();
+            let rt = g.upload(&[rows, n], &res).unwrap();
+            let epi = Epilogue {
+                bias: Some(&bt),
+                residual: Some(&rt),
+                ..Default::default()
+            };
+            let mut enc = g.encoder();
+            let y = matmul::linear_kernel(&mut enc, &xt, &wt, &epi, kernel).unwrap();
+            let got = enc.submit_read(&[&y]).unwrap().pop().unwrap();
+            let mut want = cpu::linear(
+                &x,
+                &w,
+                batch * rows,
+                k,
+                n,
+                &cpu::Epilogue {
+                    bias: Some(&bias),
+                    ..Default::default()
+                },
+            );
+            for (o, v) in want.iter_mut().enumerate() {
+                *v += res[o % (rows * n)];
+            }
+            let what = format!("{kernel:?} periodic residual {batch}x{rows}x{k}->{n}");
+            assert_close(&what, &got, &want, atol(k), 1e-5);
+        }
+    }
+    // Any other residual shape is refused.
+    let x = g.upload(&[2, 3, 4], &[0.5; 24]).unwrap();
+    let w = g.upload(&[5, 4], &[0.5; 20]).unwrap();
+    let r = g.upload(&[2, 5], &[0.5; 10]).unwrap();
+    let epi = Epilogue {
+        residual: Some(&r),
+        ..Default::default()
+    };
+    let e = matmul::linear(&mut g.encoder(), &x, &w, &epi)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("without its leading dimension"), "{e}");
 }
