@@ -309,3 +309,28 @@ fn topk_selection_on_golden_logits() {
         );
     }
 }
+
+/// The dispatch budget of a frame: the track step records at most 120 dispatches and reads back
+/// with one submit (counted on the real model, not timed; `sparsett bench track` times it).
+#[test]
+fn track_step_fits_the_dispatch_budget() {
+    use sparsett::model::{Taps, X_SIZE, Z_SIZE};
+    let gpu = gpu();
+    let dir = golden_dir();
+    let sd = golden_state_dict(&dir.join("small_params.safetensors"), seed(&dir)).unwrap();
+    let model = SparseTT::load(gpu, &sd).unwrap();
+    let z = gpu.zeros(&[1, 3, Z_SIZE, Z_SIZE]).unwrap();
+    let x = gpu.zeros(&[1, 3, X_SIZE, X_SIZE]).unwrap();
+    let mut enc = gpu.encoder();
+    let tf = model.template(&mut enc, &z, &mut Taps::off()).unwrap();
+    enc.submit().unwrap();
+    let mut enc = gpu.encoder();
+    let out = model.track(&mut enc, &tf, &x, &mut Taps::off()).unwrap();
+    let n = enc.dispatch_count();
+    assert!(
+        n <= 120,
+        "the track step records {n} dispatches (budget 120)"
+    );
+    let v = enc.submit_read(&[&out.score, &out.boxes]).unwrap();
+    assert_eq!((v[0].len(), v[1].len()), (361, 361 * 4));
+}

@@ -4,11 +4,14 @@
 pub mod attention;
 pub mod conv;
 pub mod crop;
+pub mod decode;
 pub mod elementwise;
 pub mod layout;
+pub mod loss;
 pub mod matmul;
 pub mod norm;
 pub mod optim;
+pub mod random;
 pub mod reduce;
 pub mod softmax;
 pub mod topk;
@@ -83,6 +86,3 @@ impl<'a> HeadsView<'a> {
         Ok(())
     }
 }
-pub mod decode;
-pub mod loss;
-pub mod random;
