@@ -326,6 +326,8 @@ fn embed_2d_bw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
             acc += bitcast<f32>(pos[u]);
         }
         pos[u] = bitcast<u32>(acc);
+    }
+}
 
 // ---- concat_transpose: two token tensors side by side per token, as a channel-major map ---------
 // out[b, c, l] = a[b, l, c] for c < ca, else x[b, l, c − ca] (a: [B, L, ca], x: [B, L, cb]).
