@@ -109,6 +109,17 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write a deterministic random weight set for a model configuration (safetensors, with the
+    /// configuration in its metadata, so `track --weights` builds that model).
+    InitWeights {
+        /// `official`, `tiny`, or a configuration text (`embed=32 depths=1,1,2 ...`).
+        #[arg(long, default_value = "tiny")]
+        config: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run template + track on normalised inputs `input.z` (1×3×127×127) and `input.x`
     /// (1×3×289×289) and write every intermediate under the golden file's keys.
     Forward {
@@ -253,6 +264,9 @@ fn run(cli: &Cli) -> sparsett::Result<()> {
             let sd = sparsett::model::weights::golden_state_dict(small_params, *seed)?;
             sd.save_safetensors(out)?;
             println!("wrote {} entries to {}", sd.len(), out.display());
+        }
+        Cmd::InitWeights { config, seed, out } => {
+            cli::weights::init(config, *seed, out)?;
         }
         Cmd::Forward {
             weights,

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use sparsett::model::weights::{golden_state_dict_from, StateDict};
+use sparsett::model::Config;
 use sparsett::Result;
 
 /// The golden reference folder's small parameters; with the PRNG rule they rebuild the full-size
@@ -28,4 +29,23 @@ pub fn load(weights: Option<&Path>, quiet: bool) -> Result<StateDict> {
             )
         }
     }
+}
+
+/// `init-weights`: [`Config::random_weights`] for a named or written-out configuration, saved
+/// as safetensors with the configuration in its metadata.
+pub fn init(config: &str, seed: u64, out: &Path) -> Result<()> {
+    let cfg = if config.contains('=') {
+        config.parse::<Config>()?
+    } else {
+        Config::named(config)?
+    };
+    let sd = cfg.random_weights(seed)?;
+    sd.save_safetensors(out)?;
+    println!(
+        "wrote {} entries ({:.3} M parameters, configuration '{cfg}') to {}",
+        sd.len(),
+        cfg.num_params() as f64 / 1e6,
+        out.display()
+    );
+    Ok(())
 }

@@ -1,9 +1,10 @@
-//! The target focus network: a 2-layer post-norm transformer encoder on the template tokens and a
-//! 2-layer decoder on the search tokens whose self-attention keeps only the top-32 keys per query.
-//! d = 256, 8 heads of 32, FFN 2048 with ReLU, LayerNorm eps 1e-6, learned 2-D positional encoding
-//! added once to each input. Tokens are `[B, L, 256]`.
+//! The target focus network: a post-norm transformer encoder on the template tokens and a decoder
+//! on the search tokens whose self-attention keeps only the top-K keys per query. Officially 2 + 2
+//! layers, d = 256, 8 heads of 32, FFN 2048 with ReLU, K = 32 (sizes from [`Config`]); LayerNorm
+//! eps 1e-6, learned 2-D positional encoding added once to each input. Tokens are `[B, L, d]`.
 
 use crate::gpu::Tensor;
+use crate::model::config::Config;
 use crate::model::load::Loader;
 use crate::model::taps::Taps;
 use crate::ops::attention::{attention, AttnOpts};
@@ -14,15 +15,7 @@ use crate::ops::topk::topk_attention;
 use crate::ops::HeadsView;
 use crate::{Encoder, Result};
 
-pub const D: usize = 256;
-pub const HEADS: usize = 8;
-pub const FFN: usize = 2048;
-pub const TOPK: usize = 32;
 const EPS: f32 = 1e-6;
-
-fn scale() -> f32 {
-    ((D / HEADS) as f32).powf(-0.5)
-}
 
 struct Norm {
     w: Tensor,
@@ -30,10 +23,10 @@ struct Norm {
 }
 
 impl Norm {
-    fn load(l: &Loader, prefix: &str) -> Result<Norm> {
+    fn load(l: &Loader, prefix: &str, d: usize) -> Result<Norm> {
         Ok(Norm {
-            w: l.tensor(&format!("{prefix}.weight"), &[D])?,
-            b: l.tensor(&format!("{prefix}.bias"), &[D])?,
+            w: l.tensor(&format!("{prefix}.weight"), &[d])?,
+            b: l.tensor(&format!("{prefix}.bias"), &[d])?,
         })
     }
 
@@ -57,12 +50,12 @@ impl Linear {
     }
 
     /// Rows `rows` of a packed projection (e.g. the k/v part of `in_proj_weight`).
-    fn load_rows(l: &Loader, p: &str, rows: std::ops::Range<usize>) -> Result<Linear> {
-        let w = l.host(&format!("{p}.in_proj_weight"), &[3 * D, D])?;
-        let b = l.host(&format!("{p}.in_proj_bias"), &[3 * D])?;
+    fn load_rows(l: &Loader, p: &str, d: usize, rows: std::ops::Range<usize>) -> Result<Linear> {
+        let w = l.host(&format!("{p}.in_proj_weight"), &[3 * d, d])?;
+        let b = l.host(&format!("{p}.in_proj_bias"), &[3 * d])?;
         let n = rows.len();
         Ok(Linear {
-            w: l.gpu.upload(&[n, D], &w[rows.start * D..rows.end * D])?,
+            w: l.gpu.upload(&[n, d], &w[rows.start * d..rows.end * d])?,
             b: l.gpu.upload(&[n], &b[rows])?,
         })
     }
@@ -88,23 +81,23 @@ struct Ffn {
 }
 
 impl Ffn {
-    fn load(l: &Loader, p: &str) -> Result<Ffn> {
+    fn load(l: &Loader, p: &str, d: usize, ffn: usize) -> Result<Ffn> {
         Ok(Ffn {
             w1: Linear::load(
                 l,
                 &format!("{p}.w_1.weight"),
                 &format!("{p}.w_1.bias"),
-                FFN,
-                D,
+                ffn,
+                d,
             )?,
             w2: Linear::load(
                 l,
                 &format!("{p}.w_2.weight"),
                 &format!("{p}.w_2.bias"),
-                D,
-                FFN,
+                d,
+                ffn,
             )?,
-            norm: Norm::load(l, &format!("{p}.layer_norm"))?,
+            norm: Norm::load(l, &format!("{p}.layer_norm"), d)?,
         })
     }
 
@@ -115,32 +108,35 @@ impl Ffn {
     }
 }
 
-/// The learned 2-D positional encoding of one input, built once at load time: `[s·s, 256]`.
+/// The learned 2-D positional encoding of one input, built once at load time: `[s·s, d]`.
 struct Embed {
     pos: Tensor,
     side: usize,
+    d: usize,
 }
 
 impl Embed {
-    fn load(l: &Loader, p: &str, side: usize) -> Result<Embed> {
+    fn load(l: &Loader, p: &str, side: usize, d: usize) -> Result<Embed> {
         let key = |t: &str| format!("{p}.spatial_position_encoding.{t}_embed.weight");
-        let row = l.host(&key("row"), &[side, D / 2])?;
-        let col = l.host(&key("col"), &[side, D / 2])?;
-        let pos = crate::ops::layout::cpu::embed_2d(&row, &col, D / 2, side, side);
+        let row = l.host(&key("row"), &[side, d / 2])?;
+        let col = l.host(&key("col"), &[side, d / 2])?;
+        let pos = crate::ops::layout::cpu::embed_2d(&row, &col, d / 2, side, side);
         Ok(Embed {
-            pos: l.gpu.upload(&[side * side, D], &pos)?,
+            pos: l.gpu.upload(&[side * side, d], &pos)?,
             side,
+            d,
         })
     }
 
-    /// Tokens `[B, s·s, 256]` plus the positional encoding.
+    /// Tokens `[B, s·s, d]` plus the positional encoding.
     fn tokens(&self, enc: &mut Encoder, x: &Tensor) -> Result<Tensor> {
-        if x.shape()[1..] != [self.side * self.side, D] {
+        if x.shape().len() != 3 || x.shape()[1..] != [self.side * self.side, self.d] {
             return Err(crate::Error::shape(
                 "focus",
                 format!(
-                    "expected [B, {}, {D}] tokens, got {:?}",
+                    "expected [B, {}, {}] tokens, got {:?}",
                     self.side * self.side,
+                    self.d,
                     x.shape()
                 ),
             ));
@@ -167,18 +163,18 @@ struct DecoderLayer {
     ffn: Ffn,
 }
 
-fn mha_out(l: &Loader, p: &str) -> Result<Linear> {
+fn mha_out(l: &Loader, p: &str, d: usize) -> Result<Linear> {
     Linear::load(
         l,
         &format!("{p}.out_proj.weight"),
         &format!("{p}.out_proj.bias"),
-        D,
-        D,
+        d,
+        d,
     )
 }
 
 /// What the template contributes to every search frame: the encoder memory's keys and values
-/// for each decoder layer's cross-attention, `[B, 64, 512]` each (k | v).
+/// for each decoder layer's cross-attention, `[B, 64, 2d]` each (k | v).
 pub struct TemplateMemory {
     pub kv: Vec<Tensor>,
 }
@@ -188,48 +184,56 @@ pub struct FocusNet {
     dec_embed: Embed,
     encoder: Vec<EncoderLayer>,
     decoder: Vec<DecoderLayer>,
+    heads: usize,
+    top_k: usize,
+    /// Attention logit scale `1/√(d / heads)`.
+    scale: f32,
 }
 
 impl FocusNet {
-    pub(crate) fn load(l: &Loader, z_side: usize, x_side: usize) -> Result<FocusNet> {
-        let encoder = (0..2)
+    pub(crate) fn load(l: &Loader, cfg: &Config, z_side: usize, x_side: usize) -> Result<FocusNet> {
+        let (d, ffn) = (cfg.d_model, cfg.ffn);
+        let encoder = (0..cfg.enc_layers)
             .map(|i| {
                 let p = format!("neck.encoder.encoder_layers.{i}");
                 let a = format!("{p}.slf_attn");
                 Ok(EncoderLayer {
-                    qkv: Linear::load_rows(l, &a, 0..3 * D)?,
-                    out: mha_out(l, &a)?,
-                    norm: Norm::load(l, &format!("{p}.norm"))?,
-                    ffn: Ffn::load(l, &format!("{p}.pos_ffn"))?,
+                    qkv: Linear::load_rows(l, &a, d, 0..3 * d)?,
+                    out: mha_out(l, &a, d)?,
+                    norm: Norm::load(l, &format!("{p}.norm"), d)?,
+                    ffn: Ffn::load(l, &format!("{p}.pos_ffn"), d, ffn)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let decoder = (0..2)
+        let decoder = (0..cfg.dec_layers)
             .map(|i| {
                 let p = format!("neck.decoder.decoder_layers.{i}");
                 let s = format!("{p}.slf_attn");
                 let c = format!("{p}.enc_attn");
                 Ok(DecoderLayer {
-                    qkv: Linear::load_rows(l, &s, 0..3 * D)?,
-                    out: mha_out(l, &s)?,
-                    norm1: Norm::load(l, &format!("{p}.norm1"))?,
-                    cross_q: Linear::load_rows(l, &c, 0..D)?,
-                    cross_kv: Linear::load_rows(l, &c, D..3 * D)?,
-                    cross_out: mha_out(l, &c)?,
-                    norm2: Norm::load(l, &format!("{p}.norm2"))?,
-                    ffn: Ffn::load(l, &format!("{p}.pos_ffn"))?,
+                    qkv: Linear::load_rows(l, &s, d, 0..3 * d)?,
+                    out: mha_out(l, &s, d)?,
+                    norm1: Norm::load(l, &format!("{p}.norm1"), d)?,
+                    cross_q: Linear::load_rows(l, &c, d, 0..d)?,
+                    cross_kv: Linear::load_rows(l, &c, d, d..3 * d)?,
+                    cross_out: mha_out(l, &c, d)?,
+                    norm2: Norm::load(l, &format!("{p}.norm2"), d)?,
+                    ffn: Ffn::load(l, &format!("{p}.pos_ffn"), d, ffn)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(FocusNet {
-            enc_embed: Embed::load(l, "neck.encoder", z_side)?,
-            dec_embed: Embed::load(l, "neck.decoder", x_side)?,
+            enc_embed: Embed::load(l, "neck.encoder", z_side, d)?,
+            dec_embed: Embed::load(l, "neck.decoder", x_side, d)?,
             encoder,
             decoder,
+            heads: cfg.neck_heads,
+            top_k: cfg.top_k,
+            scale: ((d / cfg.neck_heads) as f32).powf(-0.5),
         })
     }
 
-    /// Encodes the adjusted template tokens `[B, 64, 256]`.
+    /// Encodes the adjusted template tokens `[B, 64, d]`.
     pub fn encode(&self, enc: &mut Encoder, z: &Tensor, taps: &mut Taps) -> Result<TemplateMemory> {
         let mut x = self.enc_embed.tokens(enc, z)?;
         for (i, layer) in self.encoder.iter().enumerate() {
@@ -240,8 +244,8 @@ impl FocusNet {
                 HeadsView::packed(&qkv, 3, 1)?,
                 HeadsView::packed(&qkv, 3, 2)?,
                 &AttnOpts {
-                    heads: HEADS,
-                    scale: scale(),
+                    heads: self.heads,
+                    scale: self.scale,
                     bias: None,
                     mask: None,
                     scatter: None,
@@ -260,8 +264,8 @@ impl FocusNet {
         Ok(TemplateMemory { kv })
     }
 
-    /// Decodes the adjusted search tokens `[B, 361, 256]` against the template memory; returns
-    /// the decoder output tokens `[B, 361, 256]`.
+    /// Decodes the adjusted search tokens `[B, 361, d]` against the template memory; returns
+    /// the decoder output tokens `[B, 361, d]`.
     pub fn decode(
         &self,
         enc: &mut Encoder,
@@ -277,9 +281,9 @@ impl FocusNet {
                 HeadsView::packed(&qkv, 3, 0)?,
                 HeadsView::packed(&qkv, 3, 1)?,
                 HeadsView::packed(&qkv, 3, 2)?,
-                HEADS,
-                TOPK,
-                scale(),
+                self.heads,
+                self.top_k,
+                self.scale,
             )?;
             taps.put(format!("neck.decoder.layer{i}.topk_index"), &sparse.indices);
             taps.put(format!("neck.decoder.layer{i}.topk_attn"), &sparse.weights);
@@ -292,8 +296,8 @@ impl FocusNet {
                 HeadsView::packed(kv, 2, 0)?,
                 HeadsView::packed(kv, 2, 1)?,
                 &AttnOpts {
-                    heads: HEADS,
-                    scale: scale(),
+                    heads: self.heads,
+                    scale: self.scale,
                     bias: None,
                     mask: None,
                     scatter: None,

@@ -1,9 +1,10 @@
 //! The double-head predictor: an fc-head (two 1×1 convs with ReLU) and a conv-head (a residual
-//! block 512→1024 then 7 bottlenecks of width 256), each ending in cls (1) and reg (4) 1×1 convs
+//! block 2d→W then bottlenecks; officially 512→1024 then 7 bottlenecks of width 256), each ending in cls (1) and reg (4) 1×1 convs
 //! with BatchNorm. All BatchNorms are folded into their convolutions at load time, and each
 //! branch's cls and reg convs are stacked into one 1024→5 convolution.
 
 use crate::gpu::Tensor;
+use crate::model::config::Config;
 use crate::model::load::Loader;
 use crate::model::taps::Taps;
 use crate::ops::conv::{conv2d, Conv2dOpts};
@@ -11,8 +12,6 @@ use crate::ops::decode::{decode, DecodeParams, Decoded};
 use crate::ops::matmul::{matmul, Activation, Epilogue};
 use crate::{Encoder, Result};
 
-pub const IN: usize = 512;
-pub const WIDTH: usize = 1024;
 const EPS: f32 = 1e-5;
 pub const STRIDE: f32 = 16.0;
 
@@ -76,13 +75,13 @@ fn conv_bn(l: &Loader, conv: &str, bn: &str, shape: [usize; 4]) -> Result<Conv> 
     })
 }
 
-/// cls (1 channel) and reg (4 channels) convs of a branch, BN-folded and stacked: `[5, 1024, 1, 1]`.
-fn cls_reg(l: &Loader, branch: &str) -> Result<Conv> {
-    let mut w = Vec::with_capacity(5 * WIDTH);
+/// cls (1 channel) and reg (4 channels) convs of a branch, BN-folded and stacked: `[5, W, 1, 1]`.
+fn cls_reg(l: &Loader, branch: &str, width: usize) -> Result<Conv> {
+    let mut w = Vec::with_capacity(5 * width);
     let mut b = Vec::with_capacity(5);
     for (part, co) in [("cls", 1), ("reg", 4)] {
         let p = format!("head.{branch}_{part}");
-        let wc = l.host(&format!("{p}.conv.weight"), &[co, WIDTH, 1, 1])?;
+        let wc = l.host(&format!("{p}.conv.weight"), &[co, width, 1, 1])?;
         let [g, beta, mean, var] = l.bn(&format!("{p}.bn"), co)?;
         let (wf, bf) =
             crate::ops::conv::fold_batch_norm(&wc, None, co, &g, &beta, &mean, &var, EPS);
@@ -90,7 +89,7 @@ fn cls_reg(l: &Loader, branch: &str) -> Result<Conv> {
         b.extend(bf);
     }
     Ok(Conv {
-        w: l.gpu.upload(&[5, WIDTH, 1, 1], &w)?,
+        w: l.gpu.upload(&[5, width, 1, 1], &w)?,
         b: l.gpu.upload(&[5], &b)?,
         pad: 0,
     })
@@ -122,7 +121,8 @@ pub struct HeadOut {
 }
 
 impl Head {
-    pub(crate) fn load(l: &Loader) -> Result<Head> {
+    pub(crate) fn load(l: &Loader, cfg: &Config) -> Result<Head> {
+        let (inp, width, bw) = (cfg.head_in(), cfg.head_width, cfg.bottleneck);
         let plain = |key: &str, shape: [usize; 4]| -> Result<Conv> {
             Ok(Conv {
                 w: l.tensor(&format!("{key}.weight"), &shape)?,
@@ -131,7 +131,7 @@ impl Head {
             })
         };
         let r = "head.conv_branch.0";
-        let bottlenecks = (1..=7)
+        let bottlenecks = (1..=cfg.head_convs)
             .map(|i| {
                 let p = format!("head.conv_branch.{i}");
                 Ok(Bottleneck {
@@ -139,47 +139,47 @@ impl Head {
                         l,
                         &format!("{p}.conv1.weight"),
                         &format!("{p}.bn1"),
-                        [256, WIDTH, 1, 1],
+                        [bw, width, 1, 1],
                     )?,
                     c2: conv_bn(
                         l,
                         &format!("{p}.conv2.weight"),
                         &format!("{p}.bn2"),
-                        [256, 256, 3, 3],
+                        [bw, bw, 3, 3],
                     )?,
                     c3: conv_bn(
                         l,
                         &format!("{p}.conv3.weight"),
                         &format!("{p}.bn3"),
-                        [WIDTH, 256, 1, 1],
+                        [width, bw, 1, 1],
                     )?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Head {
-            fc1: plain("head.fc_branch.0", [WIDTH, IN, 1, 1])?,
-            fc2: plain("head.fc_branch.2", [WIDTH, WIDTH, 1, 1])?,
-            fc_out: cls_reg(l, "fc_branch")?,
+            fc1: plain("head.fc_branch.0", [width, inp, 1, 1])?,
+            fc2: plain("head.fc_branch.2", [width, width, 1, 1])?,
+            fc_out: cls_reg(l, "fc_branch", width)?,
             res_c1: conv_bn(
                 l,
                 &format!("{r}.conv1.conv.weight"),
                 &format!("{r}.conv1.bn"),
-                [IN, IN, 3, 3],
+                [inp, inp, 3, 3],
             )?,
             res_c2: conv_bn(
                 l,
                 &format!("{r}.conv2.conv.weight"),
                 &format!("{r}.conv2.bn"),
-                [WIDTH, IN, 1, 1],
+                [width, inp, 1, 1],
             )?,
             res_id: conv_bn(
                 l,
                 &format!("{r}.conv_identity.conv.weight"),
                 &format!("{r}.conv_identity.bn"),
-                [WIDTH, IN, 1, 1],
+                [width, inp, 1, 1],
             )?,
             bottlenecks,
-            conv_out: cls_reg(l, "conv_branch")?,
+            conv_out: cls_reg(l, "conv_branch", width)?,
             params: DecodeParams {
                 si_fc: l.scalar("head.si_fc")?,
                 bi_fc: l.scalar("head.bi_fc")?,
@@ -191,7 +191,7 @@ impl Head {
         })
     }
 
-    /// `x`: the neck output `[B, 512, 19, 19]`.
+    /// `x`: the neck output `[B, 2d, 19, 19]`.
     pub fn forward(&self, enc: &mut Encoder, x: &Tensor, taps: &mut Taps) -> Result<HeadOut> {
         let f = self.fc1.run(enc, x, true, None)?;
         let f = self.fc2.run(enc, &f, true, None)?;

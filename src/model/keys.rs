@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 
+use super::config::Config;
+
 /// Element type of a state-dict entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KeyDType {
@@ -53,7 +55,8 @@ pub const NUM_ENTRIES: usize = 438;
 /// Trainable parameters among them (the rest are buffers).
 pub const NUM_PARAMETERS: usize = 335;
 
-/// Swin-T hyper-parameters of the backbone.
+/// Swin-T hyper-parameters of the official backbone (stage 3 only for the checkpoint's unused
+/// entries; the model's sizes come from [`Config`]).
 pub const EMBED_DIM: usize = 96;
 pub const DEPTHS: [usize; 4] = [2, 2, 6, 2];
 pub const HEADS: [usize; 4] = [3, 6, 12, 24];
@@ -62,7 +65,7 @@ pub const MLP_RATIO: usize = 4;
 /// The backbone stage whose output the tracker uses; later stages are unused.
 pub const OUT_STAGE: usize = 2;
 
-/// Neck sizes.
+/// The official configuration's neck sizes.
 pub const D_MODEL: usize = 256;
 pub const D_FFN: usize = 2048;
 pub const ENCODER_LAYERS: usize = 2;
@@ -70,7 +73,7 @@ pub const DECODER_LAYERS: usize = 2;
 pub const Z_FEAT: usize = 8;
 pub const X_FEAT: usize = 19;
 
-/// Head sizes.
+/// The official configuration's head sizes.
 pub const HEAD_IN: usize = 512;
 pub const HEAD_WIDTH: usize = 1024;
 pub const BOTTLENECK_WIDTH: usize = 256;
@@ -129,34 +132,48 @@ impl Builder {
         self.f(format!("{p}.in_proj_bias"), &[3 * d]);
         self.linear(&format!("{p}.out_proj"), d, d, true);
     }
-    fn ffn(&mut self, p: &str) {
-        self.linear(&format!("{p}.w_1"), D_FFN, D_MODEL, true);
-        self.linear(&format!("{p}.w_2"), D_MODEL, D_FFN, true);
-        self.norm(&format!("{p}.layer_norm"), D_MODEL);
+    fn ffn(&mut self, p: &str, d: usize, ffn: usize) {
+        self.linear(&format!("{p}.w_1"), ffn, d, true);
+        self.linear(&format!("{p}.w_2"), d, ffn, true);
+        self.norm(&format!("{p}.layer_norm"), d);
     }
 }
 
 /// The 438-entry official state dict (335 parameters + 103 buffers), in state-dict order.
 pub fn official_schema() -> Vec<KeySpec> {
+    schema(&Config::official())
+}
+
+/// The state dict of the model `cfg` describes, in state-dict order. A Swin-T backbone (the
+/// official one) keeps the entries the official checkpoint has and inference never reads (the
+/// stage-2 PatchMerging and stage 3, `used: false`), so official files validate as they are;
+/// any other backbone has only the entries the model reads.
+pub fn schema(cfg: &Config) -> Vec<KeySpec> {
     let mut b = Builder {
         out: Vec::with_capacity(NUM_ENTRIES),
         used: true,
     };
-    backbone(&mut b);
-    neck(&mut b);
-    head(&mut b);
+    backbone(&mut b, cfg);
+    neck(&mut b, cfg);
+    head(&mut b, cfg);
     for side in ["z", "x"] {
         let p = format!("feat_adjuster_{side}");
         b.conv(
             &format!("{p}.conv"),
-            D_MODEL,
-            EMBED_DIM << OUT_STAGE,
+            cfg.d_model,
+            cfg.backbone_out(),
             1,
             true,
         );
-        b.batch_norm(&format!("{p}.bn"), D_MODEL);
+        b.batch_norm(&format!("{p}.bn"), cfg.d_model);
     }
     b.out
+}
+
+/// Whether `cfg`'s backbone is Swin-T, whose checkpoints carry the unused stage 3.
+fn swin_t(cfg: &Config) -> bool {
+    let o = Config::official();
+    cfg.embed == o.embed && cfg.depths == o.depths && cfg.heads == o.heads && cfg.window == o.window
 }
 
 /// The schema as a map from key to its entry.
@@ -167,20 +184,25 @@ pub fn schema_map() -> HashMap<String, KeySpec> {
         .collect()
 }
 
-fn backbone(b: &mut Builder) {
+fn backbone(b: &mut Builder, cfg: &Config) {
     let p = "basemodel.net";
     b.conv(
         &format!("{p}.patch_embed.projection"),
-        EMBED_DIM,
+        cfg.embed,
         3,
         4,
         true,
     );
-    b.norm(&format!("{p}.patch_embed.norm"), EMBED_DIM);
-    let table = (2 * WINDOW - 1) * (2 * WINDOW - 1);
-    let win = WINDOW * WINDOW;
-    for (stage, (&depth, &heads)) in DEPTHS.iter().zip(HEADS.iter()).enumerate() {
-        let d = EMBED_DIM << stage;
+    b.norm(&format!("{p}.patch_embed.norm"), cfg.embed);
+    let table = (2 * cfg.window - 1) * (2 * cfg.window - 1);
+    let win = cfg.window * cfg.window;
+    let (depths, heads): (Vec<usize>, Vec<usize>) = if swin_t(cfg) {
+        (DEPTHS.to_vec(), HEADS.to_vec())
+    } else {
+        (cfg.depths.to_vec(), cfg.heads.to_vec())
+    };
+    for (stage, (&depth, &heads)) in depths.iter().zip(heads.iter()).enumerate() {
+        let d = cfg.embed << stage;
         b.used = stage <= OUT_STAGE;
         for blk in 0..depth {
             let q = format!("{p}.stages.{stage}.blocks.{blk}");
@@ -200,7 +222,7 @@ fn backbone(b: &mut Builder) {
             b.linear(&format!("{q}.ffn.layers.0.0"), MLP_RATIO * d, d, true);
             b.linear(&format!("{q}.ffn.layers.1"), d, MLP_RATIO * d, true);
         }
-        if stage + 1 < DEPTHS.len() {
+        if stage + 1 < depths.len() {
             // The PatchMerging that feeds stage + 1: only the ones before OUT_STAGE matter.
             b.used = stage < OUT_STAGE;
             let q = format!("{p}.stages.{stage}.downsample");
@@ -209,11 +231,12 @@ fn backbone(b: &mut Builder) {
         }
     }
     b.used = true;
-    b.norm(&format!("{p}.norm{OUT_STAGE}"), EMBED_DIM << OUT_STAGE);
+    b.norm(&format!("{p}.norm{OUT_STAGE}"), cfg.embed << OUT_STAGE);
 }
 
-fn neck(b: &mut Builder) {
-    let half = D_MODEL / 2;
+fn neck(b: &mut Builder, cfg: &Config) {
+    let (d, ffn) = (cfg.d_model, cfg.ffn);
+    let half = d / 2;
     let pe = "spatial_position_encoding";
     b.f(
         format!("neck.encoder.{pe}.row_embed.weight"),
@@ -223,11 +246,11 @@ fn neck(b: &mut Builder) {
         format!("neck.encoder.{pe}.col_embed.weight"),
         &[Z_FEAT, half],
     );
-    for l in 0..ENCODER_LAYERS {
+    for l in 0..cfg.enc_layers {
         let q = format!("neck.encoder.encoder_layers.{l}");
-        b.mha(&format!("{q}.slf_attn"), D_MODEL);
-        b.norm(&format!("{q}.norm"), D_MODEL);
-        b.ffn(&format!("{q}.pos_ffn"));
+        b.mha(&format!("{q}.slf_attn"), d);
+        b.norm(&format!("{q}.norm"), d);
+        b.ffn(&format!("{q}.pos_ffn"), d, ffn);
     }
     b.f(
         format!("neck.decoder.{pe}.row_embed.weight"),
@@ -237,17 +260,18 @@ fn neck(b: &mut Builder) {
         format!("neck.decoder.{pe}.col_embed.weight"),
         &[X_FEAT, half],
     );
-    for l in 0..DECODER_LAYERS {
+    for l in 0..cfg.dec_layers {
         let q = format!("neck.decoder.decoder_layers.{l}");
-        b.mha(&format!("{q}.slf_attn"), D_MODEL);
-        b.norm(&format!("{q}.norm1"), D_MODEL);
-        b.mha(&format!("{q}.enc_attn"), D_MODEL);
-        b.norm(&format!("{q}.norm2"), D_MODEL);
-        b.ffn(&format!("{q}.pos_ffn"));
+        b.mha(&format!("{q}.slf_attn"), d);
+        b.norm(&format!("{q}.norm1"), d);
+        b.mha(&format!("{q}.enc_attn"), d);
+        b.norm(&format!("{q}.norm2"), d);
+        b.ffn(&format!("{q}.pos_ffn"), d, ffn);
     }
 }
 
-fn head(b: &mut Builder) {
+fn head(b: &mut Builder, cfg: &Config) {
+    let (head_in, width) = (cfg.head_in(), cfg.head_width);
     for s in ["bi_fc", "si_fc", "bi_conv", "si_conv"] {
         b.f(format!("head.{s}"), &[]);
     }
@@ -259,39 +283,33 @@ fn head(b: &mut Builder) {
         true,
         true,
     );
-    b.conv("head.fc_branch.0", HEAD_WIDTH, HEAD_IN, 1, true);
-    b.conv("head.fc_branch.2", HEAD_WIDTH, HEAD_WIDTH, 1, true);
-    cls_reg(b, "fc");
+    b.conv("head.fc_branch.0", width, head_in, 1, true);
+    b.conv("head.fc_branch.2", width, width, 1, true);
+    cls_reg(b, "fc", width);
     let r = "head.conv_branch.0";
-    b.conv(&format!("{r}.conv1.conv"), HEAD_IN, HEAD_IN, 3, false);
-    b.batch_norm(&format!("{r}.conv1.bn"), HEAD_IN);
-    b.conv(&format!("{r}.conv2.conv"), HEAD_WIDTH, HEAD_IN, 1, false);
-    b.batch_norm(&format!("{r}.conv2.bn"), HEAD_WIDTH);
-    b.conv(
-        &format!("{r}.conv_identity.conv"),
-        HEAD_WIDTH,
-        HEAD_IN,
-        1,
-        false,
-    );
-    b.batch_norm(&format!("{r}.conv_identity.bn"), HEAD_WIDTH);
-    let w = BOTTLENECK_WIDTH;
-    for i in 1..=NUM_BOTTLENECKS {
+    b.conv(&format!("{r}.conv1.conv"), head_in, head_in, 3, false);
+    b.batch_norm(&format!("{r}.conv1.bn"), head_in);
+    b.conv(&format!("{r}.conv2.conv"), width, head_in, 1, false);
+    b.batch_norm(&format!("{r}.conv2.bn"), width);
+    b.conv(&format!("{r}.conv_identity.conv"), width, head_in, 1, false);
+    b.batch_norm(&format!("{r}.conv_identity.bn"), width);
+    let w = cfg.bottleneck;
+    for i in 1..=cfg.head_convs {
         let q = format!("head.conv_branch.{i}");
-        b.conv(&format!("{q}.conv1"), w, HEAD_WIDTH, 1, false);
+        b.conv(&format!("{q}.conv1"), w, width, 1, false);
         b.batch_norm(&format!("{q}.bn1"), w);
         b.conv(&format!("{q}.conv2"), w, w, 3, false);
         b.batch_norm(&format!("{q}.bn2"), w);
-        b.conv(&format!("{q}.conv3"), HEAD_WIDTH, w, 1, false);
-        b.batch_norm(&format!("{q}.bn3"), HEAD_WIDTH);
+        b.conv(&format!("{q}.conv3"), width, w, 1, false);
+        b.batch_norm(&format!("{q}.bn3"), width);
     }
-    cls_reg(b, "conv");
+    cls_reg(b, "conv", width);
 }
 
-fn cls_reg(b: &mut Builder, branch: &str) {
+fn cls_reg(b: &mut Builder, branch: &str, width: usize) {
     for (name, out) in [("cls", 1), ("reg", 4)] {
         let q = format!("head.{branch}_branch_{name}");
-        b.conv(&format!("{q}.conv"), out, HEAD_WIDTH, 1, false);
+        b.conv(&format!("{q}.conv"), out, width, 1, false);
         b.batch_norm(&format!("{q}.bn"), out);
     }
 }

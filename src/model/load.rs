@@ -9,6 +9,11 @@ use crate::{Error, Result};
 pub trait WeightSource {
     /// Shape and row-major f32 values of `key`.
     fn get_f32(&self, key: &str) -> Option<(Vec<usize>, &[f32])>;
+
+    /// The model configuration the weights are for, when they say (else the official one).
+    fn config(&self) -> Option<crate::model::Config> {
+        None
+    }
 }
 
 impl WeightSource for HashMap<String, (Vec<usize>, Vec<f32>)> {
@@ -98,5 +103,9 @@ impl WeightSource for crate::model::weights::StateDict {
     fn get_f32(&self, key: &str) -> Option<(Vec<usize>, &[f32])> {
         let t = self.get(key)?;
         Some((t.shape.clone(), t.as_f32()?))
+    }
+
+    fn config(&self) -> Option<crate::model::Config> {
+        Some(crate::model::weights::StateDict::config(self))
     }
 }

@@ -5,6 +5,7 @@
 //! `head` are the paper's parts; `sparsett` assembles them.
 
 pub mod adjust;
+pub mod config;
 pub mod focus;
 pub mod golden;
 pub mod head;
@@ -16,6 +17,7 @@ pub mod swin;
 pub mod taps;
 pub mod weights;
 
+pub use config::Config;
 pub use load::WeightSource;
 pub use sparsett::{SparseTT, TemplateFeatures, TrackOut, SCORE_SIDE, X_SIZE, Z_SIZE};
 pub use taps::Taps;

@@ -3,6 +3,7 @@
 
 use crate::gpu::{Gpu, Tensor};
 use crate::model::adjust::Adjuster;
+use crate::model::config::Config;
 use crate::model::focus::{FocusNet, TemplateMemory};
 use crate::model::head::{Head, HeadOut};
 use crate::model::load::{Loader, WeightSource};
@@ -11,12 +12,9 @@ use crate::model::taps::Taps;
 use crate::ops::layout::{concat, permute};
 use crate::{Encoder, Error, Result};
 
-/// Template crop size (pixels).
-pub const Z_SIZE: usize = 127;
-/// Search crop size (pixels).
-pub const X_SIZE: usize = 289;
+pub use crate::model::config::{X_SIZE, Z_SIZE};
 /// Score map side.
-pub const SCORE_SIDE: usize = 19;
+pub const SCORE_SIDE: usize = crate::model::config::X_FEAT;
 
 pub struct SparseTT {
     backbone: Swin,
@@ -26,6 +24,7 @@ pub struct SparseTT {
     head: Head,
     masks_z: Masks,
     masks_x: Masks,
+    config: Config,
 }
 
 /// Per-target template state: everything the search step needs from the template.
@@ -44,24 +43,39 @@ pub struct TrackOut {
 }
 
 impl SparseTT {
-    /// Builds the model on `gpu` from weights with the official key names.
+    /// Builds the model on `gpu` from weights with the official key names, in the
+    /// configuration the weights carry (official when they carry none).
     pub fn load(gpu: &Gpu, weights: &dyn WeightSource) -> Result<SparseTT> {
+        let config = weights.config().unwrap_or_else(Config::official);
+        Self::load_with(gpu, weights, &config)
+    }
+
+    /// Builds the model of configuration `config` on `gpu` from weights with its key names.
+    pub fn load_with(gpu: &Gpu, weights: &dyn WeightSource, config: &Config) -> Result<SparseTT> {
+        config.validate()?;
         let l = Loader::new(gpu, weights);
         let [_, _, zs] = Swin::stage_sizes(Z_SIZE);
         let [_, _, xs] = Swin::stage_sizes(X_SIZE);
+        let backbone = Swin::load(&l, config)?;
         let mut enc = gpu.encoder();
-        let masks_z = Swin::masks(&mut enc, Z_SIZE)?;
-        let masks_x = Swin::masks(&mut enc, X_SIZE)?;
+        let masks_z = backbone.masks(&mut enc, Z_SIZE)?;
+        let masks_x = backbone.masks(&mut enc, X_SIZE)?;
         enc.submit()?;
         Ok(SparseTT {
-            backbone: Swin::load(&l)?,
-            adj_z: Adjuster::load(&l, "feat_adjuster_z")?,
-            adj_x: Adjuster::load(&l, "feat_adjuster_x")?,
-            neck: FocusNet::load(&l, zs, xs)?,
-            head: Head::load(&l)?,
+            backbone,
+            adj_z: Adjuster::load(&l, "feat_adjuster_z", config)?,
+            adj_x: Adjuster::load(&l, "feat_adjuster_x", config)?,
+            neck: FocusNet::load(&l, config, zs, xs)?,
+            head: Head::load(&l, config)?,
             masks_z,
             masks_x,
+            config: config.clone(),
         })
+    }
+
+    /// The architecture this model was built with.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     fn check_input(t: &Tensor, size: usize, what: &str) -> Result<usize> {

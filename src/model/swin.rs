@@ -1,11 +1,13 @@
-//! Swin-Tiny backbone, first three stages (mmdet-2.x port as used by SparseTT).
+//! Swin backbone, first three stages (mmdet-2.x port as used by SparseTT; Swin-T in the
+//! official configuration, sizes from [`Config`]).
 //!
 //! Token maps are `[B, H, W, C]`. PatchEmbed: pad bottom/right to a multiple of 4, conv 4×4/4,
-//! LayerNorm. Block: `x += W-MSA(LN1(x))`, `x += MLP(LN2(x))`, windows of 7 shifted by 3 on odd
-//! blocks. PatchMerging: 2×2 gather in `nn.Unfold` order, LayerNorm(4C), Linear 4C→2C. Output:
+//! LayerNorm. Block: `x += W-MSA(LN1(x))`, `x += MLP(LN2(x))`, windows of `window` (7) shifted by
+//! `window / 2` (3) on odd blocks. PatchMerging: 2×2 gather in `nn.Unfold` order, LayerNorm(4C), Linear 4C→2C. Output:
 //! `norm2` of stage 2, as NCHW.
 
 use crate::gpu::Tensor;
+use crate::model::config::Config;
 use crate::model::load::Loader;
 use crate::model::taps::Taps;
 use crate::ops::attention::{attention, AttnOpts, Scatter};
@@ -17,11 +19,6 @@ use crate::ops::window::{self, patch_merge_ln, window_partition_ln};
 use crate::ops::HeadsView;
 use crate::{Encoder, Result};
 
-pub const EMBED: usize = 96;
-pub const DEPTHS: [usize; 3] = [2, 2, 6];
-pub const HEADS: [usize; 3] = [3, 6, 12];
-pub const WINDOW: usize = 7;
-pub const SHIFT: usize = 3;
 const EPS: f32 = 1e-5;
 
 struct Norm {
@@ -56,24 +53,32 @@ struct Block {
     fc2_w: Tensor,
     fc2_b: Tensor,
     heads: usize,
+    window: usize,
     shift: usize,
     c: usize,
 }
 
 impl Block {
-    fn load(l: &Loader, p: &str, c: usize, heads: usize, shift: usize) -> Result<Block> {
+    fn load(
+        l: &Loader,
+        p: &str,
+        c: usize,
+        heads: usize,
+        window: usize,
+        shift: usize,
+    ) -> Result<Block> {
         let table = l.host(
             &format!("{p}.attn.w_msa.relative_position_bias_table"),
-            &[(2 * WINDOW - 1).pow(2), heads],
+            &[(2 * window - 1).pow(2), heads],
         )?;
-        let bias = window::cpu::relative_position_bias(&table, heads, WINDOW);
+        let bias = window::cpu::relative_position_bias(&table, heads, window);
         Ok(Block {
             norm1: Norm::load(l, &format!("{p}.norm1"), c)?,
             qkv_w: l.tensor(&format!("{p}.attn.w_msa.qkv.weight"), &[3 * c, c])?,
             qkv_b: l.tensor(&format!("{p}.attn.w_msa.qkv.bias"), &[3 * c])?,
             rel_bias: l
                 .gpu
-                .upload(&[heads, WINDOW * WINDOW, WINDOW * WINDOW], &bias)?,
+                .upload(&[heads, window * window, window * window], &bias)?,
             proj_w: l.tensor(&format!("{p}.attn.w_msa.proj.weight"), &[c, c])?,
             proj_b: l.tensor(&format!("{p}.attn.w_msa.proj.bias"), &[c])?,
             norm2: Norm::load(l, &format!("{p}.norm2"), c)?,
@@ -82,6 +87,7 @@ impl Block {
             fc2_w: l.tensor(&format!("{p}.ffn.layers.1.weight"), &[c, 4 * c])?,
             fc2_b: l.tensor(&format!("{p}.ffn.layers.1.bias"), &[c])?,
             heads,
+            window,
             shift,
             c,
         })
@@ -96,7 +102,7 @@ impl Block {
             &self.norm1.w,
             &self.norm1.b,
             EPS,
-            WINDOW,
+            self.window,
             self.shift,
         )?;
         let qkv = linear(
@@ -124,7 +130,7 @@ impl Block {
                 scatter: Some(Scatter {
                     h,
                     w,
-                    window: WINDOW,
+                    window: self.window,
                     shift: self.shift,
                 }),
             },
@@ -178,6 +184,7 @@ pub struct Swin {
     stages: Vec<Vec<Block>>,
     merges: Vec<Merge>,
     out_norm: Norm,
+    window: usize,
 }
 
 /// The shifted-window masks a map of `h × w` tokens needs, per stage.
@@ -186,16 +193,18 @@ pub struct Masks {
 }
 
 impl Swin {
-    pub(crate) fn load(l: &Loader) -> Result<Swin> {
+    pub(crate) fn load(l: &Loader, cfg: &Config) -> Result<Swin> {
         let p = "basemodel.net";
         let mut stages = Vec::new();
         let mut merges = Vec::new();
-        let mut c = EMBED;
-        for (s, (&depth, &heads)) in DEPTHS.iter().zip(&HEADS).enumerate() {
+        let mut c = cfg.embed;
+        let win = cfg.window;
+        for (s, (&depth, &heads)) in cfg.depths.iter().zip(&cfg.heads).enumerate() {
             let blocks = (0..depth)
                 .map(|i| {
-                    let shift = if i % 2 == 1 { SHIFT } else { 0 };
-                    Block::load(l, &format!("{p}.stages.{s}.blocks.{i}"), c, heads, shift)
+                    let shift = if i % 2 == 1 { win / 2 } else { 0 };
+                    let q = format!("{p}.stages.{s}.blocks.{i}");
+                    Block::load(l, &q, c, heads, win, shift)
                 })
                 .collect::<Result<Vec<_>>>()?;
             stages.push(blocks);
@@ -212,13 +221,14 @@ impl Swin {
         Ok(Swin {
             embed_w: l.tensor(
                 &format!("{p}.patch_embed.projection.weight"),
-                &[EMBED, 3, 4, 4],
+                &[cfg.embed, 3, 4, 4],
             )?,
-            embed_b: l.tensor(&format!("{p}.patch_embed.projection.bias"), &[EMBED])?,
-            embed_norm: Norm::load(l, &format!("{p}.patch_embed.norm"), EMBED)?,
+            embed_b: l.tensor(&format!("{p}.patch_embed.projection.bias"), &[cfg.embed])?,
+            embed_norm: Norm::load(l, &format!("{p}.patch_embed.norm"), cfg.embed)?,
             stages,
             merges,
             out_norm: Norm::load(l, &format!("{p}.norm2"), c)?,
+            window: win,
         })
     }
 
@@ -230,18 +240,19 @@ impl Swin {
     }
 
     /// Region masks for the shifted windows of an input of `size × size` pixels (built once).
-    pub fn masks(enc: &mut Encoder, size: usize) -> Result<Masks> {
+    pub fn masks(&self, enc: &mut Encoder, size: usize) -> Result<Masks> {
+        let win = self.window;
         let per_stage = Self::stage_sizes(size)
             .iter()
             .map(|&s| {
-                let hp = s.div_ceil(WINDOW) * WINDOW;
-                window::region_mask(enc, hp, hp, WINDOW, SHIFT)
+                let hp = s.div_ceil(win) * win;
+                window::region_mask(enc, hp, hp, win, win / 2)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Masks { per_stage })
     }
 
-    /// `img`: `[B, 3, S, S]` normalised RGB. Returns tokens `[B, s·s, 384]` (s = S/16 rounded
+    /// `img`: `[B, 3, S, S]` normalised RGB. Returns tokens `[B, s·s, 4C]` (s = S/16 rounded
     /// up): everything downstream works on tokens, so the map is never transposed to NCHW.
     /// `tag` ("z" or "x") prefixes the captured intermediates.
     pub fn forward(

@@ -13,6 +13,7 @@ use std::fmt;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use super::config::{Config, METADATA_KEY};
 use super::keys::{self, KeyDType, KeySpec};
 use super::pickle::{self, RawTensor, TorchDType};
 use crate::{Error, Result};
@@ -77,11 +78,13 @@ impl HostTensor {
     }
 }
 
-/// An ordered map from official key to tensor.
+/// An ordered map from official key to tensor, with the model configuration it is for.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StateDict {
     entries: Vec<(String, HostTensor)>,
     index: HashMap<String, usize>,
+    /// `None`: the official model (a file without [`METADATA_KEY`]).
+    config: Option<Config>,
 }
 
 /// Where a loaded state dict came from and what loading changed.
@@ -149,6 +152,16 @@ impl StateDict {
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// The model configuration these weights are for: the one the file carried, else official.
+    pub fn config(&self) -> Config {
+        self.config.clone().unwrap_or_else(Config::official)
+    }
+
+    /// Sets the configuration (`None`: official); it is saved with the weights.
+    pub fn set_config(&mut self, config: Option<Config>) {
+        self.config = config.filter(|c| !c.is_official());
     }
 
     pub fn is_empty(&self) -> bool {
@@ -262,6 +275,14 @@ impl StateDict {
         use safetensors::Dtype as D;
         let st = safetensors::SafeTensors::deserialize(bytes)
             .map_err(|e| Error::Other(format!("not a valid safetensors file ({e})")))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
+            .map_err(|e| Error::Other(format!("not a valid safetensors file ({e})")))?;
+        let config = match meta.metadata().as_ref().and_then(|m| m.get(METADATA_KEY)) {
+            Some(text) => Some(text.parse::<Config>().map_err(|e| {
+                Error::Other(format!("its '{METADATA_KEY}' metadata is unusable: {e}"))
+            })?),
+            None => None,
+        };
         let mut raw = Vec::with_capacity(st.len());
         let mut bad = Vec::new();
         for (name, view) in st.iter() {
@@ -297,11 +318,12 @@ impl StateDict {
             )));
         }
         // safetensors files are sorted by dtype and name: put known keys back in schema order.
-        let order: HashMap<String, usize> = keys::official_schema()
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| (s.key, i))
-            .collect();
+        let order: HashMap<String, usize> =
+            keys::schema(config.as_ref().unwrap_or(&Config::official()))
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| (s.key, i))
+                .collect();
         let rank = |k: &str| order.get(k.strip_prefix("module.").unwrap_or(k));
         raw.sort_by(|(a, _), (b, _)| {
             (rank(a).unwrap_or(&usize::MAX), a).cmp(&(rank(b).unwrap_or(&usize::MAX), b))
@@ -310,7 +332,9 @@ impl StateDict {
             format: "safetensors",
             ..Default::default()
         };
-        Self::from_raw(raw, info)
+        let (mut sd, info) = Self::from_raw(raw, info)?;
+        sd.set_config(config);
+        Ok((sd, info))
     }
 
     fn torch_with_info(ck: pickle::TorchCheckpoint) -> Result<(Self, LoadInfo)> {
@@ -378,7 +402,7 @@ impl StateDict {
     /// `num_batches_tracked`, `head.fm_ctr`) that is absent; returns how many were added.
     pub fn fill_derived(&mut self) -> usize {
         let mut n = 0;
-        for spec in keys::official_schema() {
+        for spec in self.config().schema() {
             if spec.derived && !self.contains(&spec.key) {
                 if let Some(t) = derived_tensor(&spec) {
                     self.insert(spec.key, t);
@@ -389,12 +413,14 @@ impl StateDict {
         n
     }
 
-    /// Checks the dict against the official schema and reports every problem in one error:
+    /// Checks the dict against its configuration's schema ([`StateDict::config`]) and reports
+    /// every problem in one error:
     /// missing entries the model reads, unexpected keys, wrong shapes, wrong dtypes, NaN/inf
     /// values, and derived buffers whose values differ from the architecture's. Entries the
     /// model never reads (stage 3, `num_batches_tracked`) and derived buffers may be absent.
     pub fn validate(&self) -> Result<()> {
-        let schema = keys::official_schema();
+        let config = self.config();
+        let schema = config.schema();
         let by_key: HashMap<&str, &KeySpec> = schema.iter().map(|s| (s.key.as_str(), s)).collect();
         let mut unexpected = Vec::new();
         let mut misshaped = Vec::new();
@@ -460,9 +486,14 @@ impl StateDict {
             return Ok(());
         }
         let known = self.keys().filter(|k| by_key.contains_key(k)).count();
+        let model = if config.is_official() {
+            "Swin-T".to_string()
+        } else {
+            format!("configuration '{config}'")
+        };
         let mut msg = format!(
-            "state dict does not match SparseTT (Swin-T, {} entries): {}",
-            keys::NUM_ENTRIES,
+            "state dict does not match SparseTT ({model}, {} entries): {}",
+            schema.len(),
             counts
                 .iter()
                 .filter(|(n, _)| *n > 0)
@@ -493,7 +524,8 @@ impl StateDict {
     }
 
     /// The dict as safetensors bytes (f32/i64, official names, `format: pt` metadata so
-    /// `safetensors.torch.load_file` reads it too).
+    /// `safetensors.torch.load_file` reads it too, and the configuration under
+    /// [`METADATA_KEY`] unless it is the official one).
     pub fn to_safetensors_bytes(&self) -> Result<Vec<u8>> {
         let views: Vec<(&str, View)> = self
             .iter()
@@ -514,8 +546,13 @@ impl StateDict {
             .collect();
         // Collected rather than named: the map type is hashbrown's or std's depending on
         // safetensors' features, which other crates in a build may switch on.
+        let config = self
+            .config
+            .as_ref()
+            .map(|c| (METADATA_KEY.to_string(), c.to_string()));
         let meta = [("format".to_string(), "pt".to_string())]
             .into_iter()
+            .chain(config)
             .collect();
         safetensors::serialize(views, Some(meta))
             .map_err(|e| Error::Other(format!("cannot serialise safetensors ({e})")))
@@ -635,7 +672,8 @@ fn convert_raw(dtype: TorchDType, b: &[u8]) -> Option<HostData> {
 }
 
 /// The value of a derived buffer, from the architecture alone: Swin's
-/// `relative_position_index` (`idx[i, j] = (hi − hj + 6)·13 + (wi − wj + 6)` for window 7),
+/// `relative_position_index` (`idx[i, j] = (hi − hj + 6)·13 + (wi − wj + 6)` for window 7; the
+/// window is the square root of the entry's side),
 /// `num_batches_tracked` = 0, and `head.fm_ctr[0, i·19 + j] = (16 j, 16 i)`. `None` for an
 /// entry that is not derived.
 pub fn derived_tensor(spec: &KeySpec) -> Option<HostTensor> {
@@ -643,7 +681,7 @@ pub fn derived_tensor(spec: &KeySpec) -> Option<HostTensor> {
         return None;
     }
     if spec.key.ends_with(".relative_position_index") {
-        let w = keys::WINDOW as i64;
+        let w = (spec.shape[0] as f64).sqrt().round() as i64;
         let n = (w * w) as usize;
         let mut v = Vec::with_capacity(n * n);
         for i in 0..n as i64 {
@@ -787,7 +825,12 @@ pub fn convert(input: &Path, output: &Path) -> Result<ConvertReport> {
     let filled = sd.fill_derived();
     sd.validate().map_err(|e| at_path(input, e))?;
     sd.save_safetensors(output)?;
-    let schema = keys::schema_map();
+    let schema: HashMap<String, KeySpec> = sd
+        .config()
+        .schema()
+        .into_iter()
+        .map(|s| (s.key.clone(), s))
+        .collect();
     let output_bytes = std::fs::metadata(output)
         .map_err(|e| io_err(output, e))?
         .len();
