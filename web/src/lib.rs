@@ -58,6 +58,8 @@ pub async fn create_gpu(opts: GpuOptions) -> Result<Gpu, String> {
         sparsett::Error::NoAdapter(msg) => {
             // The core's hint about native Vulkan drivers does not apply in a browser.
             let wgpu_says = msg.split_once(" (backends tried").map_or(&*msg, |(m, _)| m);
+            // wgpu appends which native backends it was built without: noise on a web page.
+            let wgpu_says = wgpu_says.split_once("; ").map_or(wgpu_says, |(m, _)| m);
             format!(
                 "WebGPU offers no usable adapter ({wgpu_says}): the GPU may be blocklisted or \
                  WebGPU disabled; chrome://gpu tells why, and Chrome's --enable-unsafe-webgpu \
