@@ -67,9 +67,9 @@ const iou = (a, b) => {
 };
 
 /** Starts the server and a browser, opens the page; `files` maps URL paths to local files. */
-async function openPage({ webgpu = true, files = {}, query = "", preload = "" } = {}) {
+async function openPage({ webgpu = true, extraArgs = [], files = {}, query = "", preload = "" } = {}) {
   const server = await serve(WWW, files);
-  const browser = await launch({ webgpu });
+  const browser = await launch({ webgpu, extraArgs });
   const page = await browser.newPage();
   if (preload) await page.send("Page.addScriptToEvaluateOnNewDocument", { source: preload });
   const close = async () => {
@@ -133,6 +133,27 @@ test("a wrong weights file is reported on the page", async () => {
     assert.match(msg, /^The weights not-weights\.safetensors could not be used\. bad weights: /);
     assert.equal(await page.eval(`document.getElementById("message").dataset.kind`), "error");
     assert.equal(await page.eval(`window.sparsettDemo.tracker`), null);
+  } finally {
+    await close();
+  }
+});
+
+test("the webcam button opens a camera (Chromium's fake one)", async () => {
+  const { page, close } = await openPage({
+    extraArgs: ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"],
+    query: "?weights=missing.safetensors",
+  });
+  try {
+    await page.waitFor(`window.sparsettDemo?.phase === "ready"`, { what: "the page to start" });
+    await page.eval(`document.getElementById("webcam").click()`);
+    await page.waitFor(`window.sparsettDemo.source === "webcam"`, { what: "the webcam stream" });
+    const size = await page.eval(`(() => { const v = document.getElementById("video");
+      return [v.videoWidth, v.videoHeight, document.getElementById("view").width, !v.paused]; })()`);
+    assert.ok(size[0] > 0 && size[1] > 0, `stream size ${size}`);
+    assert.equal(size[2], size[0], "the canvas takes the stream's size");
+    assert.ok(size[3], "the stream plays");
+    // No model loaded: the page says what to do instead of failing silently.
+    assert.match(await page.eval(`document.getElementById("status").textContent`), /Load weights first/);
   } finally {
     await close();
   }
