@@ -1,13 +1,14 @@
 # Sourced by build.sh and test.sh: puts the browser toolchain in place and exports its settings.
-# Usage: source web/setup.sh [--browser]   (from the repository root; --browser adds Chromium and
-# chromedriver for the tests).
+# Usage: source web/setup.sh [--browser]   (from the repository root; --browser adds Chromium,
+# chromedriver, ffmpeg and node for the tests).
 #
 # Debian 12's rustup toolchain has no wasm32 standard library; Debian's rustc-web (with its std
 # source) builds one on the fly (-Zbuild-std). See shared/spec/toolchain.md for the recipes.
 
 web_need_pkgs=(rustc-web cargo-web rust-web-src rust-web-llvm lld-22)
 if [[ "${1:-}" == "--browser" ]]; then
-  web_need_pkgs+=(chromium chromium-driver)
+  # ffmpeg makes the page tests' video, node drives the page.
+  web_need_pkgs+=(chromium chromium-driver ffmpeg nodejs)
 fi
 
 web_missing=()

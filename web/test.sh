@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Browser tests: builds the wasm test binary and runs it in headless Chromium on WebGPU
-# (SwiftShader when there is no GPU) through chromedriver, then builds the package (web/pkg).
+# (SwiftShader when there is no GPU) through chromedriver, builds the demo page (web/www), then
+# runs the page end to end (web/tests/page/run.mjs: node + Chromium over the DevTools protocol).
 # Works from a clean checkout on Debian 12 (installs what it needs; root or sudo for apt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,3 +16,16 @@ export WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-600}"
 "$WEB_CARGO" test "${WEB_CARGO_FLAGS[@]}"
 echo "browser tests done in $((SECONDS - start)) s"
 bash web/build.sh
+
+# The page tests track with SPARSETT_WEB_MODEL; by default a tiny random model made by the native
+# CLI, which also gives the native boxes the browser must match.
+unset RUSTC RUSTDOC RUSTC_BOOTSTRAP CARGO_TARGET_DIR
+cargo build --locked --quiet --bin sparsett
+export SPARSETT_BIN="${SPARSETT_BIN:-$PWD/target/debug/sparsett}"
+if [[ -z "${SPARSETT_WEB_MODEL:-}" ]] && "$SPARSETT_BIN" init-weights --help >/dev/null 2>&1; then
+  export SPARSETT_WEB_MODEL="$PWD/web/target/tiny-seed0.safetensors"
+  WGPU_BACKEND=vulkan "$SPARSETT_BIN" init-weights --config tiny --seed 0 --out "$SPARSETT_WEB_MODEL"
+fi
+start=$SECONDS
+node web/tests/page/run.mjs
+echo "page tests done in $((SECONDS - start)) s (screenshots in web/target/page-tests/)"

@@ -120,7 +120,7 @@ fn bad_weights_are_named() {
 /// The JS entry point rejects bad weights with an `Error` before touching the GPU.
 #[wasm_bindgen_test]
 async fn tracker_create_throws_a_readable_error() {
-    let err = match Tracker::create(b"garbage".to_vec(), None).await {
+    let err = match Tracker::create(Uint8Array::from(&b"garbage"[..]).into(), None).await {
         Ok(_) => panic!("garbage weights were accepted"),
         Err(e) => JsValue::from(e),
     };
@@ -130,10 +130,11 @@ async fn tracker_create_throws_a_readable_error() {
         .as_string()
         .unwrap();
     assert!(msg.starts_with("bad weights"), "{msg}");
-    let err = match Tracker::create(b"garbage".to_vec(), Some("vot".into())).await {
-        Ok(_) => panic!("an unknown preset was accepted"),
-        Err(e) => JsValue::from(e),
-    };
+    let err =
+        match Tracker::create(Uint8Array::from(&b"garbage"[..]).into(), Some("vot".into())).await {
+            Ok(_) => panic!("an unknown preset was accepted"),
+            Err(e) => JsValue::from(e),
+        };
     let msg = Reflect::get(&err, &"message".into())
         .unwrap()
         .as_string()
