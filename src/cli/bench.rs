@@ -276,7 +276,15 @@ pub fn train(g: &Gpu, weights: Option<&Path>, batch: usize, iters: usize) -> spa
     }
     let sd = super::weights::load(weights, true)?;
     println!("adapter: {}", g.adapter_line());
-    let net = Net::load(g, &sd)?;
+    // A weights file that carries a configuration (e.g. `init-weights --config tiny`) benches
+    // that architecture.
+    let cfg = sd.config();
+    println!(
+        "model: {} ({:.2} M parameters)",
+        if cfg.is_official() { "official" } else { "reduced" },
+        cfg.num_params() as f64 / 1e6
+    );
+    let net = Net::load_with(g, &sd, &cfg)?;
     drop(sd);
     let params = net.param_list();
     let states = params
