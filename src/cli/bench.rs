@@ -281,7 +281,11 @@ pub fn train(g: &Gpu, weights: Option<&Path>, batch: usize, iters: usize) -> spa
     let cfg = sd.config();
     println!(
         "model: {} ({:.2} M parameters)",
-        if cfg.is_official() { "official" } else { "reduced" },
+        if cfg.is_official() {
+            "official"
+        } else {
+            "reduced"
+        },
         cfg.num_params() as f64 / 1e6
     );
     let net = Net::load_with(g, &sd, &cfg)?;
