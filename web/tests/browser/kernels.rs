@@ -57,6 +57,7 @@ async fn matmul_matches_reference() {
             row_bias: Some(&rb_t),
             act,
             residual: Some(&res_t),
+            ..Default::default()
         };
         let want = matmul::cpu::matmul(
             &a,
