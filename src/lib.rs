@@ -13,6 +13,7 @@ pub mod data;
 pub mod error;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod eval;
+pub mod fsio;
 pub mod gpu;
 pub mod model;
 pub mod ops;

@@ -6,8 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use image::RgbImage;
-use safetensors::SafeTensors;
 use sparsett::synth::{generate, write_got10k, SynthSpec};
 
 #[path = "support/golden.rs"]
@@ -20,32 +18,8 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
-fn bgr_to_rgb(bgr: &[u8], w: u32, h: u32) -> RgbImage {
-    let rgb: Vec<u8> = bgr
-        .chunks_exact(3)
-        .flat_map(|p| [p[2], p[1], p[0]])
-        .collect();
-    RgbImage::from_raw(w, h, rgb).unwrap()
-}
-
-/// Background: the golden frame 1 (400×320); object: the centre of the negative pair's search
-/// crop (a cat).
-fn photos() -> (RgbImage, RgbImage) {
-    let dir = golden::golden_dir();
-    let g = golden::load_golden(&dir);
-    let f = &g["frame1_bgr_u8"];
-    let bg = bgr_to_rgb(&f.u8(), f.shape[1] as u32, f.shape[0] as u32);
-    let bytes = std::fs::read(dir.join("train.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let x = st.tensor("x_crop_bgr_u8").unwrap();
-    let one = 289 * 289 * 3;
-    let cat = bgr_to_rgb(&x.data()[one..2 * one], 289, 289);
-    let obj = image::imageops::crop_imm(&cat, 84, 84, 120, 120).to_image();
-    (bg, obj)
-}
-
 fn sequence(dir: &Path, frames: usize, seed: u64) -> Vec<[u32; 4]> {
-    let (bg, obj) = photos();
+    let (bg, obj) = golden::photos();
     let s = generate(
         &bg,
         &obj,
@@ -325,7 +299,7 @@ fn bad_input_gives_one_clear_line() {
 #[test]
 fn synth_writes_a_dataset_the_readers_accept() {
     let dir = scratch("synth");
-    let (bg, obj) = photos();
+    let (bg, obj) = golden::photos();
     let (a, b) = (dir.join("bg.png"), dir.join("obj.png"));
     bg.save(&a).unwrap();
     obj.save(&b).unwrap();

@@ -766,11 +766,11 @@ fn results_round_trip() {
     let leftovers: Vec<_> = fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
         .collect();
     assert!(leftovers.is_empty());
     // A temporary file from an interrupted write does not count as results.
-    write(&dir.join(".seq-b.txt.999.tmp"), "1,2,3");
+    write(&dir.join("seq-b.txt.999.partial"), "1,2,3");
     assert!(!results::has_results(DatasetKind::Otb, &dir, "seq-b"));
 
     // Reading accepts tabs and spaces; errors name file and line.

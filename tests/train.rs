@@ -8,8 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use image::RgbImage;
-use safetensors::SafeTensors;
 use sparsett::model::weights::StateDict;
 use sparsett::synth::{generate, write_got10k, SynthSpec};
 use sparsett::train::config::TrainFile;
@@ -32,14 +30,6 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
-fn bgr_to_rgb(bgr: &[u8], w: u32, h: u32) -> RgbImage {
-    let rgb: Vec<u8> = bgr
-        .chunks_exact(3)
-        .flat_map(|p| [p[2], p[1], p[0]])
-        .collect();
-    RgbImage::from_raw(w, h, rgb).unwrap()
-}
-
 /// Generated GOT-10k-layout sequences (a cat patch over the astronaut photo), made once.
 fn dataset() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -47,16 +37,7 @@ fn dataset() -> &'static Path {
         let root = scratch("data");
         // The config's GOT10kDataset table reads the `train` split: ROOT/train/list.txt.
         let dir = root.join("train");
-        let gdir = golden::golden_dir();
-        let g = golden::load_golden(&gdir);
-        let f = &g["frame1_bgr_u8"];
-        let bg = bgr_to_rgb(&f.u8(), f.shape[1] as u32, f.shape[0] as u32);
-        let bytes = std::fs::read(gdir.join("train.safetensors")).unwrap();
-        let st = SafeTensors::deserialize(&bytes).unwrap();
-        let x = st.tensor("x_crop_bgr_u8").unwrap();
-        let one = 289 * 289 * 3;
-        let cat = bgr_to_rgb(&x.data()[one..2 * one], 289, 289);
-        let obj = image::imageops::crop_imm(&cat, 84, 84, 120, 120).to_image();
+        let (bg, obj) = golden::photos();
         let mut names = Vec::new();
         for seed in 0..3u64 {
             let s = generate(

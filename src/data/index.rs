@@ -12,7 +12,6 @@
 //! Written to a temporary file, synced, then renamed over the old one, so a crash never leaves a
 //! half-written index.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::{io_err, scan, TrainDataset, TrainKind, TrainSequence};
@@ -79,7 +78,7 @@ pub fn load_indexed(
     };
     let ds = scan(kind, root, split)?;
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    write_atomic(&file, &encode(&ds, split_s, fp)?)?;
+    crate::fsio::write_atomic(&file, &encode(&ds, split_s, fp)?)?;
     Ok((ds, CacheStatus::Rebuilt(reason)))
 }
 
@@ -237,20 +236,4 @@ fn decode(bytes: &[u8], root: &Path) -> std::result::Result<Decoded, String> {
         return Err("trailing bytes".into());
     }
     Ok((kind, split, fp, seqs))
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder: write, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_err(path)(e));
-    }
-    Ok(())
 }

@@ -11,7 +11,6 @@
 //! time file is written before the box file for the same reason.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::datasets::{natural_cmp, DatasetKind};
@@ -71,7 +70,7 @@ pub fn write_results(
         for v in t {
             text.push_str(&format!("{v:.8}\n"));
         }
-        write_atomic(&time_path(kind, dir, seq), text.as_bytes())?;
+        crate::fsio::write_atomic(&time_path(kind, dir, seq), text.as_bytes())?;
     }
     let mut text = String::with_capacity(boxes.len() * 32);
     for b in boxes {
@@ -79,7 +78,7 @@ pub fn write_results(
         text.push_str(&f.join(","));
         text.push('\n');
     }
-    write_atomic(&result_path(kind, dir, seq), text.as_bytes())
+    crate::fsio::write_atomic(&result_path(kind, dir, seq), text.as_bytes())
 }
 
 /// The boxes of repetition 1 of `seq`.
@@ -128,30 +127,4 @@ pub fn read_runs(kind: DatasetKind, dir: &Path, seq: &str) -> Result<Runs> {
             parse_boxes(&p, &read_text(&p)?)
         })
         .collect()
-}
-
-/// Write `bytes` to a temporary file beside `path`, flush it to disk, then rename it over `path`.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |p: &Path| {
-        let p = p.display().to_string();
-        move |source| Error::Io { path: p, source }
-    };
-    let parent = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(io(parent))?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("results");
-    let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
-    let res = (|| {
-        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        drop(f);
-        fs::rename(&tmp, path).map_err(io(path))
-    })();
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    res
 }

@@ -8,10 +8,9 @@
 //! crash at any moment leaves the previous checkpoint intact and pointed to.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::fsio::write_atomic;
 use crate::model::weights::StateDict;
 use crate::{Error, Result};
 
@@ -38,33 +37,6 @@ fn io_err(path: &Path, source: std::io::Error) -> Error {
         path: path.display().to_string(),
         source,
     }
-}
-
-/// Writes `bytes` to `path` so that `path` holds either its old content or all of the new.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".partial");
-    let tmp = PathBuf::from(tmp);
-    let write = || -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_err(&tmp, e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io_err(path, e)
-    })?;
-    // The rename itself is durable only once the folder's entry is on disk.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 fn state_bytes(s: &TrainState) -> Result<Vec<u8>> {
@@ -157,9 +129,9 @@ pub fn names(step: u64) -> (String, String) {
 pub fn save(dir: &Path, weights: &StateDict, state: &TrainState) -> Result<PathBuf> {
     let (w, s) = names(state.step);
     let wp = dir.join(&w);
-    atomic_write(&dir.join(&s), &state_bytes(state)?)?;
-    atomic_write(&wp, &weights.to_safetensors_bytes()?)?;
-    atomic_write(&dir.join(LATEST), format!("{w}\n{s}\n").as_bytes())?;
+    write_atomic(&dir.join(&s), &state_bytes(state)?)?;
+    write_atomic(&wp, &weights.to_safetensors_bytes()?)?;
+    write_atomic(&dir.join(LATEST), format!("{w}\n{s}\n").as_bytes())?;
     Ok(wp)
 }
 

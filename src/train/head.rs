@@ -13,6 +13,25 @@ use crate::{Encoder, Error, Result};
 const EPS: f32 = 1e-5;
 pub const STRIDE: f32 = 16.0;
 
+/// Keys of the decoding constants among the parameters' buffers.
+const SIGN: &str = "head.decode.sign";
+const CENTRES: &str = "head.decode.centres";
+
+/// Uploads the box decoding's constants for a `side`×`side` score map: the corner signs
+/// (−1, −1, 1, 1) and the cell centres (16 j, 16 i) repeated as (cx, cy, cx, cy).
+pub fn decode_constants(gpu: &crate::Gpu, p: &mut Params, side: usize) -> Result<()> {
+    let mut ctr = Vec::with_capacity(side * side * 4);
+    for i in 0..side {
+        for j in 0..side {
+            let (cx, cy) = (STRIDE * j as f32, STRIDE * i as f32);
+            ctr.extend([cx, cy, cx, cy]);
+        }
+    }
+    p.insert_buffer(SIGN, gpu.upload(&[4], &[-1.0, -1.0, 1.0, 1.0])?);
+    p.insert_buffer(CENTRES, gpu.upload(&[side * side, 4], &ctr)?);
+    Ok(())
+}
+
 /// What the losses read: raw cls logits `[B, cells, 1]` and decoded xyxy boxes `[B, cells, 4]`
 /// of both branches.
 pub struct HeadOut {
@@ -213,17 +232,19 @@ fn cls_reg(
     let t = ops::exp(tape, enc, &t)?;
     let ltrb = ops::scale(tape, enc, &t, STRIDE, 0.0)?;
     let ltrb = ops::reshape(tape, &ltrb, &[b, cells, 4])?;
-    // (cx − l, cy − t, cx + r, cy + b): a sign per coordinate, then the cell centres.
-    let g = enc.gpu();
-    let sign = tape.constant(&g.upload(&[4], &[-1.0, -1.0, 1.0, 1.0])?);
-    let mut ctr = Vec::with_capacity(cells * 4);
-    for i in 0..side {
-        for j in 0..side {
-            let (cx, cy) = (STRIDE * j as f32, STRIDE * i as f32);
-            ctr.extend([cx, cy, cx, cy]);
-        }
+    // (cx − l, cy − t, cx + r, cy + b): a sign per coordinate, then the cell centres (both
+    // uploaded once, at load: [`decode_constants`]).
+    let sign = tape.constant(p.buffer(SIGN)?);
+    let ctr = tape.constant(p.buffer(CENTRES)?);
+    if ctr.shape() != [cells, 4] {
+        return Err(Error::shape(
+            "train::head",
+            format!(
+                "a {side}×{side} map, but the cell centres are {:?}",
+                ctr.shape()
+            ),
+        ));
     }
-    let ctr = tape.constant(&g.upload(&[cells, 4], &ctr)?);
     let boxes = ops::mul(tape, enc, &ltrb, &sign)?;
     let boxes = ops::add(tape, enc, &boxes, &ctr)?;
     Ok((cls, boxes))

@@ -57,7 +57,8 @@ impl Net {
         let [hp, hb] = head::keys(config);
         p.extend(hp);
         b.extend(hb);
-        let params = Params::load(gpu, weights, &p, &b)?;
+        let mut params = Params::load(gpu, weights, &p, &b)?;
+        head::decode_constants(gpu, &mut params, xs)?;
         Ok(Net {
             swin,
             params,

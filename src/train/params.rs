@@ -61,7 +61,12 @@ impl Params {
         Ok(tape.param(key, &self.params[*i].1))
     }
 
-    /// A buffer (BatchNorm running statistic).
+    /// Adds a constant the forward reads every step (made once, at load).
+    pub fn insert_buffer(&mut self, key: &str, t: Tensor) {
+        self.buffers.insert(key.to_string(), t);
+    }
+
+    /// A buffer (BatchNorm running statistic, or a constant from [`Params::insert_buffer`]).
     pub fn buffer(&self, key: &str) -> Result<&Tensor> {
         self.buffers
             .get(key)

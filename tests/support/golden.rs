@@ -101,3 +101,28 @@ impl Gold {
         self.v.iter().map(|&x| x as u8).collect()
     }
 }
+
+/// BGR u8 pixels (as the golden file stores frames) as an RGB image.
+pub fn bgr_to_rgb(bgr: &[u8], w: u32, h: u32) -> image::RgbImage {
+    let rgb: Vec<u8> = bgr
+        .chunks_exact(3)
+        .flat_map(|p| [p[2], p[1], p[0]])
+        .collect();
+    image::RgbImage::from_raw(w, h, rgb).unwrap()
+}
+
+/// Background: the golden frame 1 (400×320); object: the centre of the negative pair's search
+/// crop (a cat).
+pub fn photos() -> (image::RgbImage, image::RgbImage) {
+    let dir = golden_dir();
+    let g = load_golden(&dir);
+    let f = &g["frame1_bgr_u8"];
+    let bg = bgr_to_rgb(&f.u8(), f.shape[1] as u32, f.shape[0] as u32);
+    let bytes = std::fs::read(dir.join("train.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let x = st.tensor("x_crop_bgr_u8").unwrap();
+    let one = 289 * 289 * 3;
+    let cat = bgr_to_rgb(&x.data()[one..2 * one], 289, 289);
+    let obj = image::imageops::crop_imm(&cat, 84, 84, 120, 120).to_image();
+    (bg, obj)
+}
