@@ -370,8 +370,15 @@ fn run(cli: &Cli) -> sparsett::Result<()> {
             weights,
             iters,
             batch,
+            profile,
             ..
-        } => bench::train(&gpu(cli, false)?, weights.as_deref(), *batch, *iters)?,
+        } => bench::train(
+            &gpu(cli, *profile)?,
+            weights.as_deref(),
+            *batch,
+            *iters,
+            *profile,
+        )?,
         Cmd::Bench {
             what: BenchWhat::Kernels,
             filter,

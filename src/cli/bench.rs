@@ -118,12 +118,26 @@ pub fn print_profile(g: &Gpu) {
         s.0 += 1;
         s.1 += e.ns;
     }
+    let total: f64 = by.values().map(|v| v.1).sum();
+    let mut rows: Vec<_> = by.into_iter().collect();
+    // Most expensive first: that is the list to work down when optimising.
+    rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
     println!(
-        "\nGPU time per dispatch (timestamps):\n{:<44} {:>7} {:>12}",
-        "shader:entry", "count", "mean ms"
+        "\nGPU time per dispatch (timestamps), {:.1} ms in all:\n{:<44} {:>7} {:>12} {:>12} {:>6}",
+        total / 1e6,
+        "shader:entry",
+        "count",
+        "mean ms",
+        "total ms",
+        "share"
     );
-    for (label, (n, ns)) in by {
-        println!("{label:<44} {n:>7} {:>12.3}", ns / n as f64 / 1e6);
+    for (label, (n, ns)) in rows {
+        println!(
+            "{label:<44} {n:>7} {:>12.3} {:>12.1} {:>5.1}%",
+            ns / n as f64 / 1e6,
+            ns / 1e6,
+            100.0 * ns / total
+        );
     }
 }
 
@@ -262,7 +276,13 @@ fn track_loop(
 /// random targets, timed in three parts (forward + losses, backward, AdamW over every
 /// parameter), each ending in one sync; peak GPU memory in use is the pool's live bytes, sampled
 /// at the end of each part (the tape holds every saved tensor at the end of the forward).
-pub fn train(g: &Gpu, weights: Option<&Path>, batch: usize, iters: usize) -> sparsett::Result<()> {
+pub fn train(
+    g: &Gpu,
+    weights: Option<&Path>,
+    batch: usize,
+    iters: usize,
+    profile: bool,
+) -> sparsett::Result<()> {
     use sparsett::autograd::Tape;
     use sparsett::ops::loss::LossConfig;
     use sparsett::ops::optim::AdamState;
@@ -316,7 +336,10 @@ pub fn train(g: &Gpu, weights: Option<&Path>, batch: usize, iters: usize) -> spa
     let base = g.stats().pool.live_bytes;
     let (mut tf, mut tb, mut to) = (Vec::new(), Vec::new(), Vec::new());
     let mut peak = base;
-    for step in 1..=iters.max(1) as u64 + 1 {
+    let last = iters.max(1) as u64 + 1;
+    for step in 1..=last {
+        // Timestamps only for the last step: they would slow the others and flood the table.
+        g.set_profiling(profile && step == last);
         let t0 = Instant::now();
         let mut tape = Tape::new();
         let mut enc = g.encoder();
@@ -389,5 +412,8 @@ pub fn train(g: &Gpu, weights: Option<&Path>, batch: usize, iters: usize) -> spa
         peak as f64 / (1 << 20) as f64,
         base as f64 / (1 << 20) as f64
     );
+    if profile {
+        print_profile(g);
+    }
     Ok(())
 }
