@@ -541,13 +541,24 @@ fn shape4(op: &'static str, what: &str, s: &[usize]) -> Result<[usize; 4]> {
     <[usize; 4]>::try_from(s).map_err(|_| Error::shape(op, format!("{what} {s:?} must be 4-D")))
 }
 
-/// Runs one of the gather kernels of `conv.wgsl` over `count` outputs.
-#[allow(clippy::too_many_arguments)]
-fn dispatch_backward(
+/// Whether the convolution reads each input pixel once, in place: then `col` is `x` itself and
+/// `dcol` is `dx` (a 1×1 kernel, stride 1, no padding).
+fn is_pointwise(p: &Params) -> bool {
+    p.kh == 1
+        && p.kw == 1
+        && p.sh == 1
+        && p.sw == 1
+        && p.pt == 0
+        && p.pl == 0
+        && p.ho == p.h
+        && p.wo == p.w
+}
+
+/// Runs `unfold` or `fold` of `conv.wgsl` over `count` outputs.
+fn dispatch_movement(
     enc: &mut Encoder,
     entry: &str,
     p: &Params,
-    dy: &Tensor,
     src: &Tensor,
     out: &Tensor,
     accumulate: bool,
@@ -562,16 +573,18 @@ fn dispatch_backward(
         entry,
         &[("ACCUM", accumulate as u8 as f64)],
         bytemuck::bytes_of(p),
-        &[dy, src, out],
+        &[src, out],
         gpu.grid((count as u64).div_ceil(64)),
     )
 }
 
 /// Gradient of [`conv2d`] with respect to its input: `dx[n, c, y, x] = Σ dy[n, o, i, j] ·
-/// w[o, c, a, b]` over the taps that read `x[n, c, y, x]` (a transposed convolution, computed by
-/// gathering: one invocation per input element, fixed order, no atomics). `x_shape` is the
-/// forward input's `[N, Ci, H, W]`; `dy` is `[N, Co, Ho, Wo]`. With `into` (shape `x_shape`)
-/// the gradient is added into that tensor, which is returned.
+/// w[o, c, a, b]` over the taps that read `x[n, c, y, x]` (a transposed convolution). Computed
+/// as the batched GEMM `dcol[n] = Wᵀ·dy[n]` (`[Ci·kh·kw, Ho·Wo]` per image) and a gather
+/// (`fold`) of each input element's at most kh·kw taps, in a fixed order (no atomics); a
+/// pointwise convolution needs no fold. `x_shape` is the forward input's `[N, Ci, H, W]`; `dy`
+/// is `[N, Co, Ho, Wo]`. With `into` (shape `x_shape`) the gradient is added into that tensor,
+/// which is returned.
 pub fn conv2d_backward_input(
     enc: &mut Encoder,
     dy: &Tensor,
@@ -591,29 +604,51 @@ pub fn conv2d_backward_input(
         geom,
         into.map(|t| (t, &xs[..], [dy, w])),
     )?;
+    let count: usize = xs.iter().product();
+    to_u32(OP, "input element count", count)?;
+    let (n, co, k, pix) = (p.n as usize, p.co as usize, p.k as usize, p.pix as usize);
+    if count == 0 || co * pix == 0 {
+        // Nothing flows back: a fresh gradient is zero, an accumulated one unchanged.
+        return match into {
+            Some(t) => Ok(t.clone()),
+            None => enc.gpu().zeros(&xs),
+        };
+    }
+    to_u32(OP, "N·K·Ho·Wo (the unfolded gradient)", n * k * pix)?;
+    let wm = w.reshape(&[co, k])?;
+    let dym = dy.reshape(&[n, co, pix])?;
+    let gemm = |enc: &mut Encoder, into: Option<&Tensor>| {
+        crate::ops::matmul::gemm(
+            enc,
+            &wm,
+            &dym,
+            &crate::ops::matmul::Gemm {
+                trans_a: true,
+                into,
+                ..Default::default()
+            },
+            &Default::default(),
+        )
+    };
+    if is_pointwise(&p) {
+        let into = into.map(|t| t.reshape(&[n, k, pix])).transpose()?;
+        return gemm(enc, into.as_ref())?.reshape(&xs);
+    }
+    let dcol = gemm(enc, None)?;
     let out = match into {
         Some(t) => t.clone(),
         None => enc.gpu().empty(OP, &xs, DType::F32)?,
     };
-    let count = xs.iter().product();
-    to_u32(OP, "input element count", count)?;
-    dispatch_backward(
-        enc,
-        "conv_backward_input",
-        &p,
-        dy,
-        w,
-        &out,
-        into.is_some(),
-        count,
-    )?;
+    dispatch_movement(enc, "fold", &p, &dcol, &out, into.is_some(), count)?;
     Ok(out)
 }
 
 /// Gradient of [`conv2d`] with respect to its weight: `dw[o, c, a, b] = Σ_{n, i, j}
-/// dy[n, o, i, j] · x̂[n, c, i·sh + a − pad_top, j·sw + b − pad_left]` (one invocation per
-/// weight element summing over the batch and the output pixels in a fixed order). `w_shape` is
-/// `[Co, Ci, kh, kw]`. With `into` (shape `w_shape`) the gradient is added into that tensor.
+/// dy[n, o, i, j] · x̂[n, c, i·sh + a − pad_top, j·sw + b − pad_left]`. Computed as
+/// `col = unfold(x)` (`[N, Ci·kh·kw, Ho·Wo]`; `x` itself for a pointwise convolution), the
+/// batched GEMM `dy[n]·col[n]ᵀ` and, for a batch, a deterministic chunked sum over the images.
+/// `w_shape` is `[Co, Ci, kh, kw]`. With `into` (shape `w_shape`) the gradient is added into
+/// that tensor.
 pub fn conv2d_backward_weight(
     enc: &mut Encoder,
     dy: &Tensor,
@@ -633,21 +668,54 @@ pub fn conv2d_backward_weight(
         geom,
         into.map(|t| (t, &ws[..], [dy, x])),
     )?;
-    let out = match into {
-        Some(t) => t.clone(),
-        None => enc.gpu().empty(OP, &ws, DType::F32)?,
+    let (n, co, k, pix) = (p.n as usize, p.co as usize, p.k as usize, p.pix as usize);
+    if co * k == 0 || n * pix == 0 {
+        return match into {
+            Some(t) => Ok(t.clone()),
+            None => enc.gpu().zeros(&ws),
+        };
+    }
+    to_u32(OP, "N·K·Ho·Wo (the unfolded input)", n * k * pix)?;
+    let col = if is_pointwise(&p) {
+        x.reshape(&[n, k, pix])?
+    } else {
+        let col = enc.gpu().empty(OP, &[n, k, pix], DType::F32)?;
+        dispatch_movement(enc, "unfold", &p, x, &col, false, n * k * pix)?;
+        col
     };
-    dispatch_backward(
+    let dym = dy.reshape(&[n, co, pix])?;
+    let gemm = |enc: &mut Encoder, a: &Tensor, b: &Tensor, into: Option<&Tensor>| {
+        crate::ops::matmul::gemm(
+            enc,
+            a,
+            b,
+            &crate::ops::matmul::Gemm {
+                trans_b: true,
+                into,
+                ..Default::default()
+            },
+            &Default::default(),
+        )
+    };
+    if n == 1 {
+        let into = into.map(|t| t.reshape(&[co, k])).transpose()?;
+        let a = dym.reshape(&[co, pix])?;
+        let b = col.reshape(&[k, pix])?;
+        return gemm(enc, &a, &b, into.as_ref())?.reshape(&ws);
+    }
+    // Per-image products summed afterwards: the batch gives the GEMM parallel work even when
+    // Co·K is a single tile, and the sum stays deterministic.
+    let per_image = gemm(enc, &dym, &col, None)?;
+    let axes = crate::ops::reduce::Axes::keep(&[n, co * k], 1..2);
+    let out = crate::ops::reduce::reduce(
         enc,
-        "conv_backward_weight",
-        &p,
-        dy,
-        x,
-        &out,
-        into.is_some(),
-        ws.iter().product(),
+        crate::ops::reduce::Reduce::Sum,
+        &per_image,
+        None,
+        axes,
+        into,
     )?;
-    Ok(out)
+    out.reshape(&ws)
 }
 
 /// Gradient of the bias of [`conv2d`]: `db[o] = Σ_{n, i, j} dy[n, o, i, j]` (`dy` `[N, Co, Ho,
