@@ -455,6 +455,52 @@ fn attn_bw_scatter(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
     }
 }
 
+// attn_bw_gather and attn_bw_scatter on vec4 column chunks, for D, view strides and offsets that
+// are multiples of 4 (the host passes D, stride, offset and n in vec4 units): a quarter of the
+// invocations and loads, which is what these kernels cost on lavapipe.
+@group(0) @binding(1) var<storage, read> ga_x4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> ga_out4: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn attn_bw_gather4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+                   @builtin(local_invocation_index) li: u32) {
+    let t = bw_index(wg, nw, li);
+    if (t >= bw.n) {
+        return;
+    }
+    let d = t % bw.hd;
+    let r = t / bw.hd;
+    let i = r % bw.len;
+    let bh = r / bw.len;
+    let h = bh % bw.heads;
+    let b = bh / bw.heads;
+    ga_out4[t] = bw.scale * ga_x4[(b * bw.len + i) * bw.stride + bw.off + h * bw.hd + d];
+}
+
+@group(0) @binding(1) var<storage, read> sc_x4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> sc_out4: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn attn_bw_scatter4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+                    @builtin(local_invocation_index) li: u32) {
+    let t = bw_index(wg, nw, li);
+    if (t >= bw.n) {
+        return;
+    }
+    let c = t % bw.stride;
+    let r = t / bw.stride;
+    let i = r % bw.len;
+    let b = r / bw.len;
+    let h = c / bw.hd;
+    let d = c % bw.hd;
+    let x = bw.scale * sc_x4[((b * bw.heads + h) * bw.len + i) * bw.hd + d];
+    if (ACCUM) {
+        sc_out4[t] = sc_out4[t] + x;
+    } else {
+        sc_out4[t] = x;
+    }
+}
+
 @group(0) @binding(1) var<storage, read> lb_bias: array<f32>;
 @group(0) @binding(2) var<storage, read> lb_mask: array<f32>;
 @group(0) @binding(3) var<storage, read_write> lb_out: array<f32>;

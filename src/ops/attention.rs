@@ -522,25 +522,31 @@ pub fn attention_backward(
     let grid = |n: usize| gpu.grid((n as u64).div_ceil(64));
     // Dense [B·heads, L, D] copies of the views (q pre-scaled, so dK = dSᵀ·(scale·Q) needs no
     // extra pass).
+    // The vec4 kernels take D, strides, offsets and counts in units of 4 columns.
     let gather = |enc: &mut Encoder, x: &HeadsView, scale: f32| -> Result<Tensor> {
         let out = gpu.empty(BW, &[bh, x.len, hd], DType::F32)?;
+        let (entry, u) = if [hd, x.stride, x.offset].iter().all(|n| n.is_multiple_of(4)) {
+            ("attn_bw_gather4", 4)
+        } else {
+            ("attn_bw_gather", 1)
+        };
         let p = BwParams {
-            n: out.numel() as u32,
+            n: (out.numel() / u) as u32,
             len: x.len as u32,
             heads: heads as u32,
-            hd: hd as u32,
-            stride: x.stride as u32,
-            off: x.offset as u32,
+            hd: (hd / u) as u32,
+            stride: (x.stride / u) as u32,
+            off: (x.offset / u) as u32,
             scale,
             ..Default::default()
         };
         enc.dispatch(
             &ATTENTION,
-            "attn_bw_gather",
+            entry,
             &[],
             bytemuck::bytes_of(&p),
             &[x.t, &out],
-            grid(out.numel()),
+            grid(out.numel() / u),
         )?;
         Ok(out)
     };
@@ -598,24 +604,29 @@ pub fn attention_backward(
     let dqd = gemm(enc, &ds, &kd, &Gemm::default(), &none)?;
     let dkd = gemm(enc, &ds, &qs, &atb, &none)?;
 
+    let (scatter_entry, u) = if hd.is_multiple_of(4) {
+        ("attn_bw_scatter4", 4)
+    } else {
+        ("attn_bw_scatter", 1)
+    };
     let scatter = |enc: &mut Encoder, x: &Tensor, to: &Tensor, scale: f32, acc: bool| {
         let s = to.shape();
         let p = BwParams {
-            n: to.numel() as u32,
+            n: (to.numel() / u) as u32,
             len: s[1] as u32,
             heads: heads as u32,
-            hd: hd as u32,
-            stride: width as u32,
+            hd: (hd / u) as u32,
+            stride: (width / u) as u32,
             scale,
             ..Default::default()
         };
         enc.dispatch(
             &ATTENTION,
-            "attn_bw_scatter",
+            scatter_entry,
             &[("ACCUM", acc as u8 as f64)],
             bytemuck::bytes_of(&p),
             &[x, to],
-            grid(to.numel()),
+            grid(to.numel() / u),
         )
     };
     scatter(enc, &dqd, &dq, opts.scale, into.dq.is_some())?;
