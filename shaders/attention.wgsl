@@ -3,7 +3,7 @@
 // with an online softmax (running max m, running sum l, accumulator rescaled when m grows), so
 // any number of keys streams through bounded state.
 //
-// Three entry points:
+// Three forward entry points:
 // - attn_tiled (GPUs; the generic fallback): a workgroup of TQ query rows of one (b, h) stages
 //   TK keys and values at a time in workgroup memory.
 // - attn_register / attn_register_sg (CPU adapters): no barriers. On lavapipe a storage load
@@ -15,6 +15,10 @@
 //   and subgroupBroadcast hands all 8 chunks to every lane: one load per lane per row instead of
 //   eight. attn_register (devices without subgroups) loads whole rows in every lane. Both need
 //   D ≤ 32, D % 4 == 0 and 16-byte-aligned rows (the host checks).
+//
+// The backward (attn_bw_* entry points, further down) is batched GEMMs and softmax kernels from
+// other files; the kernels here only gather the views into dense per-head operands, scatter the
+// gradients back and build the combined bias + mask logit term.
 //
 // The file is compiled as two modules: everything above the "subgroup kernels" marker line
 // (usable on every device), and the whole file (devices with subgroups).
@@ -378,192 +382,149 @@ fn attn_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     }
 }
 
-// ---- backward (dense, plain loops; small shapes) ----
-// Per batch item b and head h, with P = softmax(scale·q·kᵀ + bias + mask) recomputed from q and
-// k (the forward saves nothing) and dO the upstream gradient ([B, Lq, heads·D], dense):
-//   dP = dO·vᵀ,  dS = P ⊙ (dP − rowsum(P ⊙ dP))   (rowsum(P ⊙ dP) = rowsum(dO ⊙ O))
-//   dq = scale·dS·k,  dk = scale·dSᵀ·q,  dv = Pᵀ·dO,  dbias[h] = Σ_b dS.
-// `attn_bw_rows` writes P and dS ([B, heads, Lq, Lk]); every other kernel gathers one output
-// element per invocation in a fixed order (deterministic, no atomics).
+// ---- backward: layout kernels around batched GEMMs ----
+// attention_backward (src/ops/attention.rs) runs the backward as matrix products over dense
+// per-(b, h) operands [B·heads, L, D]: S = (scale·Q)·Kᵀ + bias + mask, P = softmax(S),
+// dP = dO·Vᵀ, dS = P ⊙ (dP − rowsum(P ⊙ dP)), dV = Pᵀ·dO, dQ = scale·dS·K, dK = dSᵀ·(scale·Q),
+// dbias = Σ_b dS. Strided per-element loops ran far slower on lavapipe than the tiled GEMMs, so
+// the kernels here only move data between the views' [B, L, ·] rows and those dense operands.
+// One invocation per output element; every output written once (deterministic).
 
 struct Bw {
-    batch: u32, lq: u32, lk: u32, heads: u32,
-    hd: u32, nw: u32, width: u32, flags: u32,
-    q_stride: u32, q_off: u32, k_stride: u32, k_off: u32,
-    v_stride: u32, v_off: u32, scale: f32, _p0: u32,
+    n: u32,         // output elements
+    len: u32,       // L of the view (attn_bw_gather, attn_bw_scatter); Lq·Lk (attn_bw_logit_bias)
+    heads: u32,
+    hd: u32,
+    stride: u32,    // view row stride and column offset (gather); destination row width (scatter)
+    off: u32,
+    nw: u32,        // mask windows (attn_bw_logit_bias)
+    scale: f32,
 }
 
-const BW_BIAS: u32 = 1u;
-const BW_MASK: u32 = 2u;
-
-// Adds into the destination instead of overwriting it (dk and dv have one switch each).
+// attn_bw_scatter adds into its destination instead of overwriting it.
 override ACCUM: bool = false;
-override ACCUM_V: bool = false;
 
 @group(0) @binding(0) var<uniform> bw: Bw;
-
-fn bw_q(b: u32, i: u32, c: u32) -> u32 { return (b * bw.lq + i) * bw.q_stride + bw.q_off + c; }
-fn bw_k(b: u32, j: u32, c: u32) -> u32 { return (b * bw.lk + j) * bw.k_stride + bw.k_off + c; }
-fn bw_v(b: u32, j: u32, c: u32) -> u32 { return (b * bw.lk + j) * bw.v_stride + bw.v_off + c; }
-// Element (b, h, i, j) of the [B, heads, Lq, Lk] scratch.
-fn bw_s(b: u32, h: u32, i: u32, j: u32) -> u32 { return ((b * bw.heads + h) * bw.lq + i) * bw.lk + j; }
 
 fn bw_index(wg: vec3<u32>, nw: vec3<u32>, li: u32) -> u32 {
     return (wg.x + wg.y * nw.x) * 64u + li;
 }
 
-@group(0) @binding(1) var<storage, read> r_q: array<f32>;
-@group(0) @binding(2) var<storage, read> r_k: array<f32>;
-@group(0) @binding(3) var<storage, read> r_v: array<f32>;
-@group(0) @binding(4) var<storage, read> r_bias: array<f32>;
-@group(0) @binding(5) var<storage, read> r_mask: array<f32>;
-@group(0) @binding(6) var<storage, read> r_do: array<f32>;
-@group(0) @binding(7) var<storage, read_write> r_p: array<f32>;
-@group(0) @binding(8) var<storage, read_write> r_ds: array<f32>;
+@group(0) @binding(1) var<storage, read> ga_x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> ga_out: array<f32>;
 
-// One invocation per (b, h, i): the softmax row (max-subtracted, as the forward), then dS.
+// out[b·heads + h, i, d] = scale·x[(b·L + i)·stride + off + h·D + d].
 @compute @workgroup_size(64)
-fn attn_bw_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
-                @builtin(local_invocation_index) li: u32) {
+fn attn_bw_gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+                  @builtin(local_invocation_index) li: u32) {
     let t = bw_index(wg, nw, li);
-    if (t >= bw.batch * bw.heads * bw.lq) {
+    if (t >= bw.n) {
         return;
     }
-    let i = t % bw.lq;
-    let h = (t / bw.lq) % bw.heads;
-    let b = t / (bw.lq * bw.heads);
-    let c0 = h * bw.hd;
-    var mx = NEG;
-    for (var j = 0u; j < bw.lk; j++) {
-        var s = 0.0;
-        for (var d = 0u; d < bw.hd; d++) {
-            s += r_q[bw_q(b, i, c0 + d)] * r_k[bw_k(b, j, c0 + d)];
-        }
-        s *= bw.scale;
-        if ((bw.flags & BW_BIAS) != 0u) {
-            s += r_bias[(h * bw.lq + i) * bw.lk + j];
-        }
-        if ((bw.flags & BW_MASK) != 0u) {
-            s += r_mask[((b % bw.nw) * bw.lq + i) * bw.lk + j];
-        }
-        r_p[bw_s(b, h, i, j)] = s;
-        mx = max(mx, s);
-    }
-    var sum = 0.0;
-    for (var j = 0u; j < bw.lk; j++) {
-        let e = exp(r_p[bw_s(b, h, i, j)] - mx);
-        r_p[bw_s(b, h, i, j)] = e;
-        sum += e;
-    }
-    let inv = 1.0 / sum;
-    var delta = 0.0;
-    let o0 = (b * bw.lq + i) * bw.width + c0;
-    for (var j = 0u; j < bw.lk; j++) {
-        let pj = r_p[bw_s(b, h, i, j)] * inv;
-        r_p[bw_s(b, h, i, j)] = pj;
-        var dp = 0.0;
-        for (var d = 0u; d < bw.hd; d++) {
-            dp += r_do[o0 + d] * r_v[bw_v(b, j, c0 + d)];
-        }
-        r_ds[bw_s(b, h, i, j)] = dp;
-        delta += pj * dp;
-    }
-    for (var j = 0u; j < bw.lk; j++) {
-        let k = bw_s(b, h, i, j);
-        r_ds[k] = r_p[k] * (r_ds[k] - delta);
-    }
+    let d = t % bw.hd;
+    let r = t / bw.hd;
+    let i = r % bw.len;
+    let bh = r / bw.len;
+    let h = bh % bw.heads;
+    let b = bh / bw.heads;
+    ga_out[t] = bw.scale * ga_x[(b * bw.len + i) * bw.stride + bw.off + h * bw.hd + d];
 }
 
-@group(0) @binding(1) var<storage, read> g_k: array<f32>;
-@group(0) @binding(2) var<storage, read> g_ds: array<f32>;
-@group(0) @binding(3) var<storage, read_write> g_dq: array<f32>;
+@group(0) @binding(1) var<storage, read> sc_x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> sc_out: array<f32>;
 
-// One invocation per element (b, i, h·D + d) of dq (dense [B, Lq, width]).
+// out[b, i, h·D + d] (+)= scale·x[b·heads + h, i, d], out dense [B, L, heads·D] (stride = width).
 @compute @workgroup_size(64)
-fn attn_bw_dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
-              @builtin(local_invocation_index) li: u32) {
+fn attn_bw_scatter(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+                   @builtin(local_invocation_index) li: u32) {
     let t = bw_index(wg, nw, li);
-    if (t >= bw.batch * bw.lq * bw.width) {
+    if (t >= bw.n) {
         return;
     }
-    let c = t % bw.width;
-    let i = (t / bw.width) % bw.lq;
-    let b = t / (bw.width * bw.lq);
+    let c = t % bw.stride;
+    let r = t / bw.stride;
+    let i = r % bw.len;
+    let b = r / bw.len;
     let h = c / bw.hd;
-    var acc = 0.0;
-    for (var j = 0u; j < bw.lk; j++) {
-        acc += g_ds[bw_s(b, h, i, j)] * g_k[bw_k(b, j, c)];
-    }
-    acc *= bw.scale;
+    let d = c % bw.hd;
+    let x = bw.scale * sc_x[((b * bw.heads + h) * bw.len + i) * bw.hd + d];
     if (ACCUM) {
-        g_dq[t] = g_dq[t] + acc;
+        sc_out[t] = sc_out[t] + x;
     } else {
-        g_dq[t] = acc;
+        sc_out[t] = x;
     }
 }
 
-@group(0) @binding(1) var<storage, read> kv_q: array<f32>;
-@group(0) @binding(2) var<storage, read> kv_do: array<f32>;
-@group(0) @binding(3) var<storage, read> kv_p: array<f32>;
-@group(0) @binding(4) var<storage, read> kv_ds: array<f32>;
-@group(0) @binding(5) var<storage, read_write> kv_dk: array<f32>;
-@group(0) @binding(6) var<storage, read_write> kv_dv: array<f32>;
+// attn_bw_gather and attn_bw_scatter on vec4 column chunks, for D, view strides and offsets that
+// are multiples of 4 (the host passes D, stride, offset and n in vec4 units): a quarter of the
+// invocations and loads, which is what these kernels cost on lavapipe.
+@group(0) @binding(1) var<storage, read> ga_x4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> ga_out4: array<vec4<f32>>;
 
-// One invocation per element (b, j, h·D + d) of dk and dv (dense [B, Lk, width]).
 @compute @workgroup_size(64)
-fn attn_bw_dkv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
-               @builtin(local_invocation_index) li: u32) {
+fn attn_bw_gather4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+                   @builtin(local_invocation_index) li: u32) {
     let t = bw_index(wg, nw, li);
-    if (t >= bw.batch * bw.lk * bw.width) {
+    if (t >= bw.n) {
         return;
     }
-    let c = t % bw.width;
-    let j = (t / bw.width) % bw.lk;
-    let b = t / (bw.width * bw.lk);
+    let d = t % bw.hd;
+    let r = t / bw.hd;
+    let i = r % bw.len;
+    let bh = r / bw.len;
+    let h = bh % bw.heads;
+    let b = bh / bw.heads;
+    ga_out4[t] = bw.scale * ga_x4[(b * bw.len + i) * bw.stride + bw.off + h * bw.hd + d];
+}
+
+@group(0) @binding(1) var<storage, read> sc_x4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> sc_out4: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn attn_bw_scatter4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+                    @builtin(local_invocation_index) li: u32) {
+    let t = bw_index(wg, nw, li);
+    if (t >= bw.n) {
+        return;
+    }
+    let c = t % bw.stride;
+    let r = t / bw.stride;
+    let i = r % bw.len;
+    let b = r / bw.len;
     let h = c / bw.hd;
-    var ak = 0.0;
-    var av = 0.0;
-    for (var i = 0u; i < bw.lq; i++) {
-        let s = bw_s(b, h, i, j);
-        ak += kv_ds[s] * kv_q[bw_q(b, i, c)];
-        av += kv_p[s] * kv_do[(b * bw.lq + i) * bw.width + c];
-    }
-    ak *= bw.scale;
+    let d = c % bw.hd;
+    let x = bw.scale * sc_x4[((b * bw.heads + h) * bw.len + i) * bw.hd + d];
     if (ACCUM) {
-        kv_dk[t] = kv_dk[t] + ak;
+        sc_out4[t] = sc_out4[t] + x;
     } else {
-        kv_dk[t] = ak;
-    }
-    if (ACCUM_V) {
-        kv_dv[t] = kv_dv[t] + av;
-    } else {
-        kv_dv[t] = av;
+        sc_out4[t] = x;
     }
 }
 
-@group(0) @binding(1) var<storage, read> db_ds: array<f32>;
-@group(0) @binding(2) var<storage, read_write> db_out: array<f32>;
+@group(0) @binding(1) var<storage, read> lb_bias: array<f32>;
+@group(0) @binding(2) var<storage, read> lb_mask: array<f32>;
+@group(0) @binding(3) var<storage, read_write> lb_out: array<f32>;
 
-// One invocation per (h, i, j) of dbias: the sum of dS over the batch.
+// out[b·heads + h, i, j] = bias[h, i, j] + mask[b mod nW, i, j] (each term where its HAS_ flag
+// is set): the additive logit terms of every (b, h), which the S product then accumulates onto.
 @compute @workgroup_size(64)
-fn attn_bw_dbias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
-                 @builtin(local_invocation_index) li: u32) {
+fn attn_bw_logit_bias(@builtin(workgroup_id) wg: vec3<u32>,
+                      @builtin(num_workgroups) nw: vec3<u32>,
+                      @builtin(local_invocation_index) li: u32) {
     let t = bw_index(wg, nw, li);
-    let per = bw.lq * bw.lk;
-    if (t >= bw.heads * per) {
+    if (t >= bw.n) {
         return;
     }
-    let h = t / per;
-    let r = t % per;
-    var acc = 0.0;
-    for (var b = 0u; b < bw.batch; b++) {
-        acc += db_ds[(b * bw.heads + h) * per + r];
+    let r = t % bw.len;
+    let bh = t / bw.len;
+    var x = 0.0;
+    if (HAS_BIAS) {
+        x += lb_bias[(bh % bw.heads) * bw.len + r];
     }
-    if (ACCUM) {
-        db_out[t] = db_out[t] + acc;
-    } else {
-        db_out[t] = acc;
+    if (HAS_MASK) {
+        x += lb_mask[((bh / bw.heads) % bw.nw) * bw.len + r];
     }
+    lb_out[t] = x;
 }
 
 // ---- subgroup kernels: everything below needs the subgroup feature ----

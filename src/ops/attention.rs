@@ -2,10 +2,13 @@
 //! `out = softmax(scale·q·kᵀ + bias + mask)·v` with the softmax over keys (max-subtracted).
 //! Covers Swin window attention (49×49 per window, relative-position bias, shifted-window mask)
 //! and the neck's encoder self-attention and decoder cross-attention. [`attention_backward`]
-//! gives the gradients of q, k, v and the bias (plain loops, small shapes).
+//! gives the gradients of q, k, v and the bias (batched GEMMs around row softmax kernels).
 //! Shader: `shaders/attention.wgsl`.
 
 use crate::gpu::{DType, Encoder, Shader, ShaderNeeds, Tensor, Variant};
+use crate::ops::matmul::{gemm, Epilogue, Gemm};
+use crate::ops::reduce::{reduce_to, Axes, Dest, Reduce};
+use crate::ops::softmax::{softmax, softmax_backward};
 use crate::ops::HeadsView;
 use crate::{Error, Result};
 
@@ -376,26 +379,18 @@ pub fn attention_kernel(
     Ok(out)
 }
 
-/// Uniform block of the backward kernels (mirrors `struct Bw` in the shader).
+/// Uniform block of the backward layout kernels (mirrors `struct Bw` in the shader).
 #[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct BwParams {
-    batch: u32,
-    lq: u32,
-    lk: u32,
+    n: u32,
+    len: u32,
     heads: u32,
     hd: u32,
+    stride: u32,
+    off: u32,
     nw: u32,
-    width: u32,
-    flags: u32,
-    q_stride: u32,
-    q_off: u32,
-    k_stride: u32,
-    k_off: u32,
-    v_stride: u32,
-    v_off: u32,
     scale: f32,
-    _pad: u32,
 }
 
 /// Existing tensors the gradients of [`attention_backward`] are added into (`None`: fresh).
@@ -421,8 +416,10 @@ pub struct AttnGrads {
 /// dense): the softmax rows are recomputed from q and k (the forward saves nothing), then
 /// `dv = Pᵀ·dO`, `dS = P ⊙ (dO·vᵀ − rowsum(P ⊙ dO·vᵀ))`, `dq = scale·dS·k`,
 /// `dk = scale·dSᵀ·q`, and `dbias = Σ_batch dS` when `opts.bias` is set (the mask has no
-/// gradient). Plain loops with a `[B, heads, Lq, Lk]` scratch for P and dS: meant for small
-/// shapes. Gradients named in `into` (same shapes as [`AttnGrads`]) are added into those tensors.
+/// gradient). Runs as batched GEMMs ([`crate::ops::matmul::gemm`]) and row softmax kernels over
+/// dense per-head copies `[B·heads, L, D]` of the views, with `[B·heads, Lq, Lk]` scratch for S,
+/// P, dP and dS (about 16 dispatches). Gradients named in `into` (same shapes as
+/// [`AttnGrads`]) are added into those tensors.
 pub fn attention_backward(
     enc: &mut Encoder,
     q: HeadsView,
@@ -500,11 +497,15 @@ pub fn attention_backward(
         ("B·heads·Lq·Lk", scratch_len),
         ("dq element count", batch * lq * width),
         ("dk element count", batch * lk * width),
+        ("q view element count", batch * lq * q.stride),
+        ("k view element count", batch * lk * k.stride),
+        ("v view element count", batch * lk * v.stride),
     ] {
         to_u32(what, n)?;
     }
-    if scratch_len == 0 {
-        // Nothing flows back; fresh gradients must still be zero.
+    if scratch_len == 0 || width == 0 {
+        // Nothing flows back (with width 0, dP and so dS are 0); fresh gradients must still be
+        // zero.
         for (t, acc) in [
             (Some(&dq), into.dq.is_some()),
             (Some(&dk), into.dk.is_some()),
@@ -517,76 +518,134 @@ pub fn attention_backward(
         }
         return Ok(AttnGrads { dq, dk, dv, dbias });
     }
-    let nw = opts.mask.map_or(1, |m| m.shape()[0]);
-    let p = BwParams {
-        batch: batch as u32,
-        lq: lq as u32,
-        lk: lk as u32,
-        heads: heads as u32,
-        hd: hd as u32,
-        nw: nw as u32,
-        width: width as u32,
-        flags: opts.bias.is_some() as u32 | (opts.mask.is_some() as u32) << 1,
-        q_stride: to_u32("q stride", q.stride)?,
-        q_off: q.offset as u32,
-        k_stride: to_u32("k stride", k.stride)?,
-        k_off: k.offset as u32,
-        v_stride: to_u32("v stride", v.stride)?,
-        v_off: v.offset as u32,
-        scale: opts.scale,
-        _pad: 0,
-    };
-    let probs = gpu.empty(BW, &[scratch_len], DType::F32)?;
-    let ds = gpu.empty(BW, &[scratch_len], DType::F32)?;
+    let bh = batch * heads;
     let grid = |n: usize| gpu.grid((n as u64).div_ceil(64));
-    let flag = |b: bool| b as u8 as f64;
-    let bytes = bytemuck::bytes_of(&p);
-    enc.dispatch(
-        &ATTENTION,
-        "attn_bw_rows",
-        &[],
-        bytes,
-        &[
-            q.t,
-            k.t,
-            v.t,
-            opts.bias.unwrap_or(q.t),
-            opts.mask.unwrap_or(q.t),
-            dout,
-            &probs,
-            &ds,
-        ],
-        grid(batch * heads * lq),
-    )?;
-    enc.dispatch(
-        &ATTENTION,
-        "attn_bw_dq",
-        &[("ACCUM", flag(into.dq.is_some()))],
-        bytes,
-        &[k.t, &ds, &dq],
-        grid(dq.numel()),
-    )?;
-    if dk.numel() > 0 {
+    // Dense [B·heads, L, D] copies of the views (q pre-scaled, so dK = dSᵀ·(scale·Q) needs no
+    // extra pass).
+    // The vec4 kernels take D, strides, offsets and counts in units of 4 columns.
+    let gather = |enc: &mut Encoder, x: &HeadsView, scale: f32| -> Result<Tensor> {
+        let out = gpu.empty(BW, &[bh, x.len, hd], DType::F32)?;
+        let (entry, u) = if [hd, x.stride, x.offset].iter().all(|n| n.is_multiple_of(4)) {
+            ("attn_bw_gather4", 4)
+        } else {
+            ("attn_bw_gather", 1)
+        };
+        let p = BwParams {
+            n: (out.numel() / u) as u32,
+            len: x.len as u32,
+            heads: heads as u32,
+            hd: (hd / u) as u32,
+            stride: (x.stride / u) as u32,
+            off: (x.offset / u) as u32,
+            scale,
+            ..Default::default()
+        };
         enc.dispatch(
             &ATTENTION,
-            "attn_bw_dkv",
-            &[
-                ("ACCUM", flag(into.dk.is_some())),
-                ("ACCUM_V", flag(into.dv.is_some())),
-            ],
-            bytes,
-            &[q.t, dout, &probs, &ds, &dk, &dv],
-            grid(dk.numel()),
+            entry,
+            &[],
+            bytemuck::bytes_of(&p),
+            &[x.t, &out],
+            grid(out.numel() / u),
         )?;
-    }
-    if let Some(db) = &dbias {
+        Ok(out)
+    };
+    let dout_view = HeadsView::dense(dout)?;
+    let qs = gather(enc, &q, opts.scale)?;
+    let kd = gather(enc, &k, 1.0)?;
+    let vd = gather(enc, &v, 1.0)?;
+    let dod = gather(enc, &dout_view, 1.0)?;
+
+    // S = (scale·Q)·Kᵀ + bias + mask, accumulated onto the combined logit terms.
+    let logit_terms = if opts.bias.is_some() || opts.mask.is_some() {
+        let t = gpu.empty(BW, &[bh, lq, lk], DType::F32)?;
+        let p = BwParams {
+            n: scratch_len as u32,
+            len: (lq * lk) as u32,
+            heads: heads as u32,
+            nw: opts.mask.map_or(1, |m| m.shape()[0]) as u32,
+            ..Default::default()
+        };
+        let flag = |b: bool| b as u8 as f64;
         enc.dispatch(
             &ATTENTION,
-            "attn_bw_dbias",
-            &[("ACCUM", flag(into.dbias.is_some()))],
-            bytes,
-            &[&ds, db],
-            grid(db.numel()),
+            "attn_bw_logit_bias",
+            &[
+                ("HAS_BIAS", flag(opts.bias.is_some())),
+                ("HAS_MASK", flag(opts.mask.is_some())),
+            ],
+            bytemuck::bytes_of(&p),
+            &[opts.bias.unwrap_or(q.t), opts.mask.unwrap_or(q.t), &t],
+            grid(scratch_len),
+        )?;
+        Some(t)
+    } else {
+        None
+    };
+    let abt = Gemm {
+        trans_b: true,
+        into: logit_terms.as_ref(),
+        ..Default::default()
+    };
+    let none = Epilogue::default();
+    let s = gemm(enc, &qs, &kd, &abt, &none)?;
+    let probs = softmax(enc, &s)?;
+    let abt = Gemm {
+        trans_b: true,
+        ..Default::default()
+    };
+    let dp = gemm(enc, &dod, &vd, &abt, &none)?;
+    let ds = softmax_backward(enc, &probs, &dp, None)?;
+    let atb = Gemm {
+        trans_a: true,
+        ..Default::default()
+    };
+    let dvd = gemm(enc, &probs, &dod, &atb, &none)?;
+    let dqd = gemm(enc, &ds, &kd, &Gemm::default(), &none)?;
+    let dkd = gemm(enc, &ds, &qs, &atb, &none)?;
+
+    let (scatter_entry, u) = if hd.is_multiple_of(4) {
+        ("attn_bw_scatter4", 4)
+    } else {
+        ("attn_bw_scatter", 1)
+    };
+    let scatter = |enc: &mut Encoder, x: &Tensor, to: &Tensor, scale: f32, acc: bool| {
+        let s = to.shape();
+        let p = BwParams {
+            n: (to.numel() / u) as u32,
+            len: s[1] as u32,
+            heads: heads as u32,
+            hd: (hd / u) as u32,
+            stride: (width / u) as u32,
+            scale,
+            ..Default::default()
+        };
+        enc.dispatch(
+            &ATTENTION,
+            scatter_entry,
+            &[("ACCUM", acc as u8 as f64)],
+            bytemuck::bytes_of(&p),
+            &[x, to],
+            grid(to.numel() / u),
+        )
+    };
+    scatter(enc, &dqd, &dq, opts.scale, into.dq.is_some())?;
+    scatter(enc, &dkd, &dk, 1.0, into.dk.is_some())?;
+    scatter(enc, &dvd, &dv, 1.0, into.dv.is_some())?;
+    if let Some(db) = &dbias {
+        // dbias[h] = Σ_b dS[b, h]: dS seen as [B, heads·Lq·Lk], summed over its rows.
+        let flat = ds.reshape(&[batch, heads * lq * lk])?;
+        reduce_to(
+            enc,
+            Reduce::Sum,
+            &flat,
+            None,
+            Axes::columns(flat.shape()),
+            Dest {
+                out: db,
+                offset: 0,
+                accumulate: into.dbias.is_some(),
+            },
         )?;
     }
     Ok(AttnGrads { dq, dk, dv, dbias })

@@ -682,9 +682,10 @@ fn bench() {
 // ---------------------------------------------------------------------------------------------
 // Backward. `cpu::attention_backward` (f64, full softmax Jacobian) is checked against central
 // differences of `cpu::attention_f64` to 1e-7 (see `reduce::numeric_grad`). GPU vs CPU: the GPU
-// recomputes the forward's logits and softmax (the error budget of TOL above, ≲ 1e-5 for these
-// D ≤ 8, L ≤ 9 shapes) and adds one more sum of at most 9 products of O(1) values (dP, dq, dk,
-// dv, dbias: 9·eps relative each); we keep TOL = (3e-5, 1e-4). A gradient term in the wrong
+// recomputes the forward's logits and softmax (the error budget of TOL above, ≲ 1e-5 for
+// D ≤ 32) and adds one more sum of at most max(D, L) ≤ 67 products of O(1) values (dP, dq, dk,
+// dv, dbias: ≤ 67·eps = 4e-6 relative each, ~√67 smaller in expectation); we keep
+// TOL = (3e-5, 1e-4). A gradient term in the wrong
 // place or a missing softmax correction moves elements by 1e-2 or more.
 
 use sparsett::ops::attention::AttnInto;
@@ -702,7 +703,7 @@ struct BwCase {
     scale: f32,
 }
 
-const BW_CASES: [BwCase; 4] = [
+const BW_CASES: [BwCase; 6] = [
     BwCase {
         dims: [2, 3, 4, 2, 3],
         nw: 2,
@@ -730,6 +731,22 @@ const BW_CASES: [BwCase; 4] = [
         bias: false,
         packed: true,
         scale: 0.35,
+    },
+    // Swin's window shape (49 tokens, head width 32) with bias and mask, batch 2·nW.
+    BwCase {
+        dims: [4, 49, 49, 2, 32],
+        nw: 2,
+        bias: true,
+        packed: true,
+        scale: 0.17677669,
+    },
+    // Lq ≠ Lk, both past one 64-wide GEMM tile.
+    BwCase {
+        dims: [2, 67, 65, 1, 6],
+        nw: 0,
+        bias: true,
+        packed: false,
+        scale: 0.4,
     },
 ];
 
