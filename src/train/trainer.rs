@@ -362,10 +362,21 @@ impl Trainer {
         use indicatif::{ProgressBar, ProgressStyle};
         let total = self.total_steps();
         let end = max_steps.map_or(total, |m| (self.step + m).min(total));
-        let bar = if quiet {
+        // Without a terminal (a log file, CI) indicatif draws nothing: print a plain line every
+        // LOG_EVERY steps instead, and the checkpoint and validation lines as they come.
+        const LOG_EVERY: u64 = 20;
+        let lines = !quiet && !std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let bar = if quiet || lines {
             ProgressBar::hidden()
         } else {
             ProgressBar::new(total)
+        };
+        let say = |bar: &ProgressBar, s: String| {
+            if lines {
+                eprintln!("{s}");
+            } else {
+                bar.println(s);
+            }
         };
         bar.set_style(
             ProgressStyle::with_template(
@@ -384,24 +395,38 @@ impl Trainer {
             let log = self.train_step()?;
             let rate = (self.step - first) as f64 * b / t0.elapsed().as_secs_f64();
             bar.set_position(self.step);
-            bar.set_message(format!(
+            let msg = format!(
                 "epoch {} loss {:.4} (cls_fc {:.3} reg_fc {:.3} cls_conv {:.3} reg_conv {:.3}) \
                  lr {:.1e} {rate:.2} pairs/s",
                 log.epoch, log.total, log.cls_fc, log.reg_fc, log.cls_conv, log.reg_conv, log.lr
-            ));
+            );
+            if lines && (self.step.is_multiple_of(LOG_EVERY) || self.step == end) {
+                eprintln!(
+                    "[{:.0} s] step {}/{total} {msg}",
+                    t0.elapsed().as_secs_f64(),
+                    self.step
+                );
+            }
+            bar.set_message(msg);
             logs.push(log);
             let epoch_end = self.step.is_multiple_of(spe);
             if epoch_end || (every > 0 && self.step.is_multiple_of(every)) || self.step == end {
                 let p = self.checkpoint()?;
-                bar.println(format!("step {}: checkpoint {}", self.step, p.display()));
+                say(
+                    &bar,
+                    format!("step {}: checkpoint {}", self.step, p.display()),
+                );
             }
             if epoch_end {
                 if let Some(auc) = self.validate()? {
-                    bar.println(format!(
-                        "epoch {} done: validation success AUC {:.1}%",
-                        log.epoch,
-                        100.0 * auc
-                    ));
+                    say(
+                        &bar,
+                        format!(
+                            "epoch {} done: validation success AUC {:.1}%",
+                            log.epoch,
+                            100.0 * auc
+                        ),
+                    );
                 }
             }
         }
