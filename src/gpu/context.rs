@@ -77,6 +77,23 @@ fn limit_value(l: &wgpu::Limits, name: &str) -> u64 {
     }
 }
 
+/// Fails with [`Error::Limit`] (naming the limit, the value needed and the value found) when
+/// `limits` fall short of what the kernels rely on.
+pub fn check_limits(adapter: &str, limits: &wgpu::Limits) -> Result<()> {
+    for (name, needed) in REQUIRED_LIMITS {
+        let found = limit_value(limits, name);
+        if found < needed {
+            return Err(Error::Limit {
+                adapter: adapter.to_string(),
+                limit: name,
+                needed,
+                found,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Counters a benchmark reads to prove steady-state behaviour.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GpuStats {
@@ -152,17 +169,7 @@ impl Gpu {
         }
 
         let limits = adapter.limits();
-        for (name, needed) in REQUIRED_LIMITS {
-            let found = limit_value(&limits, name);
-            if found < needed {
-                return Err(Error::Limit {
-                    adapter: info.name.clone(),
-                    limit: name,
-                    needed,
-                    found,
-                });
-            }
-        }
+        check_limits(&info.name, &limits)?;
 
         let optional = wgpu::Features::SHADER_F16
             | wgpu::Features::SUBGROUP
@@ -400,4 +407,37 @@ async fn pick_adapter(
                  libvulkan1 and set WGPU_BACKEND=vulkan)"
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webgpu_default_limits_suffice() {
+        check_limits("webgpu defaults", &wgpu::Limits::default()).unwrap();
+    }
+
+    #[test]
+    fn a_small_limit_is_named_with_the_values() {
+        let mut l = wgpu::Limits::default();
+        l.max_storage_buffer_binding_size = 64 << 20;
+        let e = check_limits("tiny adapter", &l).unwrap_err();
+        let msg = e.to_string();
+        for part in [
+            "tiny adapter",
+            "max_storage_buffer_binding_size",
+            "134217728",
+            "67108864",
+        ] {
+            assert!(msg.contains(part), "'{part}' missing from: {msg}");
+        }
+        // WebGL2-class limits have no storage buffers at all: the first limit checked fails.
+        let e = check_limits("gl", &wgpu::Limits::downlevel_webgl2_defaults()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("max_storage_buffer_binding_size must be at least 134217728, it is 0"),
+            "{e}"
+        );
+    }
 }

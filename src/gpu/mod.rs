@@ -7,7 +7,7 @@ mod pipelines;
 mod pool;
 mod tensor;
 
-pub use context::{Gpu, GpuOptions, GpuStats, Variant};
+pub use context::{check_limits, Gpu, GpuOptions, GpuStats, Variant};
 pub use encoder::{Encoder, ProfileEntry};
 pub use pipelines::{Shader, ShaderNeeds};
 pub use pool::PoolStats;

@@ -54,7 +54,13 @@ pub async fn create_gpu(opts: GpuOptions) -> Result<Gpu, String> {
                 .into(),
         );
     }
-    Gpu::new_async(opts).await.map_err(|e| match e {
+    Gpu::new_async(opts).await.map_err(browser_message)
+}
+
+/// An adapter error worded for a browser user (the native hints, e.g. about Vulkan drivers, do
+/// not apply there).
+pub fn browser_message(e: sparsett::Error) -> String {
+    match e {
         sparsett::Error::NoAdapter(msg) => {
             // The core's hint about native Vulkan drivers does not apply in a browser.
             let wgpu_says = msg.split_once(" (backends tried").map_or(&*msg, |(m, _)| m);
@@ -76,7 +82,7 @@ pub async fn create_gpu(opts: GpuOptions) -> Result<Gpu, String> {
              least {needed} is needed; try another browser or GPU"
         ),
         other => other.to_string(),
-    })
+    }
 }
 
 /// Whether the global object (window or worker) has `navigator.gpu`.

@@ -3,7 +3,7 @@
 
 use js_sys::{Array, Object, Reflect, Uint8Array, Uint8ClampedArray};
 use sparsett::model::weights::{HostTensor, StateDict};
-use sparsett_web::{parse_weights, rect_from_js, rgb_from_image_data, Tracker};
+use sparsett_web::{browser_message, parse_weights, rect_from_js, rgb_from_image_data, Tracker};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_test::*;
 
@@ -143,4 +143,20 @@ async fn tracker_create_throws_a_readable_error() {
         msg.contains("unknown preset") && msg.contains("got10k"),
         "{msg}"
     );
+}
+
+#[wasm_bindgen_test]
+fn small_adapter_limits_are_named_for_the_page() {
+    // An adapter below the storage-binding limit the kernels need (WebGPU's default, 128 MiB).
+    let mut l = wgpu::Limits::default();
+    l.max_storage_buffer_binding_size = 64 << 20;
+    let e = sparsett::gpu::check_limits("small adapter", &l).unwrap_err();
+    let msg = browser_message(e);
+    for part in [
+        "limits are too small for sparsett",
+        "max_storage_buffer_binding_size is 67108864",
+        "at least 134217728",
+    ] {
+        assert!(msg.contains(part), "'{part}' missing from: {msg}");
+    }
 }
