@@ -420,8 +420,10 @@ mod tests {
 
     #[test]
     fn a_small_limit_is_named_with_the_values() {
-        let mut l = wgpu::Limits::default();
-        l.max_storage_buffer_binding_size = 64 << 20;
+        let l = wgpu::Limits {
+            max_storage_buffer_binding_size: 64 << 20,
+            ..Default::default()
+        };
         let e = check_limits("tiny adapter", &l).unwrap_err();
         let msg = e.to_string();
         for part in [

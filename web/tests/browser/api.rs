@@ -148,8 +148,10 @@ async fn tracker_create_throws_a_readable_error() {
 #[wasm_bindgen_test]
 fn small_adapter_limits_are_named_for_the_page() {
     // An adapter below the storage-binding limit the kernels need (WebGPU's default, 128 MiB).
-    let mut l = wgpu::Limits::default();
-    l.max_storage_buffer_binding_size = 64 << 20;
+    let l = wgpu::Limits {
+        max_storage_buffer_binding_size: 64 << 20,
+        ..Default::default()
+    };
     let e = sparsett::gpu::check_limits("small adapter", &l).unwrap_err();
     let msg = browser_message(e);
     for part in [
