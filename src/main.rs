@@ -40,7 +40,7 @@ enum Cmd {
         /// The target in the first frame: x,y,w,h in pixels. Repeat for several targets.
         #[arg(long = "init", required = true, value_parser = track::parse_rect)]
         init: Vec<[f32; 4]>,
-        /// Weights: official .pkl or safetensors (default: the built-in untrained reference weights).
+        /// Weights: official .pkl or safetensors (default: the built-in demo model, see README).
         #[arg(long)]
         weights: Option<PathBuf>,
         /// Hyper-parameters: got10k (also lasot, trackingnet), otb or uav.
@@ -88,11 +88,16 @@ enum Cmd {
         /// Metric conventions (default: the benchmark's toolkit).
         #[arg(long, value_parser = parse_protocol)]
         protocol: Option<sparsett::eval::Protocol>,
+        /// Weights: official .pkl or safetensors (default: the built-in demo model, see README).
         #[arg(long)]
         weights: Option<PathBuf>,
         /// Where the success/precision PNGs go (default: the first result folder).
         #[arg(long)]
         plots: Option<PathBuf>,
+        /// Also write the trivial tracker's results (the first frame's box, never moved) into
+        /// this folder and score them beside the others: the floor a tracker must beat.
+        #[arg(long)]
+        static_baseline: Option<PathBuf>,
     },
     /// Train (or fine-tune) from a TOML config mirroring the official YAML training config;
     /// built-in configs: got10k, fulldata, demo.
@@ -269,6 +274,7 @@ fn run(cli: &Cli) -> sparsett::Result<()> {
             protocol,
             weights,
             plots,
+            static_baseline,
         } => {
             let g = if *score_only {
                 None
@@ -287,6 +293,7 @@ fn run(cli: &Cli) -> sparsett::Result<()> {
                     protocol: *protocol,
                     weights: weights.as_deref(),
                     plots: plots.as_deref(),
+                    static_baseline: static_baseline.as_deref(),
                 },
             )?;
         }

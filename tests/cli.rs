@@ -1,7 +1,7 @@
 //! The `sparsett` command line end to end, as a subprocess, on generated sequences: a real photo
 //! patch (a cat, from the golden negative pair) moving over a real background (the golden frame).
-//! The built-in weights are untrained, so these tests check the pipeline and the files it writes,
-//! not tracking quality. Full-size model: a few frames only.
+//! They run the built-in demo model and check the pipeline and the files it writes; its tracking
+//! quality is tests/demo_model.rs's business.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -200,6 +200,33 @@ fn eval_tracks_skips_broken_scores_and_resumes() {
     assert!(
         so.lines().any(|l| l.trim_start().starts_with("ours")),
         "{so}"
+    );
+
+    // The static baseline: every frame gets the first ground-truth box, scored in its own row.
+    let stay = d.join("results/static");
+    let o = sparsett(&[
+        "eval",
+        "--dataset",
+        "got10k",
+        "--root",
+        root.to_str().unwrap(),
+        "--results",
+        ours.to_str().unwrap(),
+        "--score-only",
+        "--static-baseline",
+        stay.to_str().unwrap(),
+    ]);
+    let (so, se) = text(&o);
+    assert!(o.status.success(), "stdout {so}\nstderr {se}");
+    for (name, gt) in &gts {
+        let r = boxes(&stay.join(name).join(format!("{name}_001.txt")));
+        assert_eq!(r.len(), gt.len(), "one box per frame");
+        let first = gt[0].map(|v| v as f32);
+        assert!(r.iter().all(|b| *b == first), "{name}: {r:?}");
+    }
+    assert!(
+        so.lines().any(|l| l.trim_start().starts_with("static")),
+        "no row for the static baseline in\n{so}"
     );
 
     // Resuming: every good sequence already has results, so nothing is tracked again.

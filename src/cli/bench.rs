@@ -37,7 +37,7 @@ pub fn track(
     video: &str,
     frames: usize,
 ) -> sparsett::Result<()> {
-    let sd = super::weights::load(weights, true)?;
+    let sd = super::weights::load_or_reference(weights)?;
     println!("adapter: {}", g.adapter_line());
     let model = Arc::new(SparseTT::load(&g, &sd)?);
     drop(sd);
@@ -294,7 +294,7 @@ pub fn train(
             "bench train: --batch must be at least 1".into(),
         ));
     }
-    let sd = super::weights::load(weights, true)?;
+    let sd = super::weights::load_or_reference(weights)?;
     println!("adapter: {}", g.adapter_line());
     // A weights file that carries a configuration (e.g. `init-weights --config tiny`) benches
     // that architecture.

@@ -22,6 +22,8 @@ pub struct EvalArgs<'a> {
     pub protocol: Option<Protocol>,
     pub weights: Option<&'a Path>,
     pub plots: Option<&'a Path>,
+    /// Where to write (and then score) the box-stays-put baseline.
+    pub static_baseline: Option<&'a Path>,
 }
 
 /// The official preset for a benchmark.
@@ -113,9 +115,13 @@ pub fn run(gpu: Option<Arc<Gpu>>, a: &EvalArgs) -> Result<()> {
         }
     }
 
+    let mut folders: Vec<PathBuf> = a.results.to_vec();
+    if let Some(dir) = a.static_baseline {
+        write_static_baseline(kind, dir, &seqs)?;
+        folders.push(dir.to_path_buf());
+    }
     let protocol = a.protocol.unwrap_or_else(|| Protocol::default_for(kind));
-    let reports: Vec<metrics::Report> = a
-        .results
+    let reports: Vec<metrics::Report> = folders
         .iter()
         .map(|dir| {
             let name = dir
@@ -155,5 +161,25 @@ pub fn run(gpu: Option<Arc<Gpu>>, a: &EvalArgs) -> Result<()> {
         plot::precision_plot(&precision, &title, &reports, size)?;
         println!("precision plot: {}", precision.display());
     }
+    Ok(())
+}
+
+/// The trivial tracker: every frame's box is the first frame's ground truth.
+fn write_static_baseline(kind: DatasetKind, dir: &Path, seqs: &[Sequence]) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    for s in seqs {
+        let Some(first) = s.gt.first() else {
+            continue;
+        };
+        let boxes = vec![*first; s.frames.len()];
+        results::write_results(kind, dir, &s.name, &boxes, None)?;
+    }
+    eprintln!(
+        "static baseline (the first box, never moved) written to {}",
+        dir.display()
+    );
     Ok(())
 }

@@ -11,23 +11,37 @@ use sparsett::Result;
 const REFERENCE_SMALL_PARAMS: &[u8] =
     include_bytes!("../../tests/data/golden/seed0/small_params.safetensors");
 
-/// `--weights FILE` (safetensors or an official `.pkl`), else the built-in reference weights.
+/// The demo model (the tiny configuration trained by `sparsett train --config demo` on generated
+/// sequences; README "The demo model"): what `track` and `eval` run without `--weights`.
+pub const DEMO_MODEL: &[u8] = include_bytes!("../assets/sparsett-demo.safetensors");
+
+/// `--weights FILE` (safetensors or an official `.pkl`), else the built-in demo model.
 pub fn load(weights: Option<&Path>, quiet: bool) -> Result<StateDict> {
     match weights {
         Some(w) => StateDict::load_checked(w),
         None => {
             if !quiet {
                 eprintln!(
-                    "note: no --weights given: using the built-in reference weights (the golden \
-                     PRNG rule, untrained) — the box will not follow the target. Pass official \
-                     SparseTT weights (.pkl or converted .safetensors) for real tracking."
+                    "note: no --weights given: using the built-in demo model (a 0.9 M-parameter \
+                     SparseTT trained from scratch on generated sequences; see README). Pass \
+                     official SparseTT weights (.pkl or converted .safetensors) for benchmark-grade \
+                     tracking."
                 );
             }
-            golden_state_dict_from(
-                StateDict::from_safetensors_bytes(REFERENCE_SMALL_PARAMS)?,
-                0,
-            )
+            StateDict::from_safetensors_bytes(DEMO_MODEL)
         }
+    }
+}
+
+/// `--weights FILE`, else the full-size reference weights (the golden PRNG rule, untrained):
+/// what the benchmarks time, since they measure the official architecture.
+pub fn load_or_reference(weights: Option<&Path>) -> Result<StateDict> {
+    match weights {
+        Some(w) => StateDict::load_checked(w),
+        None => golden_state_dict_from(
+            StateDict::from_safetensors_bytes(REFERENCE_SMALL_PARAMS)?,
+            0,
+        ),
     }
 }
 

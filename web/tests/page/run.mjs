@@ -261,8 +261,33 @@ test("the browser tracker equals the native tracker", { skip: (!MODEL || !NATIVE
       }
       const adapter = t.adapter;
       t.free();
-      return { out, adapter };
+      // The other input kinds of the API: weights as an ArrayBuffer and as a Blob, frames as
+      // VideoFrames (made from the same bitmaps, so the same pixels): the same boxes.
+      const others = {};
+      const buf = await (await fetch("parity-model.safetensors")).arrayBuffer();
+      for (const [kind, weights] of [["ArrayBuffer", buf], ["Blob", new Blob([buf])]]) {
+        const t2 = await Tracker.create(weights);
+        const vf = async (n) => new VideoFrame(await frame(n), { timestamp: 0 });
+        const f0 = await vf(names[0]);
+        t2.init(f0, ${JSON.stringify(init)});
+        f0.close();
+        const o = [[${init.x}, ${init.y}, ${init.w}, ${init.h}]];
+        // Two updates are enough to show the frames are read alike; SwiftShader is slow.
+        for (const n of names.slice(1, 3)) {
+          const f = await vf(n);
+          const r = await t2.update(f);
+          f.close();
+          o.push([r.x, r.y, r.w, r.h]);
+        }
+        t2.free();
+        others[kind] = o;
+      }
+      return { out, adapter, others };
     })()`);
+    for (const [kind, o] of Object.entries(browser.others)) {
+      o.forEach((b, i) => assert.deepEqual(b, browser.out[i],
+        `weights as ${kind}, VideoFrame input: frame ${i + 1} differs from the URL + ImageBitmap run`));
+    }
     assert.match(browser.adapter, /\b(register|tiled) kernels/, "the adapter line names the kernel variant");
     // The native tracker with both kernel variants: both are correct, they only round
     // differently, and so does SwiftShader.

