@@ -174,6 +174,9 @@ fn eval_tracks_skips_broken_scores_and_resumes() {
             .collect();
         std::fs::write(dir.join(format!("{name}_001.txt")), t).unwrap();
     }
+    // Scored together with the static baseline, which the same run writes: every frame gets the
+    // first ground-truth box, scored in its own row.
+    let stay = d.join("results/static");
     let o = sparsett(&[
         "eval",
         "--dataset",
@@ -185,6 +188,8 @@ fn eval_tracks_skips_broken_scores_and_resumes() {
         "--results",
         perfect.to_str().unwrap(),
         "--score-only",
+        "--static-baseline",
+        stay.to_str().unwrap(),
     ]);
     let (so, se) = text(&o);
     assert!(o.status.success(), "stdout {so}\nstderr {se}");
@@ -202,22 +207,6 @@ fn eval_tracks_skips_broken_scores_and_resumes() {
         "{so}"
     );
 
-    // The static baseline: every frame gets the first ground-truth box, scored in its own row.
-    let stay = d.join("results/static");
-    let o = sparsett(&[
-        "eval",
-        "--dataset",
-        "got10k",
-        "--root",
-        root.to_str().unwrap(),
-        "--results",
-        ours.to_str().unwrap(),
-        "--score-only",
-        "--static-baseline",
-        stay.to_str().unwrap(),
-    ]);
-    let (so, se) = text(&o);
-    assert!(o.status.success(), "stdout {so}\nstderr {se}");
     for (name, gt) in &gts {
         let r = boxes(&stay.join(name).join(format!("{name}_001.txt")));
         assert_eq!(r.len(), gt.len(), "one box per frame");

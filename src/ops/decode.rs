@@ -40,13 +40,14 @@ struct Params {
     bi_conv: f32,
 }
 
-/// `fc`, `conv`: `[B, 5, side, side]` or `[B, 5, side·side]` — channel 0 the cls logit, 1..4 raw l, t, r, b.
-pub fn decode(enc: &mut Encoder, fc: &Tensor, conv: &Tensor, p: &DecodeParams) -> Result<Decoded> {
+/// Checks the two head outputs (equal f32 `[B, 5, side, side]` or `[B, 5, side·side]`) and
+/// returns `(B, cells, side)`.
+fn head_geometry(op: &'static str, fc: &Tensor, conv: &Tensor) -> Result<(usize, usize, usize)> {
     let s = fc.shape();
     let ok = |t: &Tensor| t.dtype() == DType::F32 && t.shape() == s && s.len() >= 3 && s[1] == 5;
     if !ok(fc) || !ok(conv) {
         return Err(Error::shape(
-            "decode",
+            op,
             format!(
                 "expects two equal [B, 5, side, side] f32 tensors, got {:?} and {:?}",
                 fc.shape(),
@@ -58,10 +59,16 @@ pub fn decode(enc: &mut Encoder, fc: &Tensor, conv: &Tensor, p: &DecodeParams) -
     let side = (cells as f64).sqrt().round() as usize;
     if side * side != cells {
         return Err(Error::shape(
-            "decode",
+            op,
             format!("{cells} cells is not a square map"),
         ));
     }
+    Ok((b, cells, side))
+}
+
+/// `fc`, `conv`: `[B, 5, side, side]` or `[B, 5, side·side]` — channel 0 the cls logit, 1..4 raw l, t, r, b.
+pub fn decode(enc: &mut Encoder, fc: &Tensor, conv: &Tensor, p: &DecodeParams) -> Result<Decoded> {
+    let (b, cells, side) = head_geometry("decode", fc, conv)?;
     let gpu = enc.gpu();
     let score = gpu.empty("decode", &[b, cells], DType::F32)?;
     let bbox_conv = gpu.empty("decode", &[b, cells, 4], DType::F32)?;
@@ -123,26 +130,8 @@ pub fn decode_backward(
     into: &DecodeInto,
 ) -> Result<DecodeGrads> {
     const OP: &str = "decode_backward";
+    let (b, cells, side) = head_geometry(OP, fc, conv)?;
     let s = fc.shape();
-    let ok = |t: &Tensor| t.dtype() == DType::F32 && t.shape() == s && s.len() >= 3 && s[1] == 5;
-    if !ok(fc) || !ok(conv) {
-        return Err(Error::shape(
-            OP,
-            format!(
-                "expects two equal [B, 5, side, side] f32 tensors, got {:?} and {:?}",
-                fc.shape(),
-                conv.shape()
-            ),
-        ));
-    }
-    let (b, cells) = (s[0], s[2..].iter().product::<usize>());
-    let side = (cells as f64).sqrt().round() as usize;
-    if side * side != cells {
-        return Err(Error::shape(
-            OP,
-            format!("{cells} cells is not a square map"),
-        ));
-    }
     for (what, t) in [("dbox_fc", dbox_fc), ("dbox_conv", dbox_conv)] {
         if t.dtype() != DType::F32 || t.numel() != b * cells * 4 {
             return Err(Error::shape(
