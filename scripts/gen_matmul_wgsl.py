@@ -26,7 +26,7 @@ w("""// Matrix products with a fused epilogue: out = act(A·B + bias[col] + row_
 // The output is contiguous [batch, M, N]. Every kernel covers a 64×64 output tile per workgroup;
 // the host splits the tile count over a 2-D grid (linear id wg.x + wg.y·num_workgroups.x).
 //
-// Three kernels:
+// Four kernels:
 //  - mm_tiled: 16×16 invocations, shared-memory tiles of A and B (GPUs, where barriers are cheap).
 //  - mm_register: 64 invocations, 8×8 outputs each, no workgroup memory (CPU adapters).
 //  - mm_subgroup (below the marker, compiled as its own module because it needs subgroups): one
@@ -36,6 +36,10 @@ w("""// Matrix products with a fused epilogue: out = act(A·B + bias[col] + row_
 //    one B value per 8 columns, and subgroupBroadcast (a register shuffle there) shares the B
 //    values among the lanes: 16 loads feed 512 FMAs per lane and k, against 16 loads for 64 FMAs
 //    in mm_register.
+//  - mm_subgroup4: mm_subgroup for aligned shapes, with 16-byte loads (the lane loop of a load is
+//    paid once per load, not per component) and k stepped by 8 so that each accumulator is
+//    loaded and stored once per 8 FMAs. On lavapipe it runs 1024³ about 1.3× faster than
+//    mm_subgroup, and each pipeline takes about 1.7 s to compile (mm_subgroup: 0.8 s).
 // Out-of-range rows and columns load clamped (valid) addresses and are never stored, so the hot
 // loops carry no bounds branches.
 //
@@ -438,6 +442,157 @@ for u in range(4):
         w(f"            let n{d} = normed(v{u}.{comp}, ln, col + {d}u);")
         w(f"            out[o + {d}u] = epilogue(n{d}, bv{u}.{comp}, rv, o + {d}u);")
         w("        }")
+w("    }")
+w("}")
+
+# ---------------- subgroup kernel, vec4 loads ----------------
+w("""
+// ---------------------------------------------------------------------------------------------
+// mm_subgroup4: mm_subgroup with 16-byte loads, for operands whose contiguous dimension and K
+// are multiples of 4 (the host checks). lavapipe runs a buffer load as a loop over the lanes
+// whose overhead is paid once per load, not per component, so a vec4 load costs far less than
+// four scalar ones. Lane l owns rows 8l + i and loads 8 columns 8l + j of B; broadcasting lane
+// q's value j gives every lane column 8q + j. Each step consumes 8 values of k: per lane 16 vec4
+// loads of A and 16 of B feed 4096 FMAs, whatever the operands' layouts (A_T: A stored [K, M];
+// B_T: B stored [N, K]).
+
+override A_T: bool = false;
+override B_T: bool = false;
+@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
+
+@compute @workgroup_size(8)
+fn mm_subgroup4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+                @builtin(subgroup_invocation_id) l: u32) {
+    let t = tile_of(wg, nw);
+    let abase = t.bi * p.a_bs;
+    let bbase = t.bi * p.b_bs;
+    let mmax = p.m - 1u;
+    let nmax = p.n - 1u;
+    // A_T: the lane's 8 rows are two vec4 along m (starts clamped so loads stay in range; rows
+    // past M are never stored). Otherwise one vec4 along k per row.
+    let am0 = abase + min(t.m0 + 8u * l, p.m - 4u);
+    let am1 = abase + min(t.m0 + 8u * l + 4u, p.m - 4u);""")
+for i in range(R):
+    w(f"    let ar{i} = abase + min(t.m0 + 8u * l + {i}u, mmax) * p.lda_m;")
+w("""    let bn0 = bbase + min(t.n0 + 8u * l, p.n - 4u);
+    let bn1 = bbase + min(t.n0 + 8u * l + 4u, p.n - 4u);""")
+for j in range(J):
+    w(f"    let bc{j} = bbase + min(t.n0 + 8u * l + {j}u, nmax) * p.ldb_n;")
+for i in range(R):
+    for j in range(J):
+        w(f"    var c{i}_{j}l = vec4<f32>(0.0);")
+        w(f"    var c{i}_{j}h = vec4<f32>(0.0);")
+for i in range(R):
+    w(f"    var r{i} = 0.0;")
+    w(f"    var s{i} = vec4<f32>(0.0);")
+    w(f"    var q{i} = vec4<f32>(0.0);")
+w("    if (HAS_LN) {")
+w("        if (A_T) {")
+w("            let lo = a4[am0 / 4u];")
+w("            let hi = a4[am1 / 4u];")
+for i in range(R):
+    w(f"            r{i} = {'lo' if i < 4 else 'hi'}.{'xyzw'[i % 4]};")
+w("        } else {")
+for i in range(R):
+    w(f"            r{i} = a4[ar{i} / 4u].x;")
+w("        }")
+w("    }")
+H = 2  # halves of 4 k per step of the k loop
+w(f"    for (var k = 0u; k < p.k; k += {4*H}u) {{")
+for hh in range(H):
+    o = 4 * hh
+    for i in range(R):
+        w(f"        var x{i}_{hh}: vec4<f32>;")
+    w("        if (A_T) {")
+    for kk in range(4):
+        w(f"            let lo{kk} = a4[(am0 + (k + {o+kk}u) * p.lda_k) / 4u];")
+        w(f"            let hi{kk} = a4[(am1 + (k + {o+kk}u) * p.lda_k) / 4u];")
+    for i in range(R):
+        v = 'lo' if i < 4 else 'hi'
+        c = 'xyzw'[i % 4]
+        w(f"            x{i}_{hh} = vec4({v}0.{c}, {v}1.{c}, {v}2.{c}, {v}3.{c});")
+    w("        } else {")
+    for i in range(R):
+        w(f"            x{i}_{hh} = a4[(ar{i} + k + {o}u) / 4u];")
+    w("        }")
+    w("        if (HAS_LN) {")
+    for i in range(R):
+        w(f"            x{i}_{hh} -= vec4(r{i});")
+    w("        }")
+    if hh > 0:
+        # K = 8n + 4: the last step's second half lies past K. Zero both operands there (a
+        # clamped load may read anything, and 0·inf would be NaN).
+        w(f"        let tail = k + {o}u >= p.k;")
+        for i in range(R):
+            w(f"        x{i}_{hh} = select(x{i}_{hh}, vec4(0.0), tail);")
+    w("        if (HAS_LN) {")
+    for i in range(R):
+        w(f"            s{i} += x{i}_{hh};")
+        w(f"            q{i} = fma(x{i}_{hh}, x{i}_{hh}, q{i});")
+    w("        }")
+    for j in range(J):
+        w(f"        var y{j}_{hh}: vec4<f32>;")
+    w("        if (B_T) {")
+    for j in range(J):
+        w(f"            y{j}_{hh} = b4[(bc{j} + k + {o}u) / 4u];")
+    w("        } else {")
+    for kk in range(4):
+        w(f"            let lo{kk} = b4[(bn0 + (k + {o+kk}u) * p.ldb_k) / 4u];")
+        w(f"            let hi{kk} = b4[(bn1 + (k + {o+kk}u) * p.ldb_k) / 4u];")
+    for j in range(J):
+        v = 'lo' if j < 4 else 'hi'
+        c = 'xyzw'[j % 4]
+        w(f"            y{j}_{hh} = vec4({v}0.{c}, {v}1.{c}, {v}2.{c}, {v}3.{c});")
+    w("        }")
+    if hh > 0:
+        for j in range(J):
+            w(f"        y{j}_{hh} = select(y{j}_{hh}, vec4(0.0), tail);")
+# Each accumulator takes its 8 FMAs (one per k of the step) in one chain: the 512 accumulators
+# live in memory on lavapipe, and one load and store per 8 FMAs instead of per FMA is what the
+# chains buy (1024³: 28 → 31 GFLOP/s with 4 k per step, 36 with 8).
+KS = [(hh, kk) for hh in range(H) for kk in range(4)]
+for hh, kk in KS:
+    c = 'xyzw'[kk]
+    for i in range(R):
+        w(f"        let a{i}_{hh}{kk} = vec4(x{i}_{hh}.{c});")
+for j in range(J):
+    for hh, kk in KS:
+        c = 'xyzw'[kk]
+        w(f"        let b{j}l_{hh}{kk} = vec4(subgroupBroadcast(y{j}_{hh}.{c}, 0u), subgroupBroadcast(y{j}_{hh}.{c}, 1u), "
+          f"\n                       subgroupBroadcast(y{j}_{hh}.{c}, 2u), subgroupBroadcast(y{j}_{hh}.{c}, 3u));")
+        w(f"        let b{j}h_{hh}{kk} = vec4(subgroupBroadcast(y{j}_{hh}.{c}, 4u), subgroupBroadcast(y{j}_{hh}.{c}, 5u), "
+          f"\n                       subgroupBroadcast(y{j}_{hh}.{c}, 6u), subgroupBroadcast(y{j}_{hh}.{c}, 7u));")
+    for i in range(R):
+        for hl in 'lh':
+            e = f"c{i}_{j}{hl}"
+            for hh, kk in KS:
+                e = f"fma(a{i}_{hh}{kk}, b{j}{hl}_{hh}{kk}, {e})"
+            w(f"        c{i}_{j}{hl} = {e};")
+w("    }")
+w("""    // c{i}_{j}l holds columns 8q + j for q < 4 of row 8l + i, c{i}_{j}h those for q >= 4. The
+    // store walks 16 (row, half) pairs, picking accumulators with selects as mm_subgroup does.""")
+for i in range(R):
+    w(f"    let ln{i} = row_stats(s{i}.x + s{i}.y + s{i}.z + s{i}.w, q{i}.x + q{i}.y + q{i}.z + q{i}.w);")
+w("    for (var s = 0u; s < 16u; s++) {")
+w("        let i = s / 2u;")
+w("        let h = s % 2u;")
+for j in range(J):
+    w(f"        var v{j} = c0_{j}l;")
+for ss in range(1, 16):
+    ii, hh = ss // 2, ss % 2
+    w("        {")
+    for j in range(J):
+        w(f"            v{j} = select(v{j}, c{ii}_{j}{'lh'[hh]}, s == {ss}u);")
+    w("        }")
+w("        var ln = ln0;")
+for ii in range(1, 8):
+    w(f"        ln = select(ln, ln{ii}, i == {ii}u);")
+w("""        let row = t.m0 + 8u * l + i;
+        let col = t.n0 + 32u * h;""")
+for j in range(J):
+    for c, comp in enumerate("xyzw"):
+        w(f"        store_one(v{j}.{comp}, row, col + {8*c + j}u, t, ln);")
 w("    }")
 w("}")
 text = "\n".join(out) + "\n"

@@ -18,7 +18,7 @@
 // The output is contiguous [batch, M, N]. Every kernel covers a 64×64 output tile per workgroup;
 // the host splits the tile count over a 2-D grid (linear id wg.x + wg.y·num_workgroups.x).
 //
-// Three kernels:
+// Four kernels:
 //  - mm_tiled: 16×16 invocations, shared-memory tiles of A and B (GPUs, where barriers are cheap).
 //  - mm_register: 64 invocations, 8×8 outputs each, no workgroup memory (CPU adapters).
 //  - mm_subgroup (below the marker, compiled as its own module because it needs subgroups): one
@@ -28,6 +28,10 @@
 //    one B value per 8 columns, and subgroupBroadcast (a register shuffle there) shares the B
 //    values among the lanes: 16 loads feed 512 FMAs per lane and k, against 16 loads for 64 FMAs
 //    in mm_register.
+//  - mm_subgroup4: mm_subgroup for aligned shapes, with 16-byte loads (the lane loop of a load is
+//    paid once per load, not per component) and k stepped by 8 so that each accumulator is
+//    loaded and stored once per 8 FMAs. On lavapipe it runs 1024³ about 1.3× faster than
+//    mm_subgroup, and each pipeline takes about 1.7 s to compile (mm_subgroup: 0.8 s).
 // Out-of-range rows and columns load clamped (valid) addresses and are never stored, so the hot
 // loops carry no bounds branches.
 //
@@ -1249,5 +1253,1103 @@ fn mm_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
             let n15 = normed(v3.w, ln, col + 15u);
             out[o + 15u] = epilogue(n15, bv3.w, rv, o + 15u);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// mm_subgroup4: mm_subgroup with 16-byte loads, for operands whose contiguous dimension and K
+// are multiples of 4 (the host checks). lavapipe runs a buffer load as a loop over the lanes
+// whose overhead is paid once per load, not per component, so a vec4 load costs far less than
+// four scalar ones. Lane l owns rows 8l + i and loads 8 columns 8l + j of B; broadcasting lane
+// q's value j gives every lane column 8q + j. Each step consumes 8 values of k: per lane 16 vec4
+// loads of A and 16 of B feed 4096 FMAs, whatever the operands' layouts (A_T: A stored [K, M];
+// B_T: B stored [N, K]).
+
+override A_T: bool = false;
+override B_T: bool = false;
+@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
+
+@compute @workgroup_size(8)
+fn mm_subgroup4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+                @builtin(subgroup_invocation_id) l: u32) {
+    let t = tile_of(wg, nw);
+    let abase = t.bi * p.a_bs;
+    let bbase = t.bi * p.b_bs;
+    let mmax = p.m - 1u;
+    let nmax = p.n - 1u;
+    // A_T: the lane's 8 rows are two vec4 along m (starts clamped so loads stay in range; rows
+    // past M are never stored). Otherwise one vec4 along k per row.
+    let am0 = abase + min(t.m0 + 8u * l, p.m - 4u);
+    let am1 = abase + min(t.m0 + 8u * l + 4u, p.m - 4u);
+    let ar0 = abase + min(t.m0 + 8u * l + 0u, mmax) * p.lda_m;
+    let ar1 = abase + min(t.m0 + 8u * l + 1u, mmax) * p.lda_m;
+    let ar2 = abase + min(t.m0 + 8u * l + 2u, mmax) * p.lda_m;
+    let ar3 = abase + min(t.m0 + 8u * l + 3u, mmax) * p.lda_m;
+    let ar4 = abase + min(t.m0 + 8u * l + 4u, mmax) * p.lda_m;
+    let ar5 = abase + min(t.m0 + 8u * l + 5u, mmax) * p.lda_m;
+    let ar6 = abase + min(t.m0 + 8u * l + 6u, mmax) * p.lda_m;
+    let ar7 = abase + min(t.m0 + 8u * l + 7u, mmax) * p.lda_m;
+    let bn0 = bbase + min(t.n0 + 8u * l, p.n - 4u);
+    let bn1 = bbase + min(t.n0 + 8u * l + 4u, p.n - 4u);
+    let bc0 = bbase + min(t.n0 + 8u * l + 0u, nmax) * p.ldb_n;
+    let bc1 = bbase + min(t.n0 + 8u * l + 1u, nmax) * p.ldb_n;
+    let bc2 = bbase + min(t.n0 + 8u * l + 2u, nmax) * p.ldb_n;
+    let bc3 = bbase + min(t.n0 + 8u * l + 3u, nmax) * p.ldb_n;
+    let bc4 = bbase + min(t.n0 + 8u * l + 4u, nmax) * p.ldb_n;
+    let bc5 = bbase + min(t.n0 + 8u * l + 5u, nmax) * p.ldb_n;
+    let bc6 = bbase + min(t.n0 + 8u * l + 6u, nmax) * p.ldb_n;
+    let bc7 = bbase + min(t.n0 + 8u * l + 7u, nmax) * p.ldb_n;
+    var c0_0l = vec4<f32>(0.0);
+    var c0_0h = vec4<f32>(0.0);
+    var c0_1l = vec4<f32>(0.0);
+    var c0_1h = vec4<f32>(0.0);
+    var c0_2l = vec4<f32>(0.0);
+    var c0_2h = vec4<f32>(0.0);
+    var c0_3l = vec4<f32>(0.0);
+    var c0_3h = vec4<f32>(0.0);
+    var c0_4l = vec4<f32>(0.0);
+    var c0_4h = vec4<f32>(0.0);
+    var c0_5l = vec4<f32>(0.0);
+    var c0_5h = vec4<f32>(0.0);
+    var c0_6l = vec4<f32>(0.0);
+    var c0_6h = vec4<f32>(0.0);
+    var c0_7l = vec4<f32>(0.0);
+    var c0_7h = vec4<f32>(0.0);
+    var c1_0l = vec4<f32>(0.0);
+    var c1_0h = vec4<f32>(0.0);
+    var c1_1l = vec4<f32>(0.0);
+    var c1_1h = vec4<f32>(0.0);
+    var c1_2l = vec4<f32>(0.0);
+    var c1_2h = vec4<f32>(0.0);
+    var c1_3l = vec4<f32>(0.0);
+    var c1_3h = vec4<f32>(0.0);
+    var c1_4l = vec4<f32>(0.0);
+    var c1_4h = vec4<f32>(0.0);
+    var c1_5l = vec4<f32>(0.0);
+    var c1_5h = vec4<f32>(0.0);
+    var c1_6l = vec4<f32>(0.0);
+    var c1_6h = vec4<f32>(0.0);
+    var c1_7l = vec4<f32>(0.0);
+    var c1_7h = vec4<f32>(0.0);
+    var c2_0l = vec4<f32>(0.0);
+    var c2_0h = vec4<f32>(0.0);
+    var c2_1l = vec4<f32>(0.0);
+    var c2_1h = vec4<f32>(0.0);
+    var c2_2l = vec4<f32>(0.0);
+    var c2_2h = vec4<f32>(0.0);
+    var c2_3l = vec4<f32>(0.0);
+    var c2_3h = vec4<f32>(0.0);
+    var c2_4l = vec4<f32>(0.0);
+    var c2_4h = vec4<f32>(0.0);
+    var c2_5l = vec4<f32>(0.0);
+    var c2_5h = vec4<f32>(0.0);
+    var c2_6l = vec4<f32>(0.0);
+    var c2_6h = vec4<f32>(0.0);
+    var c2_7l = vec4<f32>(0.0);
+    var c2_7h = vec4<f32>(0.0);
+    var c3_0l = vec4<f32>(0.0);
+    var c3_0h = vec4<f32>(0.0);
+    var c3_1l = vec4<f32>(0.0);
+    var c3_1h = vec4<f32>(0.0);
+    var c3_2l = vec4<f32>(0.0);
+    var c3_2h = vec4<f32>(0.0);
+    var c3_3l = vec4<f32>(0.0);
+    var c3_3h = vec4<f32>(0.0);
+    var c3_4l = vec4<f32>(0.0);
+    var c3_4h = vec4<f32>(0.0);
+    var c3_5l = vec4<f32>(0.0);
+    var c3_5h = vec4<f32>(0.0);
+    var c3_6l = vec4<f32>(0.0);
+    var c3_6h = vec4<f32>(0.0);
+    var c3_7l = vec4<f32>(0.0);
+    var c3_7h = vec4<f32>(0.0);
+    var c4_0l = vec4<f32>(0.0);
+    var c4_0h = vec4<f32>(0.0);
+    var c4_1l = vec4<f32>(0.0);
+    var c4_1h = vec4<f32>(0.0);
+    var c4_2l = vec4<f32>(0.0);
+    var c4_2h = vec4<f32>(0.0);
+    var c4_3l = vec4<f32>(0.0);
+    var c4_3h = vec4<f32>(0.0);
+    var c4_4l = vec4<f32>(0.0);
+    var c4_4h = vec4<f32>(0.0);
+    var c4_5l = vec4<f32>(0.0);
+    var c4_5h = vec4<f32>(0.0);
+    var c4_6l = vec4<f32>(0.0);
+    var c4_6h = vec4<f32>(0.0);
+    var c4_7l = vec4<f32>(0.0);
+    var c4_7h = vec4<f32>(0.0);
+    var c5_0l = vec4<f32>(0.0);
+    var c5_0h = vec4<f32>(0.0);
+    var c5_1l = vec4<f32>(0.0);
+    var c5_1h = vec4<f32>(0.0);
+    var c5_2l = vec4<f32>(0.0);
+    var c5_2h = vec4<f32>(0.0);
+    var c5_3l = vec4<f32>(0.0);
+    var c5_3h = vec4<f32>(0.0);
+    var c5_4l = vec4<f32>(0.0);
+    var c5_4h = vec4<f32>(0.0);
+    var c5_5l = vec4<f32>(0.0);
+    var c5_5h = vec4<f32>(0.0);
+    var c5_6l = vec4<f32>(0.0);
+    var c5_6h = vec4<f32>(0.0);
+    var c5_7l = vec4<f32>(0.0);
+    var c5_7h = vec4<f32>(0.0);
+    var c6_0l = vec4<f32>(0.0);
+    var c6_0h = vec4<f32>(0.0);
+    var c6_1l = vec4<f32>(0.0);
+    var c6_1h = vec4<f32>(0.0);
+    var c6_2l = vec4<f32>(0.0);
+    var c6_2h = vec4<f32>(0.0);
+    var c6_3l = vec4<f32>(0.0);
+    var c6_3h = vec4<f32>(0.0);
+    var c6_4l = vec4<f32>(0.0);
+    var c6_4h = vec4<f32>(0.0);
+    var c6_5l = vec4<f32>(0.0);
+    var c6_5h = vec4<f32>(0.0);
+    var c6_6l = vec4<f32>(0.0);
+    var c6_6h = vec4<f32>(0.0);
+    var c6_7l = vec4<f32>(0.0);
+    var c6_7h = vec4<f32>(0.0);
+    var c7_0l = vec4<f32>(0.0);
+    var c7_0h = vec4<f32>(0.0);
+    var c7_1l = vec4<f32>(0.0);
+    var c7_1h = vec4<f32>(0.0);
+    var c7_2l = vec4<f32>(0.0);
+    var c7_2h = vec4<f32>(0.0);
+    var c7_3l = vec4<f32>(0.0);
+    var c7_3h = vec4<f32>(0.0);
+    var c7_4l = vec4<f32>(0.0);
+    var c7_4h = vec4<f32>(0.0);
+    var c7_5l = vec4<f32>(0.0);
+    var c7_5h = vec4<f32>(0.0);
+    var c7_6l = vec4<f32>(0.0);
+    var c7_6h = vec4<f32>(0.0);
+    var c7_7l = vec4<f32>(0.0);
+    var c7_7h = vec4<f32>(0.0);
+    var r0 = 0.0;
+    var s0 = vec4<f32>(0.0);
+    var q0 = vec4<f32>(0.0);
+    var r1 = 0.0;
+    var s1 = vec4<f32>(0.0);
+    var q1 = vec4<f32>(0.0);
+    var r2 = 0.0;
+    var s2 = vec4<f32>(0.0);
+    var q2 = vec4<f32>(0.0);
+    var r3 = 0.0;
+    var s3 = vec4<f32>(0.0);
+    var q3 = vec4<f32>(0.0);
+    var r4 = 0.0;
+    var s4 = vec4<f32>(0.0);
+    var q4 = vec4<f32>(0.0);
+    var r5 = 0.0;
+    var s5 = vec4<f32>(0.0);
+    var q5 = vec4<f32>(0.0);
+    var r6 = 0.0;
+    var s6 = vec4<f32>(0.0);
+    var q6 = vec4<f32>(0.0);
+    var r7 = 0.0;
+    var s7 = vec4<f32>(0.0);
+    var q7 = vec4<f32>(0.0);
+    if (HAS_LN) {
+        if (A_T) {
+            let lo = a4[am0 / 4u];
+            let hi = a4[am1 / 4u];
+            r0 = lo.x;
+            r1 = lo.y;
+            r2 = lo.z;
+            r3 = lo.w;
+            r4 = hi.x;
+            r5 = hi.y;
+            r6 = hi.z;
+            r7 = hi.w;
+        } else {
+            r0 = a4[ar0 / 4u].x;
+            r1 = a4[ar1 / 4u].x;
+            r2 = a4[ar2 / 4u].x;
+            r3 = a4[ar3 / 4u].x;
+            r4 = a4[ar4 / 4u].x;
+            r5 = a4[ar5 / 4u].x;
+            r6 = a4[ar6 / 4u].x;
+            r7 = a4[ar7 / 4u].x;
+        }
+    }
+    for (var k = 0u; k < p.k; k += 8u) {
+        var x0_0: vec4<f32>;
+        var x1_0: vec4<f32>;
+        var x2_0: vec4<f32>;
+        var x3_0: vec4<f32>;
+        var x4_0: vec4<f32>;
+        var x5_0: vec4<f32>;
+        var x6_0: vec4<f32>;
+        var x7_0: vec4<f32>;
+        if (A_T) {
+            let lo0 = a4[(am0 + (k + 0u) * p.lda_k) / 4u];
+            let hi0 = a4[(am1 + (k + 0u) * p.lda_k) / 4u];
+            let lo1 = a4[(am0 + (k + 1u) * p.lda_k) / 4u];
+            let hi1 = a4[(am1 + (k + 1u) * p.lda_k) / 4u];
+            let lo2 = a4[(am0 + (k + 2u) * p.lda_k) / 4u];
+            let hi2 = a4[(am1 + (k + 2u) * p.lda_k) / 4u];
+            let lo3 = a4[(am0 + (k + 3u) * p.lda_k) / 4u];
+            let hi3 = a4[(am1 + (k + 3u) * p.lda_k) / 4u];
+            x0_0 = vec4(lo0.x, lo1.x, lo2.x, lo3.x);
+            x1_0 = vec4(lo0.y, lo1.y, lo2.y, lo3.y);
+            x2_0 = vec4(lo0.z, lo1.z, lo2.z, lo3.z);
+            x3_0 = vec4(lo0.w, lo1.w, lo2.w, lo3.w);
+            x4_0 = vec4(hi0.x, hi1.x, hi2.x, hi3.x);
+            x5_0 = vec4(hi0.y, hi1.y, hi2.y, hi3.y);
+            x6_0 = vec4(hi0.z, hi1.z, hi2.z, hi3.z);
+            x7_0 = vec4(hi0.w, hi1.w, hi2.w, hi3.w);
+        } else {
+            x0_0 = a4[(ar0 + k + 0u) / 4u];
+            x1_0 = a4[(ar1 + k + 0u) / 4u];
+            x2_0 = a4[(ar2 + k + 0u) / 4u];
+            x3_0 = a4[(ar3 + k + 0u) / 4u];
+            x4_0 = a4[(ar4 + k + 0u) / 4u];
+            x5_0 = a4[(ar5 + k + 0u) / 4u];
+            x6_0 = a4[(ar6 + k + 0u) / 4u];
+            x7_0 = a4[(ar7 + k + 0u) / 4u];
+        }
+        if (HAS_LN) {
+            x0_0 -= vec4(r0);
+            x1_0 -= vec4(r1);
+            x2_0 -= vec4(r2);
+            x3_0 -= vec4(r3);
+            x4_0 -= vec4(r4);
+            x5_0 -= vec4(r5);
+            x6_0 -= vec4(r6);
+            x7_0 -= vec4(r7);
+        }
+        if (HAS_LN) {
+            s0 += x0_0;
+            q0 = fma(x0_0, x0_0, q0);
+            s1 += x1_0;
+            q1 = fma(x1_0, x1_0, q1);
+            s2 += x2_0;
+            q2 = fma(x2_0, x2_0, q2);
+            s3 += x3_0;
+            q3 = fma(x3_0, x3_0, q3);
+            s4 += x4_0;
+            q4 = fma(x4_0, x4_0, q4);
+            s5 += x5_0;
+            q5 = fma(x5_0, x5_0, q5);
+            s6 += x6_0;
+            q6 = fma(x6_0, x6_0, q6);
+            s7 += x7_0;
+            q7 = fma(x7_0, x7_0, q7);
+        }
+        var y0_0: vec4<f32>;
+        var y1_0: vec4<f32>;
+        var y2_0: vec4<f32>;
+        var y3_0: vec4<f32>;
+        var y4_0: vec4<f32>;
+        var y5_0: vec4<f32>;
+        var y6_0: vec4<f32>;
+        var y7_0: vec4<f32>;
+        if (B_T) {
+            y0_0 = b4[(bc0 + k + 0u) / 4u];
+            y1_0 = b4[(bc1 + k + 0u) / 4u];
+            y2_0 = b4[(bc2 + k + 0u) / 4u];
+            y3_0 = b4[(bc3 + k + 0u) / 4u];
+            y4_0 = b4[(bc4 + k + 0u) / 4u];
+            y5_0 = b4[(bc5 + k + 0u) / 4u];
+            y6_0 = b4[(bc6 + k + 0u) / 4u];
+            y7_0 = b4[(bc7 + k + 0u) / 4u];
+        } else {
+            let lo0 = b4[(bn0 + (k + 0u) * p.ldb_k) / 4u];
+            let hi0 = b4[(bn1 + (k + 0u) * p.ldb_k) / 4u];
+            let lo1 = b4[(bn0 + (k + 1u) * p.ldb_k) / 4u];
+            let hi1 = b4[(bn1 + (k + 1u) * p.ldb_k) / 4u];
+            let lo2 = b4[(bn0 + (k + 2u) * p.ldb_k) / 4u];
+            let hi2 = b4[(bn1 + (k + 2u) * p.ldb_k) / 4u];
+            let lo3 = b4[(bn0 + (k + 3u) * p.ldb_k) / 4u];
+            let hi3 = b4[(bn1 + (k + 3u) * p.ldb_k) / 4u];
+            y0_0 = vec4(lo0.x, lo1.x, lo2.x, lo3.x);
+            y1_0 = vec4(lo0.y, lo1.y, lo2.y, lo3.y);
+            y2_0 = vec4(lo0.z, lo1.z, lo2.z, lo3.z);
+            y3_0 = vec4(lo0.w, lo1.w, lo2.w, lo3.w);
+            y4_0 = vec4(hi0.x, hi1.x, hi2.x, hi3.x);
+            y5_0 = vec4(hi0.y, hi1.y, hi2.y, hi3.y);
+            y6_0 = vec4(hi0.z, hi1.z, hi2.z, hi3.z);
+            y7_0 = vec4(hi0.w, hi1.w, hi2.w, hi3.w);
+        }
+        var x0_1: vec4<f32>;
+        var x1_1: vec4<f32>;
+        var x2_1: vec4<f32>;
+        var x3_1: vec4<f32>;
+        var x4_1: vec4<f32>;
+        var x5_1: vec4<f32>;
+        var x6_1: vec4<f32>;
+        var x7_1: vec4<f32>;
+        if (A_T) {
+            let lo0 = a4[(am0 + (k + 4u) * p.lda_k) / 4u];
+            let hi0 = a4[(am1 + (k + 4u) * p.lda_k) / 4u];
+            let lo1 = a4[(am0 + (k + 5u) * p.lda_k) / 4u];
+            let hi1 = a4[(am1 + (k + 5u) * p.lda_k) / 4u];
+            let lo2 = a4[(am0 + (k + 6u) * p.lda_k) / 4u];
+            let hi2 = a4[(am1 + (k + 6u) * p.lda_k) / 4u];
+            let lo3 = a4[(am0 + (k + 7u) * p.lda_k) / 4u];
+            let hi3 = a4[(am1 + (k + 7u) * p.lda_k) / 4u];
+            x0_1 = vec4(lo0.x, lo1.x, lo2.x, lo3.x);
+            x1_1 = vec4(lo0.y, lo1.y, lo2.y, lo3.y);
+            x2_1 = vec4(lo0.z, lo1.z, lo2.z, lo3.z);
+            x3_1 = vec4(lo0.w, lo1.w, lo2.w, lo3.w);
+            x4_1 = vec4(hi0.x, hi1.x, hi2.x, hi3.x);
+            x5_1 = vec4(hi0.y, hi1.y, hi2.y, hi3.y);
+            x6_1 = vec4(hi0.z, hi1.z, hi2.z, hi3.z);
+            x7_1 = vec4(hi0.w, hi1.w, hi2.w, hi3.w);
+        } else {
+            x0_1 = a4[(ar0 + k + 4u) / 4u];
+            x1_1 = a4[(ar1 + k + 4u) / 4u];
+            x2_1 = a4[(ar2 + k + 4u) / 4u];
+            x3_1 = a4[(ar3 + k + 4u) / 4u];
+            x4_1 = a4[(ar4 + k + 4u) / 4u];
+            x5_1 = a4[(ar5 + k + 4u) / 4u];
+            x6_1 = a4[(ar6 + k + 4u) / 4u];
+            x7_1 = a4[(ar7 + k + 4u) / 4u];
+        }
+        if (HAS_LN) {
+            x0_1 -= vec4(r0);
+            x1_1 -= vec4(r1);
+            x2_1 -= vec4(r2);
+            x3_1 -= vec4(r3);
+            x4_1 -= vec4(r4);
+            x5_1 -= vec4(r5);
+            x6_1 -= vec4(r6);
+            x7_1 -= vec4(r7);
+        }
+        let tail = k + 4u >= p.k;
+        x0_1 = select(x0_1, vec4(0.0), tail);
+        x1_1 = select(x1_1, vec4(0.0), tail);
+        x2_1 = select(x2_1, vec4(0.0), tail);
+        x3_1 = select(x3_1, vec4(0.0), tail);
+        x4_1 = select(x4_1, vec4(0.0), tail);
+        x5_1 = select(x5_1, vec4(0.0), tail);
+        x6_1 = select(x6_1, vec4(0.0), tail);
+        x7_1 = select(x7_1, vec4(0.0), tail);
+        if (HAS_LN) {
+            s0 += x0_1;
+            q0 = fma(x0_1, x0_1, q0);
+            s1 += x1_1;
+            q1 = fma(x1_1, x1_1, q1);
+            s2 += x2_1;
+            q2 = fma(x2_1, x2_1, q2);
+            s3 += x3_1;
+            q3 = fma(x3_1, x3_1, q3);
+            s4 += x4_1;
+            q4 = fma(x4_1, x4_1, q4);
+            s5 += x5_1;
+            q5 = fma(x5_1, x5_1, q5);
+            s6 += x6_1;
+            q6 = fma(x6_1, x6_1, q6);
+            s7 += x7_1;
+            q7 = fma(x7_1, x7_1, q7);
+        }
+        var y0_1: vec4<f32>;
+        var y1_1: vec4<f32>;
+        var y2_1: vec4<f32>;
+        var y3_1: vec4<f32>;
+        var y4_1: vec4<f32>;
+        var y5_1: vec4<f32>;
+        var y6_1: vec4<f32>;
+        var y7_1: vec4<f32>;
+        if (B_T) {
+            y0_1 = b4[(bc0 + k + 4u) / 4u];
+            y1_1 = b4[(bc1 + k + 4u) / 4u];
+            y2_1 = b4[(bc2 + k + 4u) / 4u];
+            y3_1 = b4[(bc3 + k + 4u) / 4u];
+            y4_1 = b4[(bc4 + k + 4u) / 4u];
+            y5_1 = b4[(bc5 + k + 4u) / 4u];
+            y6_1 = b4[(bc6 + k + 4u) / 4u];
+            y7_1 = b4[(bc7 + k + 4u) / 4u];
+        } else {
+            let lo0 = b4[(bn0 + (k + 4u) * p.ldb_k) / 4u];
+            let hi0 = b4[(bn1 + (k + 4u) * p.ldb_k) / 4u];
+            let lo1 = b4[(bn0 + (k + 5u) * p.ldb_k) / 4u];
+            let hi1 = b4[(bn1 + (k + 5u) * p.ldb_k) / 4u];
+            let lo2 = b4[(bn0 + (k + 6u) * p.ldb_k) / 4u];
+            let hi2 = b4[(bn1 + (k + 6u) * p.ldb_k) / 4u];
+            let lo3 = b4[(bn0 + (k + 7u) * p.ldb_k) / 4u];
+            let hi3 = b4[(bn1 + (k + 7u) * p.ldb_k) / 4u];
+            y0_1 = vec4(lo0.x, lo1.x, lo2.x, lo3.x);
+            y1_1 = vec4(lo0.y, lo1.y, lo2.y, lo3.y);
+            y2_1 = vec4(lo0.z, lo1.z, lo2.z, lo3.z);
+            y3_1 = vec4(lo0.w, lo1.w, lo2.w, lo3.w);
+            y4_1 = vec4(hi0.x, hi1.x, hi2.x, hi3.x);
+            y5_1 = vec4(hi0.y, hi1.y, hi2.y, hi3.y);
+            y6_1 = vec4(hi0.z, hi1.z, hi2.z, hi3.z);
+            y7_1 = vec4(hi0.w, hi1.w, hi2.w, hi3.w);
+        }
+        y0_1 = select(y0_1, vec4(0.0), tail);
+        y1_1 = select(y1_1, vec4(0.0), tail);
+        y2_1 = select(y2_1, vec4(0.0), tail);
+        y3_1 = select(y3_1, vec4(0.0), tail);
+        y4_1 = select(y4_1, vec4(0.0), tail);
+        y5_1 = select(y5_1, vec4(0.0), tail);
+        y6_1 = select(y6_1, vec4(0.0), tail);
+        y7_1 = select(y7_1, vec4(0.0), tail);
+        let a0_00 = vec4(x0_0.x);
+        let a1_00 = vec4(x1_0.x);
+        let a2_00 = vec4(x2_0.x);
+        let a3_00 = vec4(x3_0.x);
+        let a4_00 = vec4(x4_0.x);
+        let a5_00 = vec4(x5_0.x);
+        let a6_00 = vec4(x6_0.x);
+        let a7_00 = vec4(x7_0.x);
+        let a0_01 = vec4(x0_0.y);
+        let a1_01 = vec4(x1_0.y);
+        let a2_01 = vec4(x2_0.y);
+        let a3_01 = vec4(x3_0.y);
+        let a4_01 = vec4(x4_0.y);
+        let a5_01 = vec4(x5_0.y);
+        let a6_01 = vec4(x6_0.y);
+        let a7_01 = vec4(x7_0.y);
+        let a0_02 = vec4(x0_0.z);
+        let a1_02 = vec4(x1_0.z);
+        let a2_02 = vec4(x2_0.z);
+        let a3_02 = vec4(x3_0.z);
+        let a4_02 = vec4(x4_0.z);
+        let a5_02 = vec4(x5_0.z);
+        let a6_02 = vec4(x6_0.z);
+        let a7_02 = vec4(x7_0.z);
+        let a0_03 = vec4(x0_0.w);
+        let a1_03 = vec4(x1_0.w);
+        let a2_03 = vec4(x2_0.w);
+        let a3_03 = vec4(x3_0.w);
+        let a4_03 = vec4(x4_0.w);
+        let a5_03 = vec4(x5_0.w);
+        let a6_03 = vec4(x6_0.w);
+        let a7_03 = vec4(x7_0.w);
+        let a0_10 = vec4(x0_1.x);
+        let a1_10 = vec4(x1_1.x);
+        let a2_10 = vec4(x2_1.x);
+        let a3_10 = vec4(x3_1.x);
+        let a4_10 = vec4(x4_1.x);
+        let a5_10 = vec4(x5_1.x);
+        let a6_10 = vec4(x6_1.x);
+        let a7_10 = vec4(x7_1.x);
+        let a0_11 = vec4(x0_1.y);
+        let a1_11 = vec4(x1_1.y);
+        let a2_11 = vec4(x2_1.y);
+        let a3_11 = vec4(x3_1.y);
+        let a4_11 = vec4(x4_1.y);
+        let a5_11 = vec4(x5_1.y);
+        let a6_11 = vec4(x6_1.y);
+        let a7_11 = vec4(x7_1.y);
+        let a0_12 = vec4(x0_1.z);
+        let a1_12 = vec4(x1_1.z);
+        let a2_12 = vec4(x2_1.z);
+        let a3_12 = vec4(x3_1.z);
+        let a4_12 = vec4(x4_1.z);
+        let a5_12 = vec4(x5_1.z);
+        let a6_12 = vec4(x6_1.z);
+        let a7_12 = vec4(x7_1.z);
+        let a0_13 = vec4(x0_1.w);
+        let a1_13 = vec4(x1_1.w);
+        let a2_13 = vec4(x2_1.w);
+        let a3_13 = vec4(x3_1.w);
+        let a4_13 = vec4(x4_1.w);
+        let a5_13 = vec4(x5_1.w);
+        let a6_13 = vec4(x6_1.w);
+        let a7_13 = vec4(x7_1.w);
+        let b0l_00 = vec4(subgroupBroadcast(y0_0.x, 0u), subgroupBroadcast(y0_0.x, 1u),
+                       subgroupBroadcast(y0_0.x, 2u), subgroupBroadcast(y0_0.x, 3u));
+        let b0h_00 = vec4(subgroupBroadcast(y0_0.x, 4u), subgroupBroadcast(y0_0.x, 5u),
+                       subgroupBroadcast(y0_0.x, 6u), subgroupBroadcast(y0_0.x, 7u));
+        let b0l_01 = vec4(subgroupBroadcast(y0_0.y, 0u), subgroupBroadcast(y0_0.y, 1u),
+                       subgroupBroadcast(y0_0.y, 2u), subgroupBroadcast(y0_0.y, 3u));
+        let b0h_01 = vec4(subgroupBroadcast(y0_0.y, 4u), subgroupBroadcast(y0_0.y, 5u),
+                       subgroupBroadcast(y0_0.y, 6u), subgroupBroadcast(y0_0.y, 7u));
+        let b0l_02 = vec4(subgroupBroadcast(y0_0.z, 0u), subgroupBroadcast(y0_0.z, 1u),
+                       subgroupBroadcast(y0_0.z, 2u), subgroupBroadcast(y0_0.z, 3u));
+        let b0h_02 = vec4(subgroupBroadcast(y0_0.z, 4u), subgroupBroadcast(y0_0.z, 5u),
+                       subgroupBroadcast(y0_0.z, 6u), subgroupBroadcast(y0_0.z, 7u));
+        let b0l_03 = vec4(subgroupBroadcast(y0_0.w, 0u), subgroupBroadcast(y0_0.w, 1u),
+                       subgroupBroadcast(y0_0.w, 2u), subgroupBroadcast(y0_0.w, 3u));
+        let b0h_03 = vec4(subgroupBroadcast(y0_0.w, 4u), subgroupBroadcast(y0_0.w, 5u),
+                       subgroupBroadcast(y0_0.w, 6u), subgroupBroadcast(y0_0.w, 7u));
+        let b0l_10 = vec4(subgroupBroadcast(y0_1.x, 0u), subgroupBroadcast(y0_1.x, 1u),
+                       subgroupBroadcast(y0_1.x, 2u), subgroupBroadcast(y0_1.x, 3u));
+        let b0h_10 = vec4(subgroupBroadcast(y0_1.x, 4u), subgroupBroadcast(y0_1.x, 5u),
+                       subgroupBroadcast(y0_1.x, 6u), subgroupBroadcast(y0_1.x, 7u));
+        let b0l_11 = vec4(subgroupBroadcast(y0_1.y, 0u), subgroupBroadcast(y0_1.y, 1u),
+                       subgroupBroadcast(y0_1.y, 2u), subgroupBroadcast(y0_1.y, 3u));
+        let b0h_11 = vec4(subgroupBroadcast(y0_1.y, 4u), subgroupBroadcast(y0_1.y, 5u),
+                       subgroupBroadcast(y0_1.y, 6u), subgroupBroadcast(y0_1.y, 7u));
+        let b0l_12 = vec4(subgroupBroadcast(y0_1.z, 0u), subgroupBroadcast(y0_1.z, 1u),
+                       subgroupBroadcast(y0_1.z, 2u), subgroupBroadcast(y0_1.z, 3u));
+        let b0h_12 = vec4(subgroupBroadcast(y0_1.z, 4u), subgroupBroadcast(y0_1.z, 5u),
+                       subgroupBroadcast(y0_1.z, 6u), subgroupBroadcast(y0_1.z, 7u));
+        let b0l_13 = vec4(subgroupBroadcast(y0_1.w, 0u), subgroupBroadcast(y0_1.w, 1u),
+                       subgroupBroadcast(y0_1.w, 2u), subgroupBroadcast(y0_1.w, 3u));
+        let b0h_13 = vec4(subgroupBroadcast(y0_1.w, 4u), subgroupBroadcast(y0_1.w, 5u),
+                       subgroupBroadcast(y0_1.w, 6u), subgroupBroadcast(y0_1.w, 7u));
+        c0_0l = fma(a0_13, b0l_13, fma(a0_12, b0l_12, fma(a0_11, b0l_11, fma(a0_10, b0l_10, fma(a0_03, b0l_03, fma(a0_02, b0l_02, fma(a0_01, b0l_01, fma(a0_00, b0l_00, c0_0l))))))));
+        c0_0h = fma(a0_13, b0h_13, fma(a0_12, b0h_12, fma(a0_11, b0h_11, fma(a0_10, b0h_10, fma(a0_03, b0h_03, fma(a0_02, b0h_02, fma(a0_01, b0h_01, fma(a0_00, b0h_00, c0_0h))))))));
+        c1_0l = fma(a1_13, b0l_13, fma(a1_12, b0l_12, fma(a1_11, b0l_11, fma(a1_10, b0l_10, fma(a1_03, b0l_03, fma(a1_02, b0l_02, fma(a1_01, b0l_01, fma(a1_00, b0l_00, c1_0l))))))));
+        c1_0h = fma(a1_13, b0h_13, fma(a1_12, b0h_12, fma(a1_11, b0h_11, fma(a1_10, b0h_10, fma(a1_03, b0h_03, fma(a1_02, b0h_02, fma(a1_01, b0h_01, fma(a1_00, b0h_00, c1_0h))))))));
+        c2_0l = fma(a2_13, b0l_13, fma(a2_12, b0l_12, fma(a2_11, b0l_11, fma(a2_10, b0l_10, fma(a2_03, b0l_03, fma(a2_02, b0l_02, fma(a2_01, b0l_01, fma(a2_00, b0l_00, c2_0l))))))));
+        c2_0h = fma(a2_13, b0h_13, fma(a2_12, b0h_12, fma(a2_11, b0h_11, fma(a2_10, b0h_10, fma(a2_03, b0h_03, fma(a2_02, b0h_02, fma(a2_01, b0h_01, fma(a2_00, b0h_00, c2_0h))))))));
+        c3_0l = fma(a3_13, b0l_13, fma(a3_12, b0l_12, fma(a3_11, b0l_11, fma(a3_10, b0l_10, fma(a3_03, b0l_03, fma(a3_02, b0l_02, fma(a3_01, b0l_01, fma(a3_00, b0l_00, c3_0l))))))));
+        c3_0h = fma(a3_13, b0h_13, fma(a3_12, b0h_12, fma(a3_11, b0h_11, fma(a3_10, b0h_10, fma(a3_03, b0h_03, fma(a3_02, b0h_02, fma(a3_01, b0h_01, fma(a3_00, b0h_00, c3_0h))))))));
+        c4_0l = fma(a4_13, b0l_13, fma(a4_12, b0l_12, fma(a4_11, b0l_11, fma(a4_10, b0l_10, fma(a4_03, b0l_03, fma(a4_02, b0l_02, fma(a4_01, b0l_01, fma(a4_00, b0l_00, c4_0l))))))));
+        c4_0h = fma(a4_13, b0h_13, fma(a4_12, b0h_12, fma(a4_11, b0h_11, fma(a4_10, b0h_10, fma(a4_03, b0h_03, fma(a4_02, b0h_02, fma(a4_01, b0h_01, fma(a4_00, b0h_00, c4_0h))))))));
+        c5_0l = fma(a5_13, b0l_13, fma(a5_12, b0l_12, fma(a5_11, b0l_11, fma(a5_10, b0l_10, fma(a5_03, b0l_03, fma(a5_02, b0l_02, fma(a5_01, b0l_01, fma(a5_00, b0l_00, c5_0l))))))));
+        c5_0h = fma(a5_13, b0h_13, fma(a5_12, b0h_12, fma(a5_11, b0h_11, fma(a5_10, b0h_10, fma(a5_03, b0h_03, fma(a5_02, b0h_02, fma(a5_01, b0h_01, fma(a5_00, b0h_00, c5_0h))))))));
+        c6_0l = fma(a6_13, b0l_13, fma(a6_12, b0l_12, fma(a6_11, b0l_11, fma(a6_10, b0l_10, fma(a6_03, b0l_03, fma(a6_02, b0l_02, fma(a6_01, b0l_01, fma(a6_00, b0l_00, c6_0l))))))));
+        c6_0h = fma(a6_13, b0h_13, fma(a6_12, b0h_12, fma(a6_11, b0h_11, fma(a6_10, b0h_10, fma(a6_03, b0h_03, fma(a6_02, b0h_02, fma(a6_01, b0h_01, fma(a6_00, b0h_00, c6_0h))))))));
+        c7_0l = fma(a7_13, b0l_13, fma(a7_12, b0l_12, fma(a7_11, b0l_11, fma(a7_10, b0l_10, fma(a7_03, b0l_03, fma(a7_02, b0l_02, fma(a7_01, b0l_01, fma(a7_00, b0l_00, c7_0l))))))));
+        c7_0h = fma(a7_13, b0h_13, fma(a7_12, b0h_12, fma(a7_11, b0h_11, fma(a7_10, b0h_10, fma(a7_03, b0h_03, fma(a7_02, b0h_02, fma(a7_01, b0h_01, fma(a7_00, b0h_00, c7_0h))))))));
+        let b1l_00 = vec4(subgroupBroadcast(y1_0.x, 0u), subgroupBroadcast(y1_0.x, 1u),
+                       subgroupBroadcast(y1_0.x, 2u), subgroupBroadcast(y1_0.x, 3u));
+        let b1h_00 = vec4(subgroupBroadcast(y1_0.x, 4u), subgroupBroadcast(y1_0.x, 5u),
+                       subgroupBroadcast(y1_0.x, 6u), subgroupBroadcast(y1_0.x, 7u));
+        let b1l_01 = vec4(subgroupBroadcast(y1_0.y, 0u), subgroupBroadcast(y1_0.y, 1u),
+                       subgroupBroadcast(y1_0.y, 2u), subgroupBroadcast(y1_0.y, 3u));
+        let b1h_01 = vec4(subgroupBroadcast(y1_0.y, 4u), subgroupBroadcast(y1_0.y, 5u),
+                       subgroupBroadcast(y1_0.y, 6u), subgroupBroadcast(y1_0.y, 7u));
+        let b1l_02 = vec4(subgroupBroadcast(y1_0.z, 0u), subgroupBroadcast(y1_0.z, 1u),
+                       subgroupBroadcast(y1_0.z, 2u), subgroupBroadcast(y1_0.z, 3u));
+        let b1h_02 = vec4(subgroupBroadcast(y1_0.z, 4u), subgroupBroadcast(y1_0.z, 5u),
+                       subgroupBroadcast(y1_0.z, 6u), subgroupBroadcast(y1_0.z, 7u));
+        let b1l_03 = vec4(subgroupBroadcast(y1_0.w, 0u), subgroupBroadcast(y1_0.w, 1u),
+                       subgroupBroadcast(y1_0.w, 2u), subgroupBroadcast(y1_0.w, 3u));
+        let b1h_03 = vec4(subgroupBroadcast(y1_0.w, 4u), subgroupBroadcast(y1_0.w, 5u),
+                       subgroupBroadcast(y1_0.w, 6u), subgroupBroadcast(y1_0.w, 7u));
+        let b1l_10 = vec4(subgroupBroadcast(y1_1.x, 0u), subgroupBroadcast(y1_1.x, 1u),
+                       subgroupBroadcast(y1_1.x, 2u), subgroupBroadcast(y1_1.x, 3u));
+        let b1h_10 = vec4(subgroupBroadcast(y1_1.x, 4u), subgroupBroadcast(y1_1.x, 5u),
+                       subgroupBroadcast(y1_1.x, 6u), subgroupBroadcast(y1_1.x, 7u));
+        let b1l_11 = vec4(subgroupBroadcast(y1_1.y, 0u), subgroupBroadcast(y1_1.y, 1u),
+                       subgroupBroadcast(y1_1.y, 2u), subgroupBroadcast(y1_1.y, 3u));
+        let b1h_11 = vec4(subgroupBroadcast(y1_1.y, 4u), subgroupBroadcast(y1_1.y, 5u),
+                       subgroupBroadcast(y1_1.y, 6u), subgroupBroadcast(y1_1.y, 7u));
+        let b1l_12 = vec4(subgroupBroadcast(y1_1.z, 0u), subgroupBroadcast(y1_1.z, 1u),
+                       subgroupBroadcast(y1_1.z, 2u), subgroupBroadcast(y1_1.z, 3u));
+        let b1h_12 = vec4(subgroupBroadcast(y1_1.z, 4u), subgroupBroadcast(y1_1.z, 5u),
+                       subgroupBroadcast(y1_1.z, 6u), subgroupBroadcast(y1_1.z, 7u));
+        let b1l_13 = vec4(subgroupBroadcast(y1_1.w, 0u), subgroupBroadcast(y1_1.w, 1u),
+                       subgroupBroadcast(y1_1.w, 2u), subgroupBroadcast(y1_1.w, 3u));
+        let b1h_13 = vec4(subgroupBroadcast(y1_1.w, 4u), subgroupBroadcast(y1_1.w, 5u),
+                       subgroupBroadcast(y1_1.w, 6u), subgroupBroadcast(y1_1.w, 7u));
+        c0_1l = fma(a0_13, b1l_13, fma(a0_12, b1l_12, fma(a0_11, b1l_11, fma(a0_10, b1l_10, fma(a0_03, b1l_03, fma(a0_02, b1l_02, fma(a0_01, b1l_01, fma(a0_00, b1l_00, c0_1l))))))));
+        c0_1h = fma(a0_13, b1h_13, fma(a0_12, b1h_12, fma(a0_11, b1h_11, fma(a0_10, b1h_10, fma(a0_03, b1h_03, fma(a0_02, b1h_02, fma(a0_01, b1h_01, fma(a0_00, b1h_00, c0_1h))))))));
+        c1_1l = fma(a1_13, b1l_13, fma(a1_12, b1l_12, fma(a1_11, b1l_11, fma(a1_10, b1l_10, fma(a1_03, b1l_03, fma(a1_02, b1l_02, fma(a1_01, b1l_01, fma(a1_00, b1l_00, c1_1l))))))));
+        c1_1h = fma(a1_13, b1h_13, fma(a1_12, b1h_12, fma(a1_11, b1h_11, fma(a1_10, b1h_10, fma(a1_03, b1h_03, fma(a1_02, b1h_02, fma(a1_01, b1h_01, fma(a1_00, b1h_00, c1_1h))))))));
+        c2_1l = fma(a2_13, b1l_13, fma(a2_12, b1l_12, fma(a2_11, b1l_11, fma(a2_10, b1l_10, fma(a2_03, b1l_03, fma(a2_02, b1l_02, fma(a2_01, b1l_01, fma(a2_00, b1l_00, c2_1l))))))));
+        c2_1h = fma(a2_13, b1h_13, fma(a2_12, b1h_12, fma(a2_11, b1h_11, fma(a2_10, b1h_10, fma(a2_03, b1h_03, fma(a2_02, b1h_02, fma(a2_01, b1h_01, fma(a2_00, b1h_00, c2_1h))))))));
+        c3_1l = fma(a3_13, b1l_13, fma(a3_12, b1l_12, fma(a3_11, b1l_11, fma(a3_10, b1l_10, fma(a3_03, b1l_03, fma(a3_02, b1l_02, fma(a3_01, b1l_01, fma(a3_00, b1l_00, c3_1l))))))));
+        c3_1h = fma(a3_13, b1h_13, fma(a3_12, b1h_12, fma(a3_11, b1h_11, fma(a3_10, b1h_10, fma(a3_03, b1h_03, fma(a3_02, b1h_02, fma(a3_01, b1h_01, fma(a3_00, b1h_00, c3_1h))))))));
+        c4_1l = fma(a4_13, b1l_13, fma(a4_12, b1l_12, fma(a4_11, b1l_11, fma(a4_10, b1l_10, fma(a4_03, b1l_03, fma(a4_02, b1l_02, fma(a4_01, b1l_01, fma(a4_00, b1l_00, c4_1l))))))));
+        c4_1h = fma(a4_13, b1h_13, fma(a4_12, b1h_12, fma(a4_11, b1h_11, fma(a4_10, b1h_10, fma(a4_03, b1h_03, fma(a4_02, b1h_02, fma(a4_01, b1h_01, fma(a4_00, b1h_00, c4_1h))))))));
+        c5_1l = fma(a5_13, b1l_13, fma(a5_12, b1l_12, fma(a5_11, b1l_11, fma(a5_10, b1l_10, fma(a5_03, b1l_03, fma(a5_02, b1l_02, fma(a5_01, b1l_01, fma(a5_00, b1l_00, c5_1l))))))));
+        c5_1h = fma(a5_13, b1h_13, fma(a5_12, b1h_12, fma(a5_11, b1h_11, fma(a5_10, b1h_10, fma(a5_03, b1h_03, fma(a5_02, b1h_02, fma(a5_01, b1h_01, fma(a5_00, b1h_00, c5_1h))))))));
+        c6_1l = fma(a6_13, b1l_13, fma(a6_12, b1l_12, fma(a6_11, b1l_11, fma(a6_10, b1l_10, fma(a6_03, b1l_03, fma(a6_02, b1l_02, fma(a6_01, b1l_01, fma(a6_00, b1l_00, c6_1l))))))));
+        c6_1h = fma(a6_13, b1h_13, fma(a6_12, b1h_12, fma(a6_11, b1h_11, fma(a6_10, b1h_10, fma(a6_03, b1h_03, fma(a6_02, b1h_02, fma(a6_01, b1h_01, fma(a6_00, b1h_00, c6_1h))))))));
+        c7_1l = fma(a7_13, b1l_13, fma(a7_12, b1l_12, fma(a7_11, b1l_11, fma(a7_10, b1l_10, fma(a7_03, b1l_03, fma(a7_02, b1l_02, fma(a7_01, b1l_01, fma(a7_00, b1l_00, c7_1l))))))));
+        c7_1h = fma(a7_13, b1h_13, fma(a7_12, b1h_12, fma(a7_11, b1h_11, fma(a7_10, b1h_10, fma(a7_03, b1h_03, fma(a7_02, b1h_02, fma(a7_01, b1h_01, fma(a7_00, b1h_00, c7_1h))))))));
+        let b2l_00 = vec4(subgroupBroadcast(y2_0.x, 0u), subgroupBroadcast(y2_0.x, 1u),
+                       subgroupBroadcast(y2_0.x, 2u), subgroupBroadcast(y2_0.x, 3u));
+        let b2h_00 = vec4(subgroupBroadcast(y2_0.x, 4u), subgroupBroadcast(y2_0.x, 5u),
+                       subgroupBroadcast(y2_0.x, 6u), subgroupBroadcast(y2_0.x, 7u));
+        let b2l_01 = vec4(subgroupBroadcast(y2_0.y, 0u), subgroupBroadcast(y2_0.y, 1u),
+                       subgroupBroadcast(y2_0.y, 2u), subgroupBroadcast(y2_0.y, 3u));
+        let b2h_01 = vec4(subgroupBroadcast(y2_0.y, 4u), subgroupBroadcast(y2_0.y, 5u),
+                       subgroupBroadcast(y2_0.y, 6u), subgroupBroadcast(y2_0.y, 7u));
+        let b2l_02 = vec4(subgroupBroadcast(y2_0.z, 0u), subgroupBroadcast(y2_0.z, 1u),
+                       subgroupBroadcast(y2_0.z, 2u), subgroupBroadcast(y2_0.z, 3u));
+        let b2h_02 = vec4(subgroupBroadcast(y2_0.z, 4u), subgroupBroadcast(y2_0.z, 5u),
+                       subgroupBroadcast(y2_0.z, 6u), subgroupBroadcast(y2_0.z, 7u));
+        let b2l_03 = vec4(subgroupBroadcast(y2_0.w, 0u), subgroupBroadcast(y2_0.w, 1u),
+                       subgroupBroadcast(y2_0.w, 2u), subgroupBroadcast(y2_0.w, 3u));
+        let b2h_03 = vec4(subgroupBroadcast(y2_0.w, 4u), subgroupBroadcast(y2_0.w, 5u),
+                       subgroupBroadcast(y2_0.w, 6u), subgroupBroadcast(y2_0.w, 7u));
+        let b2l_10 = vec4(subgroupBroadcast(y2_1.x, 0u), subgroupBroadcast(y2_1.x, 1u),
+                       subgroupBroadcast(y2_1.x, 2u), subgroupBroadcast(y2_1.x, 3u));
+        let b2h_10 = vec4(subgroupBroadcast(y2_1.x, 4u), subgroupBroadcast(y2_1.x, 5u),
+                       subgroupBroadcast(y2_1.x, 6u), subgroupBroadcast(y2_1.x, 7u));
+        let b2l_11 = vec4(subgroupBroadcast(y2_1.y, 0u), subgroupBroadcast(y2_1.y, 1u),
+                       subgroupBroadcast(y2_1.y, 2u), subgroupBroadcast(y2_1.y, 3u));
+        let b2h_11 = vec4(subgroupBroadcast(y2_1.y, 4u), subgroupBroadcast(y2_1.y, 5u),
+                       subgroupBroadcast(y2_1.y, 6u), subgroupBroadcast(y2_1.y, 7u));
+        let b2l_12 = vec4(subgroupBroadcast(y2_1.z, 0u), subgroupBroadcast(y2_1.z, 1u),
+                       subgroupBroadcast(y2_1.z, 2u), subgroupBroadcast(y2_1.z, 3u));
+        let b2h_12 = vec4(subgroupBroadcast(y2_1.z, 4u), subgroupBroadcast(y2_1.z, 5u),
+                       subgroupBroadcast(y2_1.z, 6u), subgroupBroadcast(y2_1.z, 7u));
+        let b2l_13 = vec4(subgroupBroadcast(y2_1.w, 0u), subgroupBroadcast(y2_1.w, 1u),
+                       subgroupBroadcast(y2_1.w, 2u), subgroupBroadcast(y2_1.w, 3u));
+        let b2h_13 = vec4(subgroupBroadcast(y2_1.w, 4u), subgroupBroadcast(y2_1.w, 5u),
+                       subgroupBroadcast(y2_1.w, 6u), subgroupBroadcast(y2_1.w, 7u));
+        c0_2l = fma(a0_13, b2l_13, fma(a0_12, b2l_12, fma(a0_11, b2l_11, fma(a0_10, b2l_10, fma(a0_03, b2l_03, fma(a0_02, b2l_02, fma(a0_01, b2l_01, fma(a0_00, b2l_00, c0_2l))))))));
+        c0_2h = fma(a0_13, b2h_13, fma(a0_12, b2h_12, fma(a0_11, b2h_11, fma(a0_10, b2h_10, fma(a0_03, b2h_03, fma(a0_02, b2h_02, fma(a0_01, b2h_01, fma(a0_00, b2h_00, c0_2h))))))));
+        c1_2l = fma(a1_13, b2l_13, fma(a1_12, b2l_12, fma(a1_11, b2l_11, fma(a1_10, b2l_10, fma(a1_03, b2l_03, fma(a1_02, b2l_02, fma(a1_01, b2l_01, fma(a1_00, b2l_00, c1_2l))))))));
+        c1_2h = fma(a1_13, b2h_13, fma(a1_12, b2h_12, fma(a1_11, b2h_11, fma(a1_10, b2h_10, fma(a1_03, b2h_03, fma(a1_02, b2h_02, fma(a1_01, b2h_01, fma(a1_00, b2h_00, c1_2h))))))));
+        c2_2l = fma(a2_13, b2l_13, fma(a2_12, b2l_12, fma(a2_11, b2l_11, fma(a2_10, b2l_10, fma(a2_03, b2l_03, fma(a2_02, b2l_02, fma(a2_01, b2l_01, fma(a2_00, b2l_00, c2_2l))))))));
+        c2_2h = fma(a2_13, b2h_13, fma(a2_12, b2h_12, fma(a2_11, b2h_11, fma(a2_10, b2h_10, fma(a2_03, b2h_03, fma(a2_02, b2h_02, fma(a2_01, b2h_01, fma(a2_00, b2h_00, c2_2h))))))));
+        c3_2l = fma(a3_13, b2l_13, fma(a3_12, b2l_12, fma(a3_11, b2l_11, fma(a3_10, b2l_10, fma(a3_03, b2l_03, fma(a3_02, b2l_02, fma(a3_01, b2l_01, fma(a3_00, b2l_00, c3_2l))))))));
+        c3_2h = fma(a3_13, b2h_13, fma(a3_12, b2h_12, fma(a3_11, b2h_11, fma(a3_10, b2h_10, fma(a3_03, b2h_03, fma(a3_02, b2h_02, fma(a3_01, b2h_01, fma(a3_00, b2h_00, c3_2h))))))));
+        c4_2l = fma(a4_13, b2l_13, fma(a4_12, b2l_12, fma(a4_11, b2l_11, fma(a4_10, b2l_10, fma(a4_03, b2l_03, fma(a4_02, b2l_02, fma(a4_01, b2l_01, fma(a4_00, b2l_00, c4_2l))))))));
+        c4_2h = fma(a4_13, b2h_13, fma(a4_12, b2h_12, fma(a4_11, b2h_11, fma(a4_10, b2h_10, fma(a4_03, b2h_03, fma(a4_02, b2h_02, fma(a4_01, b2h_01, fma(a4_00, b2h_00, c4_2h))))))));
+        c5_2l = fma(a5_13, b2l_13, fma(a5_12, b2l_12, fma(a5_11, b2l_11, fma(a5_10, b2l_10, fma(a5_03, b2l_03, fma(a5_02, b2l_02, fma(a5_01, b2l_01, fma(a5_00, b2l_00, c5_2l))))))));
+        c5_2h = fma(a5_13, b2h_13, fma(a5_12, b2h_12, fma(a5_11, b2h_11, fma(a5_10, b2h_10, fma(a5_03, b2h_03, fma(a5_02, b2h_02, fma(a5_01, b2h_01, fma(a5_00, b2h_00, c5_2h))))))));
+        c6_2l = fma(a6_13, b2l_13, fma(a6_12, b2l_12, fma(a6_11, b2l_11, fma(a6_10, b2l_10, fma(a6_03, b2l_03, fma(a6_02, b2l_02, fma(a6_01, b2l_01, fma(a6_00, b2l_00, c6_2l))))))));
+        c6_2h = fma(a6_13, b2h_13, fma(a6_12, b2h_12, fma(a6_11, b2h_11, fma(a6_10, b2h_10, fma(a6_03, b2h_03, fma(a6_02, b2h_02, fma(a6_01, b2h_01, fma(a6_00, b2h_00, c6_2h))))))));
+        c7_2l = fma(a7_13, b2l_13, fma(a7_12, b2l_12, fma(a7_11, b2l_11, fma(a7_10, b2l_10, fma(a7_03, b2l_03, fma(a7_02, b2l_02, fma(a7_01, b2l_01, fma(a7_00, b2l_00, c7_2l))))))));
+        c7_2h = fma(a7_13, b2h_13, fma(a7_12, b2h_12, fma(a7_11, b2h_11, fma(a7_10, b2h_10, fma(a7_03, b2h_03, fma(a7_02, b2h_02, fma(a7_01, b2h_01, fma(a7_00, b2h_00, c7_2h))))))));
+        let b3l_00 = vec4(subgroupBroadcast(y3_0.x, 0u), subgroupBroadcast(y3_0.x, 1u),
+                       subgroupBroadcast(y3_0.x, 2u), subgroupBroadcast(y3_0.x, 3u));
+        let b3h_00 = vec4(subgroupBroadcast(y3_0.x, 4u), subgroupBroadcast(y3_0.x, 5u),
+                       subgroupBroadcast(y3_0.x, 6u), subgroupBroadcast(y3_0.x, 7u));
+        let b3l_01 = vec4(subgroupBroadcast(y3_0.y, 0u), subgroupBroadcast(y3_0.y, 1u),
+                       subgroupBroadcast(y3_0.y, 2u), subgroupBroadcast(y3_0.y, 3u));
+        let b3h_01 = vec4(subgroupBroadcast(y3_0.y, 4u), subgroupBroadcast(y3_0.y, 5u),
+                       subgroupBroadcast(y3_0.y, 6u), subgroupBroadcast(y3_0.y, 7u));
+        let b3l_02 = vec4(subgroupBroadcast(y3_0.z, 0u), subgroupBroadcast(y3_0.z, 1u),
+                       subgroupBroadcast(y3_0.z, 2u), subgroupBroadcast(y3_0.z, 3u));
+        let b3h_02 = vec4(subgroupBroadcast(y3_0.z, 4u), subgroupBroadcast(y3_0.z, 5u),
+                       subgroupBroadcast(y3_0.z, 6u), subgroupBroadcast(y3_0.z, 7u));
+        let b3l_03 = vec4(subgroupBroadcast(y3_0.w, 0u), subgroupBroadcast(y3_0.w, 1u),
+                       subgroupBroadcast(y3_0.w, 2u), subgroupBroadcast(y3_0.w, 3u));
+        let b3h_03 = vec4(subgroupBroadcast(y3_0.w, 4u), subgroupBroadcast(y3_0.w, 5u),
+                       subgroupBroadcast(y3_0.w, 6u), subgroupBroadcast(y3_0.w, 7u));
+        let b3l_10 = vec4(subgroupBroadcast(y3_1.x, 0u), subgroupBroadcast(y3_1.x, 1u),
+                       subgroupBroadcast(y3_1.x, 2u), subgroupBroadcast(y3_1.x, 3u));
+        let b3h_10 = vec4(subgroupBroadcast(y3_1.x, 4u), subgroupBroadcast(y3_1.x, 5u),
+                       subgroupBroadcast(y3_1.x, 6u), subgroupBroadcast(y3_1.x, 7u));
+        let b3l_11 = vec4(subgroupBroadcast(y3_1.y, 0u), subgroupBroadcast(y3_1.y, 1u),
+                       subgroupBroadcast(y3_1.y, 2u), subgroupBroadcast(y3_1.y, 3u));
+        let b3h_11 = vec4(subgroupBroadcast(y3_1.y, 4u), subgroupBroadcast(y3_1.y, 5u),
+                       subgroupBroadcast(y3_1.y, 6u), subgroupBroadcast(y3_1.y, 7u));
+        let b3l_12 = vec4(subgroupBroadcast(y3_1.z, 0u), subgroupBroadcast(y3_1.z, 1u),
+                       subgroupBroadcast(y3_1.z, 2u), subgroupBroadcast(y3_1.z, 3u));
+        let b3h_12 = vec4(subgroupBroadcast(y3_1.z, 4u), subgroupBroadcast(y3_1.z, 5u),
+                       subgroupBroadcast(y3_1.z, 6u), subgroupBroadcast(y3_1.z, 7u));
+        let b3l_13 = vec4(subgroupBroadcast(y3_1.w, 0u), subgroupBroadcast(y3_1.w, 1u),
+                       subgroupBroadcast(y3_1.w, 2u), subgroupBroadcast(y3_1.w, 3u));
+        let b3h_13 = vec4(subgroupBroadcast(y3_1.w, 4u), subgroupBroadcast(y3_1.w, 5u),
+                       subgroupBroadcast(y3_1.w, 6u), subgroupBroadcast(y3_1.w, 7u));
+        c0_3l = fma(a0_13, b3l_13, fma(a0_12, b3l_12, fma(a0_11, b3l_11, fma(a0_10, b3l_10, fma(a0_03, b3l_03, fma(a0_02, b3l_02, fma(a0_01, b3l_01, fma(a0_00, b3l_00, c0_3l))))))));
+        c0_3h = fma(a0_13, b3h_13, fma(a0_12, b3h_12, fma(a0_11, b3h_11, fma(a0_10, b3h_10, fma(a0_03, b3h_03, fma(a0_02, b3h_02, fma(a0_01, b3h_01, fma(a0_00, b3h_00, c0_3h))))))));
+        c1_3l = fma(a1_13, b3l_13, fma(a1_12, b3l_12, fma(a1_11, b3l_11, fma(a1_10, b3l_10, fma(a1_03, b3l_03, fma(a1_02, b3l_02, fma(a1_01, b3l_01, fma(a1_00, b3l_00, c1_3l))))))));
+        c1_3h = fma(a1_13, b3h_13, fma(a1_12, b3h_12, fma(a1_11, b3h_11, fma(a1_10, b3h_10, fma(a1_03, b3h_03, fma(a1_02, b3h_02, fma(a1_01, b3h_01, fma(a1_00, b3h_00, c1_3h))))))));
+        c2_3l = fma(a2_13, b3l_13, fma(a2_12, b3l_12, fma(a2_11, b3l_11, fma(a2_10, b3l_10, fma(a2_03, b3l_03, fma(a2_02, b3l_02, fma(a2_01, b3l_01, fma(a2_00, b3l_00, c2_3l))))))));
+        c2_3h = fma(a2_13, b3h_13, fma(a2_12, b3h_12, fma(a2_11, b3h_11, fma(a2_10, b3h_10, fma(a2_03, b3h_03, fma(a2_02, b3h_02, fma(a2_01, b3h_01, fma(a2_00, b3h_00, c2_3h))))))));
+        c3_3l = fma(a3_13, b3l_13, fma(a3_12, b3l_12, fma(a3_11, b3l_11, fma(a3_10, b3l_10, fma(a3_03, b3l_03, fma(a3_02, b3l_02, fma(a3_01, b3l_01, fma(a3_00, b3l_00, c3_3l))))))));
+        c3_3h = fma(a3_13, b3h_13, fma(a3_12, b3h_12, fma(a3_11, b3h_11, fma(a3_10, b3h_10, fma(a3_03, b3h_03, fma(a3_02, b3h_02, fma(a3_01, b3h_01, fma(a3_00, b3h_00, c3_3h))))))));
+        c4_3l = fma(a4_13, b3l_13, fma(a4_12, b3l_12, fma(a4_11, b3l_11, fma(a4_10, b3l_10, fma(a4_03, b3l_03, fma(a4_02, b3l_02, fma(a4_01, b3l_01, fma(a4_00, b3l_00, c4_3l))))))));
+        c4_3h = fma(a4_13, b3h_13, fma(a4_12, b3h_12, fma(a4_11, b3h_11, fma(a4_10, b3h_10, fma(a4_03, b3h_03, fma(a4_02, b3h_02, fma(a4_01, b3h_01, fma(a4_00, b3h_00, c4_3h))))))));
+        c5_3l = fma(a5_13, b3l_13, fma(a5_12, b3l_12, fma(a5_11, b3l_11, fma(a5_10, b3l_10, fma(a5_03, b3l_03, fma(a5_02, b3l_02, fma(a5_01, b3l_01, fma(a5_00, b3l_00, c5_3l))))))));
+        c5_3h = fma(a5_13, b3h_13, fma(a5_12, b3h_12, fma(a5_11, b3h_11, fma(a5_10, b3h_10, fma(a5_03, b3h_03, fma(a5_02, b3h_02, fma(a5_01, b3h_01, fma(a5_00, b3h_00, c5_3h))))))));
+        c6_3l = fma(a6_13, b3l_13, fma(a6_12, b3l_12, fma(a6_11, b3l_11, fma(a6_10, b3l_10, fma(a6_03, b3l_03, fma(a6_02, b3l_02, fma(a6_01, b3l_01, fma(a6_00, b3l_00, c6_3l))))))));
+        c6_3h = fma(a6_13, b3h_13, fma(a6_12, b3h_12, fma(a6_11, b3h_11, fma(a6_10, b3h_10, fma(a6_03, b3h_03, fma(a6_02, b3h_02, fma(a6_01, b3h_01, fma(a6_00, b3h_00, c6_3h))))))));
+        c7_3l = fma(a7_13, b3l_13, fma(a7_12, b3l_12, fma(a7_11, b3l_11, fma(a7_10, b3l_10, fma(a7_03, b3l_03, fma(a7_02, b3l_02, fma(a7_01, b3l_01, fma(a7_00, b3l_00, c7_3l))))))));
+        c7_3h = fma(a7_13, b3h_13, fma(a7_12, b3h_12, fma(a7_11, b3h_11, fma(a7_10, b3h_10, fma(a7_03, b3h_03, fma(a7_02, b3h_02, fma(a7_01, b3h_01, fma(a7_00, b3h_00, c7_3h))))))));
+        let b4l_00 = vec4(subgroupBroadcast(y4_0.x, 0u), subgroupBroadcast(y4_0.x, 1u),
+                       subgroupBroadcast(y4_0.x, 2u), subgroupBroadcast(y4_0.x, 3u));
+        let b4h_00 = vec4(subgroupBroadcast(y4_0.x, 4u), subgroupBroadcast(y4_0.x, 5u),
+                       subgroupBroadcast(y4_0.x, 6u), subgroupBroadcast(y4_0.x, 7u));
+        let b4l_01 = vec4(subgroupBroadcast(y4_0.y, 0u), subgroupBroadcast(y4_0.y, 1u),
+                       subgroupBroadcast(y4_0.y, 2u), subgroupBroadcast(y4_0.y, 3u));
+        let b4h_01 = vec4(subgroupBroadcast(y4_0.y, 4u), subgroupBroadcast(y4_0.y, 5u),
+                       subgroupBroadcast(y4_0.y, 6u), subgroupBroadcast(y4_0.y, 7u));
+        let b4l_02 = vec4(subgroupBroadcast(y4_0.z, 0u), subgroupBroadcast(y4_0.z, 1u),
+                       subgroupBroadcast(y4_0.z, 2u), subgroupBroadcast(y4_0.z, 3u));
+        let b4h_02 = vec4(subgroupBroadcast(y4_0.z, 4u), subgroupBroadcast(y4_0.z, 5u),
+                       subgroupBroadcast(y4_0.z, 6u), subgroupBroadcast(y4_0.z, 7u));
+        let b4l_03 = vec4(subgroupBroadcast(y4_0.w, 0u), subgroupBroadcast(y4_0.w, 1u),
+                       subgroupBroadcast(y4_0.w, 2u), subgroupBroadcast(y4_0.w, 3u));
+        let b4h_03 = vec4(subgroupBroadcast(y4_0.w, 4u), subgroupBroadcast(y4_0.w, 5u),
+                       subgroupBroadcast(y4_0.w, 6u), subgroupBroadcast(y4_0.w, 7u));
+        let b4l_10 = vec4(subgroupBroadcast(y4_1.x, 0u), subgroupBroadcast(y4_1.x, 1u),
+                       subgroupBroadcast(y4_1.x, 2u), subgroupBroadcast(y4_1.x, 3u));
+        let b4h_10 = vec4(subgroupBroadcast(y4_1.x, 4u), subgroupBroadcast(y4_1.x, 5u),
+                       subgroupBroadcast(y4_1.x, 6u), subgroupBroadcast(y4_1.x, 7u));
+        let b4l_11 = vec4(subgroupBroadcast(y4_1.y, 0u), subgroupBroadcast(y4_1.y, 1u),
+                       subgroupBroadcast(y4_1.y, 2u), subgroupBroadcast(y4_1.y, 3u));
+        let b4h_11 = vec4(subgroupBroadcast(y4_1.y, 4u), subgroupBroadcast(y4_1.y, 5u),
+                       subgroupBroadcast(y4_1.y, 6u), subgroupBroadcast(y4_1.y, 7u));
+        let b4l_12 = vec4(subgroupBroadcast(y4_1.z, 0u), subgroupBroadcast(y4_1.z, 1u),
+                       subgroupBroadcast(y4_1.z, 2u), subgroupBroadcast(y4_1.z, 3u));
+        let b4h_12 = vec4(subgroupBroadcast(y4_1.z, 4u), subgroupBroadcast(y4_1.z, 5u),
+                       subgroupBroadcast(y4_1.z, 6u), subgroupBroadcast(y4_1.z, 7u));
+        let b4l_13 = vec4(subgroupBroadcast(y4_1.w, 0u), subgroupBroadcast(y4_1.w, 1u),
+                       subgroupBroadcast(y4_1.w, 2u), subgroupBroadcast(y4_1.w, 3u));
+        let b4h_13 = vec4(subgroupBroadcast(y4_1.w, 4u), subgroupBroadcast(y4_1.w, 5u),
+                       subgroupBroadcast(y4_1.w, 6u), subgroupBroadcast(y4_1.w, 7u));
+        c0_4l = fma(a0_13, b4l_13, fma(a0_12, b4l_12, fma(a0_11, b4l_11, fma(a0_10, b4l_10, fma(a0_03, b4l_03, fma(a0_02, b4l_02, fma(a0_01, b4l_01, fma(a0_00, b4l_00, c0_4l))))))));
+        c0_4h = fma(a0_13, b4h_13, fma(a0_12, b4h_12, fma(a0_11, b4h_11, fma(a0_10, b4h_10, fma(a0_03, b4h_03, fma(a0_02, b4h_02, fma(a0_01, b4h_01, fma(a0_00, b4h_00, c0_4h))))))));
+        c1_4l = fma(a1_13, b4l_13, fma(a1_12, b4l_12, fma(a1_11, b4l_11, fma(a1_10, b4l_10, fma(a1_03, b4l_03, fma(a1_02, b4l_02, fma(a1_01, b4l_01, fma(a1_00, b4l_00, c1_4l))))))));
+        c1_4h = fma(a1_13, b4h_13, fma(a1_12, b4h_12, fma(a1_11, b4h_11, fma(a1_10, b4h_10, fma(a1_03, b4h_03, fma(a1_02, b4h_02, fma(a1_01, b4h_01, fma(a1_00, b4h_00, c1_4h))))))));
+        c2_4l = fma(a2_13, b4l_13, fma(a2_12, b4l_12, fma(a2_11, b4l_11, fma(a2_10, b4l_10, fma(a2_03, b4l_03, fma(a2_02, b4l_02, fma(a2_01, b4l_01, fma(a2_00, b4l_00, c2_4l))))))));
+        c2_4h = fma(a2_13, b4h_13, fma(a2_12, b4h_12, fma(a2_11, b4h_11, fma(a2_10, b4h_10, fma(a2_03, b4h_03, fma(a2_02, b4h_02, fma(a2_01, b4h_01, fma(a2_00, b4h_00, c2_4h))))))));
+        c3_4l = fma(a3_13, b4l_13, fma(a3_12, b4l_12, fma(a3_11, b4l_11, fma(a3_10, b4l_10, fma(a3_03, b4l_03, fma(a3_02, b4l_02, fma(a3_01, b4l_01, fma(a3_00, b4l_00, c3_4l))))))));
+        c3_4h = fma(a3_13, b4h_13, fma(a3_12, b4h_12, fma(a3_11, b4h_11, fma(a3_10, b4h_10, fma(a3_03, b4h_03, fma(a3_02, b4h_02, fma(a3_01, b4h_01, fma(a3_00, b4h_00, c3_4h))))))));
+        c4_4l = fma(a4_13, b4l_13, fma(a4_12, b4l_12, fma(a4_11, b4l_11, fma(a4_10, b4l_10, fma(a4_03, b4l_03, fma(a4_02, b4l_02, fma(a4_01, b4l_01, fma(a4_00, b4l_00, c4_4l))))))));
+        c4_4h = fma(a4_13, b4h_13, fma(a4_12, b4h_12, fma(a4_11, b4h_11, fma(a4_10, b4h_10, fma(a4_03, b4h_03, fma(a4_02, b4h_02, fma(a4_01, b4h_01, fma(a4_00, b4h_00, c4_4h))))))));
+        c5_4l = fma(a5_13, b4l_13, fma(a5_12, b4l_12, fma(a5_11, b4l_11, fma(a5_10, b4l_10, fma(a5_03, b4l_03, fma(a5_02, b4l_02, fma(a5_01, b4l_01, fma(a5_00, b4l_00, c5_4l))))))));
+        c5_4h = fma(a5_13, b4h_13, fma(a5_12, b4h_12, fma(a5_11, b4h_11, fma(a5_10, b4h_10, fma(a5_03, b4h_03, fma(a5_02, b4h_02, fma(a5_01, b4h_01, fma(a5_00, b4h_00, c5_4h))))))));
+        c6_4l = fma(a6_13, b4l_13, fma(a6_12, b4l_12, fma(a6_11, b4l_11, fma(a6_10, b4l_10, fma(a6_03, b4l_03, fma(a6_02, b4l_02, fma(a6_01, b4l_01, fma(a6_00, b4l_00, c6_4l))))))));
+        c6_4h = fma(a6_13, b4h_13, fma(a6_12, b4h_12, fma(a6_11, b4h_11, fma(a6_10, b4h_10, fma(a6_03, b4h_03, fma(a6_02, b4h_02, fma(a6_01, b4h_01, fma(a6_00, b4h_00, c6_4h))))))));
+        c7_4l = fma(a7_13, b4l_13, fma(a7_12, b4l_12, fma(a7_11, b4l_11, fma(a7_10, b4l_10, fma(a7_03, b4l_03, fma(a7_02, b4l_02, fma(a7_01, b4l_01, fma(a7_00, b4l_00, c7_4l))))))));
+        c7_4h = fma(a7_13, b4h_13, fma(a7_12, b4h_12, fma(a7_11, b4h_11, fma(a7_10, b4h_10, fma(a7_03, b4h_03, fma(a7_02, b4h_02, fma(a7_01, b4h_01, fma(a7_00, b4h_00, c7_4h))))))));
+        let b5l_00 = vec4(subgroupBroadcast(y5_0.x, 0u), subgroupBroadcast(y5_0.x, 1u),
+                       subgroupBroadcast(y5_0.x, 2u), subgroupBroadcast(y5_0.x, 3u));
+        let b5h_00 = vec4(subgroupBroadcast(y5_0.x, 4u), subgroupBroadcast(y5_0.x, 5u),
+                       subgroupBroadcast(y5_0.x, 6u), subgroupBroadcast(y5_0.x, 7u));
+        let b5l_01 = vec4(subgroupBroadcast(y5_0.y, 0u), subgroupBroadcast(y5_0.y, 1u),
+                       subgroupBroadcast(y5_0.y, 2u), subgroupBroadcast(y5_0.y, 3u));
+        let b5h_01 = vec4(subgroupBroadcast(y5_0.y, 4u), subgroupBroadcast(y5_0.y, 5u),
+                       subgroupBroadcast(y5_0.y, 6u), subgroupBroadcast(y5_0.y, 7u));
+        let b5l_02 = vec4(subgroupBroadcast(y5_0.z, 0u), subgroupBroadcast(y5_0.z, 1u),
+                       subgroupBroadcast(y5_0.z, 2u), subgroupBroadcast(y5_0.z, 3u));
+        let b5h_02 = vec4(subgroupBroadcast(y5_0.z, 4u), subgroupBroadcast(y5_0.z, 5u),
+                       subgroupBroadcast(y5_0.z, 6u), subgroupBroadcast(y5_0.z, 7u));
+        let b5l_03 = vec4(subgroupBroadcast(y5_0.w, 0u), subgroupBroadcast(y5_0.w, 1u),
+                       subgroupBroadcast(y5_0.w, 2u), subgroupBroadcast(y5_0.w, 3u));
+        let b5h_03 = vec4(subgroupBroadcast(y5_0.w, 4u), subgroupBroadcast(y5_0.w, 5u),
+                       subgroupBroadcast(y5_0.w, 6u), subgroupBroadcast(y5_0.w, 7u));
+        let b5l_10 = vec4(subgroupBroadcast(y5_1.x, 0u), subgroupBroadcast(y5_1.x, 1u),
+                       subgroupBroadcast(y5_1.x, 2u), subgroupBroadcast(y5_1.x, 3u));
+        let b5h_10 = vec4(subgroupBroadcast(y5_1.x, 4u), subgroupBroadcast(y5_1.x, 5u),
+                       subgroupBroadcast(y5_1.x, 6u), subgroupBroadcast(y5_1.x, 7u));
+        let b5l_11 = vec4(subgroupBroadcast(y5_1.y, 0u), subgroupBroadcast(y5_1.y, 1u),
+                       subgroupBroadcast(y5_1.y, 2u), subgroupBroadcast(y5_1.y, 3u));
+        let b5h_11 = vec4(subgroupBroadcast(y5_1.y, 4u), subgroupBroadcast(y5_1.y, 5u),
+                       subgroupBroadcast(y5_1.y, 6u), subgroupBroadcast(y5_1.y, 7u));
+        let b5l_12 = vec4(subgroupBroadcast(y5_1.z, 0u), subgroupBroadcast(y5_1.z, 1u),
+                       subgroupBroadcast(y5_1.z, 2u), subgroupBroadcast(y5_1.z, 3u));
+        let b5h_12 = vec4(subgroupBroadcast(y5_1.z, 4u), subgroupBroadcast(y5_1.z, 5u),
+                       subgroupBroadcast(y5_1.z, 6u), subgroupBroadcast(y5_1.z, 7u));
+        let b5l_13 = vec4(subgroupBroadcast(y5_1.w, 0u), subgroupBroadcast(y5_1.w, 1u),
+                       subgroupBroadcast(y5_1.w, 2u), subgroupBroadcast(y5_1.w, 3u));
+        let b5h_13 = vec4(subgroupBroadcast(y5_1.w, 4u), subgroupBroadcast(y5_1.w, 5u),
+                       subgroupBroadcast(y5_1.w, 6u), subgroupBroadcast(y5_1.w, 7u));
+        c0_5l = fma(a0_13, b5l_13, fma(a0_12, b5l_12, fma(a0_11, b5l_11, fma(a0_10, b5l_10, fma(a0_03, b5l_03, fma(a0_02, b5l_02, fma(a0_01, b5l_01, fma(a0_00, b5l_00, c0_5l))))))));
+        c0_5h = fma(a0_13, b5h_13, fma(a0_12, b5h_12, fma(a0_11, b5h_11, fma(a0_10, b5h_10, fma(a0_03, b5h_03, fma(a0_02, b5h_02, fma(a0_01, b5h_01, fma(a0_00, b5h_00, c0_5h))))))));
+        c1_5l = fma(a1_13, b5l_13, fma(a1_12, b5l_12, fma(a1_11, b5l_11, fma(a1_10, b5l_10, fma(a1_03, b5l_03, fma(a1_02, b5l_02, fma(a1_01, b5l_01, fma(a1_00, b5l_00, c1_5l))))))));
+        c1_5h = fma(a1_13, b5h_13, fma(a1_12, b5h_12, fma(a1_11, b5h_11, fma(a1_10, b5h_10, fma(a1_03, b5h_03, fma(a1_02, b5h_02, fma(a1_01, b5h_01, fma(a1_00, b5h_00, c1_5h))))))));
+        c2_5l = fma(a2_13, b5l_13, fma(a2_12, b5l_12, fma(a2_11, b5l_11, fma(a2_10, b5l_10, fma(a2_03, b5l_03, fma(a2_02, b5l_02, fma(a2_01, b5l_01, fma(a2_00, b5l_00, c2_5l))))))));
+        c2_5h = fma(a2_13, b5h_13, fma(a2_12, b5h_12, fma(a2_11, b5h_11, fma(a2_10, b5h_10, fma(a2_03, b5h_03, fma(a2_02, b5h_02, fma(a2_01, b5h_01, fma(a2_00, b5h_00, c2_5h))))))));
+        c3_5l = fma(a3_13, b5l_13, fma(a3_12, b5l_12, fma(a3_11, b5l_11, fma(a3_10, b5l_10, fma(a3_03, b5l_03, fma(a3_02, b5l_02, fma(a3_01, b5l_01, fma(a3_00, b5l_00, c3_5l))))))));
+        c3_5h = fma(a3_13, b5h_13, fma(a3_12, b5h_12, fma(a3_11, b5h_11, fma(a3_10, b5h_10, fma(a3_03, b5h_03, fma(a3_02, b5h_02, fma(a3_01, b5h_01, fma(a3_00, b5h_00, c3_5h))))))));
+        c4_5l = fma(a4_13, b5l_13, fma(a4_12, b5l_12, fma(a4_11, b5l_11, fma(a4_10, b5l_10, fma(a4_03, b5l_03, fma(a4_02, b5l_02, fma(a4_01, b5l_01, fma(a4_00, b5l_00, c4_5l))))))));
+        c4_5h = fma(a4_13, b5h_13, fma(a4_12, b5h_12, fma(a4_11, b5h_11, fma(a4_10, b5h_10, fma(a4_03, b5h_03, fma(a4_02, b5h_02, fma(a4_01, b5h_01, fma(a4_00, b5h_00, c4_5h))))))));
+        c5_5l = fma(a5_13, b5l_13, fma(a5_12, b5l_12, fma(a5_11, b5l_11, fma(a5_10, b5l_10, fma(a5_03, b5l_03, fma(a5_02, b5l_02, fma(a5_01, b5l_01, fma(a5_00, b5l_00, c5_5l))))))));
+        c5_5h = fma(a5_13, b5h_13, fma(a5_12, b5h_12, fma(a5_11, b5h_11, fma(a5_10, b5h_10, fma(a5_03, b5h_03, fma(a5_02, b5h_02, fma(a5_01, b5h_01, fma(a5_00, b5h_00, c5_5h))))))));
+        c6_5l = fma(a6_13, b5l_13, fma(a6_12, b5l_12, fma(a6_11, b5l_11, fma(a6_10, b5l_10, fma(a6_03, b5l_03, fma(a6_02, b5l_02, fma(a6_01, b5l_01, fma(a6_00, b5l_00, c6_5l))))))));
+        c6_5h = fma(a6_13, b5h_13, fma(a6_12, b5h_12, fma(a6_11, b5h_11, fma(a6_10, b5h_10, fma(a6_03, b5h_03, fma(a6_02, b5h_02, fma(a6_01, b5h_01, fma(a6_00, b5h_00, c6_5h))))))));
+        c7_5l = fma(a7_13, b5l_13, fma(a7_12, b5l_12, fma(a7_11, b5l_11, fma(a7_10, b5l_10, fma(a7_03, b5l_03, fma(a7_02, b5l_02, fma(a7_01, b5l_01, fma(a7_00, b5l_00, c7_5l))))))));
+        c7_5h = fma(a7_13, b5h_13, fma(a7_12, b5h_12, fma(a7_11, b5h_11, fma(a7_10, b5h_10, fma(a7_03, b5h_03, fma(a7_02, b5h_02, fma(a7_01, b5h_01, fma(a7_00, b5h_00, c7_5h))))))));
+        let b6l_00 = vec4(subgroupBroadcast(y6_0.x, 0u), subgroupBroadcast(y6_0.x, 1u),
+                       subgroupBroadcast(y6_0.x, 2u), subgroupBroadcast(y6_0.x, 3u));
+        let b6h_00 = vec4(subgroupBroadcast(y6_0.x, 4u), subgroupBroadcast(y6_0.x, 5u),
+                       subgroupBroadcast(y6_0.x, 6u), subgroupBroadcast(y6_0.x, 7u));
+        let b6l_01 = vec4(subgroupBroadcast(y6_0.y, 0u), subgroupBroadcast(y6_0.y, 1u),
+                       subgroupBroadcast(y6_0.y, 2u), subgroupBroadcast(y6_0.y, 3u));
+        let b6h_01 = vec4(subgroupBroadcast(y6_0.y, 4u), subgroupBroadcast(y6_0.y, 5u),
+                       subgroupBroadcast(y6_0.y, 6u), subgroupBroadcast(y6_0.y, 7u));
+        let b6l_02 = vec4(subgroupBroadcast(y6_0.z, 0u), subgroupBroadcast(y6_0.z, 1u),
+                       subgroupBroadcast(y6_0.z, 2u), subgroupBroadcast(y6_0.z, 3u));
+        let b6h_02 = vec4(subgroupBroadcast(y6_0.z, 4u), subgroupBroadcast(y6_0.z, 5u),
+                       subgroupBroadcast(y6_0.z, 6u), subgroupBroadcast(y6_0.z, 7u));
+        let b6l_03 = vec4(subgroupBroadcast(y6_0.w, 0u), subgroupBroadcast(y6_0.w, 1u),
+                       subgroupBroadcast(y6_0.w, 2u), subgroupBroadcast(y6_0.w, 3u));
+        let b6h_03 = vec4(subgroupBroadcast(y6_0.w, 4u), subgroupBroadcast(y6_0.w, 5u),
+                       subgroupBroadcast(y6_0.w, 6u), subgroupBroadcast(y6_0.w, 7u));
+        let b6l_10 = vec4(subgroupBroadcast(y6_1.x, 0u), subgroupBroadcast(y6_1.x, 1u),
+                       subgroupBroadcast(y6_1.x, 2u), subgroupBroadcast(y6_1.x, 3u));
+        let b6h_10 = vec4(subgroupBroadcast(y6_1.x, 4u), subgroupBroadcast(y6_1.x, 5u),
+                       subgroupBroadcast(y6_1.x, 6u), subgroupBroadcast(y6_1.x, 7u));
+        let b6l_11 = vec4(subgroupBroadcast(y6_1.y, 0u), subgroupBroadcast(y6_1.y, 1u),
+                       subgroupBroadcast(y6_1.y, 2u), subgroupBroadcast(y6_1.y, 3u));
+        let b6h_11 = vec4(subgroupBroadcast(y6_1.y, 4u), subgroupBroadcast(y6_1.y, 5u),
+                       subgroupBroadcast(y6_1.y, 6u), subgroupBroadcast(y6_1.y, 7u));
+        let b6l_12 = vec4(subgroupBroadcast(y6_1.z, 0u), subgroupBroadcast(y6_1.z, 1u),
+                       subgroupBroadcast(y6_1.z, 2u), subgroupBroadcast(y6_1.z, 3u));
+        let b6h_12 = vec4(subgroupBroadcast(y6_1.z, 4u), subgroupBroadcast(y6_1.z, 5u),
+                       subgroupBroadcast(y6_1.z, 6u), subgroupBroadcast(y6_1.z, 7u));
+        let b6l_13 = vec4(subgroupBroadcast(y6_1.w, 0u), subgroupBroadcast(y6_1.w, 1u),
+                       subgroupBroadcast(y6_1.w, 2u), subgroupBroadcast(y6_1.w, 3u));
+        let b6h_13 = vec4(subgroupBroadcast(y6_1.w, 4u), subgroupBroadcast(y6_1.w, 5u),
+                       subgroupBroadcast(y6_1.w, 6u), subgroupBroadcast(y6_1.w, 7u));
+        c0_6l = fma(a0_13, b6l_13, fma(a0_12, b6l_12, fma(a0_11, b6l_11, fma(a0_10, b6l_10, fma(a0_03, b6l_03, fma(a0_02, b6l_02, fma(a0_01, b6l_01, fma(a0_00, b6l_00, c0_6l))))))));
+        c0_6h = fma(a0_13, b6h_13, fma(a0_12, b6h_12, fma(a0_11, b6h_11, fma(a0_10, b6h_10, fma(a0_03, b6h_03, fma(a0_02, b6h_02, fma(a0_01, b6h_01, fma(a0_00, b6h_00, c0_6h))))))));
+        c1_6l = fma(a1_13, b6l_13, fma(a1_12, b6l_12, fma(a1_11, b6l_11, fma(a1_10, b6l_10, fma(a1_03, b6l_03, fma(a1_02, b6l_02, fma(a1_01, b6l_01, fma(a1_00, b6l_00, c1_6l))))))));
+        c1_6h = fma(a1_13, b6h_13, fma(a1_12, b6h_12, fma(a1_11, b6h_11, fma(a1_10, b6h_10, fma(a1_03, b6h_03, fma(a1_02, b6h_02, fma(a1_01, b6h_01, fma(a1_00, b6h_00, c1_6h))))))));
+        c2_6l = fma(a2_13, b6l_13, fma(a2_12, b6l_12, fma(a2_11, b6l_11, fma(a2_10, b6l_10, fma(a2_03, b6l_03, fma(a2_02, b6l_02, fma(a2_01, b6l_01, fma(a2_00, b6l_00, c2_6l))))))));
+        c2_6h = fma(a2_13, b6h_13, fma(a2_12, b6h_12, fma(a2_11, b6h_11, fma(a2_10, b6h_10, fma(a2_03, b6h_03, fma(a2_02, b6h_02, fma(a2_01, b6h_01, fma(a2_00, b6h_00, c2_6h))))))));
+        c3_6l = fma(a3_13, b6l_13, fma(a3_12, b6l_12, fma(a3_11, b6l_11, fma(a3_10, b6l_10, fma(a3_03, b6l_03, fma(a3_02, b6l_02, fma(a3_01, b6l_01, fma(a3_00, b6l_00, c3_6l))))))));
+        c3_6h = fma(a3_13, b6h_13, fma(a3_12, b6h_12, fma(a3_11, b6h_11, fma(a3_10, b6h_10, fma(a3_03, b6h_03, fma(a3_02, b6h_02, fma(a3_01, b6h_01, fma(a3_00, b6h_00, c3_6h))))))));
+        c4_6l = fma(a4_13, b6l_13, fma(a4_12, b6l_12, fma(a4_11, b6l_11, fma(a4_10, b6l_10, fma(a4_03, b6l_03, fma(a4_02, b6l_02, fma(a4_01, b6l_01, fma(a4_00, b6l_00, c4_6l))))))));
+        c4_6h = fma(a4_13, b6h_13, fma(a4_12, b6h_12, fma(a4_11, b6h_11, fma(a4_10, b6h_10, fma(a4_03, b6h_03, fma(a4_02, b6h_02, fma(a4_01, b6h_01, fma(a4_00, b6h_00, c4_6h))))))));
+        c5_6l = fma(a5_13, b6l_13, fma(a5_12, b6l_12, fma(a5_11, b6l_11, fma(a5_10, b6l_10, fma(a5_03, b6l_03, fma(a5_02, b6l_02, fma(a5_01, b6l_01, fma(a5_00, b6l_00, c5_6l))))))));
+        c5_6h = fma(a5_13, b6h_13, fma(a5_12, b6h_12, fma(a5_11, b6h_11, fma(a5_10, b6h_10, fma(a5_03, b6h_03, fma(a5_02, b6h_02, fma(a5_01, b6h_01, fma(a5_00, b6h_00, c5_6h))))))));
+        c6_6l = fma(a6_13, b6l_13, fma(a6_12, b6l_12, fma(a6_11, b6l_11, fma(a6_10, b6l_10, fma(a6_03, b6l_03, fma(a6_02, b6l_02, fma(a6_01, b6l_01, fma(a6_00, b6l_00, c6_6l))))))));
+        c6_6h = fma(a6_13, b6h_13, fma(a6_12, b6h_12, fma(a6_11, b6h_11, fma(a6_10, b6h_10, fma(a6_03, b6h_03, fma(a6_02, b6h_02, fma(a6_01, b6h_01, fma(a6_00, b6h_00, c6_6h))))))));
+        c7_6l = fma(a7_13, b6l_13, fma(a7_12, b6l_12, fma(a7_11, b6l_11, fma(a7_10, b6l_10, fma(a7_03, b6l_03, fma(a7_02, b6l_02, fma(a7_01, b6l_01, fma(a7_00, b6l_00, c7_6l))))))));
+        c7_6h = fma(a7_13, b6h_13, fma(a7_12, b6h_12, fma(a7_11, b6h_11, fma(a7_10, b6h_10, fma(a7_03, b6h_03, fma(a7_02, b6h_02, fma(a7_01, b6h_01, fma(a7_00, b6h_00, c7_6h))))))));
+        let b7l_00 = vec4(subgroupBroadcast(y7_0.x, 0u), subgroupBroadcast(y7_0.x, 1u),
+                       subgroupBroadcast(y7_0.x, 2u), subgroupBroadcast(y7_0.x, 3u));
+        let b7h_00 = vec4(subgroupBroadcast(y7_0.x, 4u), subgroupBroadcast(y7_0.x, 5u),
+                       subgroupBroadcast(y7_0.x, 6u), subgroupBroadcast(y7_0.x, 7u));
+        let b7l_01 = vec4(subgroupBroadcast(y7_0.y, 0u), subgroupBroadcast(y7_0.y, 1u),
+                       subgroupBroadcast(y7_0.y, 2u), subgroupBroadcast(y7_0.y, 3u));
+        let b7h_01 = vec4(subgroupBroadcast(y7_0.y, 4u), subgroupBroadcast(y7_0.y, 5u),
+                       subgroupBroadcast(y7_0.y, 6u), subgroupBroadcast(y7_0.y, 7u));
+        let b7l_02 = vec4(subgroupBroadcast(y7_0.z, 0u), subgroupBroadcast(y7_0.z, 1u),
+                       subgroupBroadcast(y7_0.z, 2u), subgroupBroadcast(y7_0.z, 3u));
+        let b7h_02 = vec4(subgroupBroadcast(y7_0.z, 4u), subgroupBroadcast(y7_0.z, 5u),
+                       subgroupBroadcast(y7_0.z, 6u), subgroupBroadcast(y7_0.z, 7u));
+        let b7l_03 = vec4(subgroupBroadcast(y7_0.w, 0u), subgroupBroadcast(y7_0.w, 1u),
+                       subgroupBroadcast(y7_0.w, 2u), subgroupBroadcast(y7_0.w, 3u));
+        let b7h_03 = vec4(subgroupBroadcast(y7_0.w, 4u), subgroupBroadcast(y7_0.w, 5u),
+                       subgroupBroadcast(y7_0.w, 6u), subgroupBroadcast(y7_0.w, 7u));
+        let b7l_10 = vec4(subgroupBroadcast(y7_1.x, 0u), subgroupBroadcast(y7_1.x, 1u),
+                       subgroupBroadcast(y7_1.x, 2u), subgroupBroadcast(y7_1.x, 3u));
+        let b7h_10 = vec4(subgroupBroadcast(y7_1.x, 4u), subgroupBroadcast(y7_1.x, 5u),
+                       subgroupBroadcast(y7_1.x, 6u), subgroupBroadcast(y7_1.x, 7u));
+        let b7l_11 = vec4(subgroupBroadcast(y7_1.y, 0u), subgroupBroadcast(y7_1.y, 1u),
+                       subgroupBroadcast(y7_1.y, 2u), subgroupBroadcast(y7_1.y, 3u));
+        let b7h_11 = vec4(subgroupBroadcast(y7_1.y, 4u), subgroupBroadcast(y7_1.y, 5u),
+                       subgroupBroadcast(y7_1.y, 6u), subgroupBroadcast(y7_1.y, 7u));
+        let b7l_12 = vec4(subgroupBroadcast(y7_1.z, 0u), subgroupBroadcast(y7_1.z, 1u),
+                       subgroupBroadcast(y7_1.z, 2u), subgroupBroadcast(y7_1.z, 3u));
+        let b7h_12 = vec4(subgroupBroadcast(y7_1.z, 4u), subgroupBroadcast(y7_1.z, 5u),
+                       subgroupBroadcast(y7_1.z, 6u), subgroupBroadcast(y7_1.z, 7u));
+        let b7l_13 = vec4(subgroupBroadcast(y7_1.w, 0u), subgroupBroadcast(y7_1.w, 1u),
+                       subgroupBroadcast(y7_1.w, 2u), subgroupBroadcast(y7_1.w, 3u));
+        let b7h_13 = vec4(subgroupBroadcast(y7_1.w, 4u), subgroupBroadcast(y7_1.w, 5u),
+                       subgroupBroadcast(y7_1.w, 6u), subgroupBroadcast(y7_1.w, 7u));
+        c0_7l = fma(a0_13, b7l_13, fma(a0_12, b7l_12, fma(a0_11, b7l_11, fma(a0_10, b7l_10, fma(a0_03, b7l_03, fma(a0_02, b7l_02, fma(a0_01, b7l_01, fma(a0_00, b7l_00, c0_7l))))))));
+        c0_7h = fma(a0_13, b7h_13, fma(a0_12, b7h_12, fma(a0_11, b7h_11, fma(a0_10, b7h_10, fma(a0_03, b7h_03, fma(a0_02, b7h_02, fma(a0_01, b7h_01, fma(a0_00, b7h_00, c0_7h))))))));
+        c1_7l = fma(a1_13, b7l_13, fma(a1_12, b7l_12, fma(a1_11, b7l_11, fma(a1_10, b7l_10, fma(a1_03, b7l_03, fma(a1_02, b7l_02, fma(a1_01, b7l_01, fma(a1_00, b7l_00, c1_7l))))))));
+        c1_7h = fma(a1_13, b7h_13, fma(a1_12, b7h_12, fma(a1_11, b7h_11, fma(a1_10, b7h_10, fma(a1_03, b7h_03, fma(a1_02, b7h_02, fma(a1_01, b7h_01, fma(a1_00, b7h_00, c1_7h))))))));
+        c2_7l = fma(a2_13, b7l_13, fma(a2_12, b7l_12, fma(a2_11, b7l_11, fma(a2_10, b7l_10, fma(a2_03, b7l_03, fma(a2_02, b7l_02, fma(a2_01, b7l_01, fma(a2_00, b7l_00, c2_7l))))))));
+        c2_7h = fma(a2_13, b7h_13, fma(a2_12, b7h_12, fma(a2_11, b7h_11, fma(a2_10, b7h_10, fma(a2_03, b7h_03, fma(a2_02, b7h_02, fma(a2_01, b7h_01, fma(a2_00, b7h_00, c2_7h))))))));
+        c3_7l = fma(a3_13, b7l_13, fma(a3_12, b7l_12, fma(a3_11, b7l_11, fma(a3_10, b7l_10, fma(a3_03, b7l_03, fma(a3_02, b7l_02, fma(a3_01, b7l_01, fma(a3_00, b7l_00, c3_7l))))))));
+        c3_7h = fma(a3_13, b7h_13, fma(a3_12, b7h_12, fma(a3_11, b7h_11, fma(a3_10, b7h_10, fma(a3_03, b7h_03, fma(a3_02, b7h_02, fma(a3_01, b7h_01, fma(a3_00, b7h_00, c3_7h))))))));
+        c4_7l = fma(a4_13, b7l_13, fma(a4_12, b7l_12, fma(a4_11, b7l_11, fma(a4_10, b7l_10, fma(a4_03, b7l_03, fma(a4_02, b7l_02, fma(a4_01, b7l_01, fma(a4_00, b7l_00, c4_7l))))))));
+        c4_7h = fma(a4_13, b7h_13, fma(a4_12, b7h_12, fma(a4_11, b7h_11, fma(a4_10, b7h_10, fma(a4_03, b7h_03, fma(a4_02, b7h_02, fma(a4_01, b7h_01, fma(a4_00, b7h_00, c4_7h))))))));
+        c5_7l = fma(a5_13, b7l_13, fma(a5_12, b7l_12, fma(a5_11, b7l_11, fma(a5_10, b7l_10, fma(a5_03, b7l_03, fma(a5_02, b7l_02, fma(a5_01, b7l_01, fma(a5_00, b7l_00, c5_7l))))))));
+        c5_7h = fma(a5_13, b7h_13, fma(a5_12, b7h_12, fma(a5_11, b7h_11, fma(a5_10, b7h_10, fma(a5_03, b7h_03, fma(a5_02, b7h_02, fma(a5_01, b7h_01, fma(a5_00, b7h_00, c5_7h))))))));
+        c6_7l = fma(a6_13, b7l_13, fma(a6_12, b7l_12, fma(a6_11, b7l_11, fma(a6_10, b7l_10, fma(a6_03, b7l_03, fma(a6_02, b7l_02, fma(a6_01, b7l_01, fma(a6_00, b7l_00, c6_7l))))))));
+        c6_7h = fma(a6_13, b7h_13, fma(a6_12, b7h_12, fma(a6_11, b7h_11, fma(a6_10, b7h_10, fma(a6_03, b7h_03, fma(a6_02, b7h_02, fma(a6_01, b7h_01, fma(a6_00, b7h_00, c6_7h))))))));
+        c7_7l = fma(a7_13, b7l_13, fma(a7_12, b7l_12, fma(a7_11, b7l_11, fma(a7_10, b7l_10, fma(a7_03, b7l_03, fma(a7_02, b7l_02, fma(a7_01, b7l_01, fma(a7_00, b7l_00, c7_7l))))))));
+        c7_7h = fma(a7_13, b7h_13, fma(a7_12, b7h_12, fma(a7_11, b7h_11, fma(a7_10, b7h_10, fma(a7_03, b7h_03, fma(a7_02, b7h_02, fma(a7_01, b7h_01, fma(a7_00, b7h_00, c7_7h))))))));
+    }
+    // c{i}_{j}l holds columns 8q + j for q < 4 of row 8l + i, c{i}_{j}h those for q >= 4. The
+    // store walks 16 (row, half) pairs, picking accumulators with selects as mm_subgroup does.
+    let ln0 = row_stats(s0.x + s0.y + s0.z + s0.w, q0.x + q0.y + q0.z + q0.w);
+    let ln1 = row_stats(s1.x + s1.y + s1.z + s1.w, q1.x + q1.y + q1.z + q1.w);
+    let ln2 = row_stats(s2.x + s2.y + s2.z + s2.w, q2.x + q2.y + q2.z + q2.w);
+    let ln3 = row_stats(s3.x + s3.y + s3.z + s3.w, q3.x + q3.y + q3.z + q3.w);
+    let ln4 = row_stats(s4.x + s4.y + s4.z + s4.w, q4.x + q4.y + q4.z + q4.w);
+    let ln5 = row_stats(s5.x + s5.y + s5.z + s5.w, q5.x + q5.y + q5.z + q5.w);
+    let ln6 = row_stats(s6.x + s6.y + s6.z + s6.w, q6.x + q6.y + q6.z + q6.w);
+    let ln7 = row_stats(s7.x + s7.y + s7.z + s7.w, q7.x + q7.y + q7.z + q7.w);
+    for (var s = 0u; s < 16u; s++) {
+        let i = s / 2u;
+        let h = s % 2u;
+        var v0 = c0_0l;
+        var v1 = c0_1l;
+        var v2 = c0_2l;
+        var v3 = c0_3l;
+        var v4 = c0_4l;
+        var v5 = c0_5l;
+        var v6 = c0_6l;
+        var v7 = c0_7l;
+        {
+            v0 = select(v0, c0_0h, s == 1u);
+            v1 = select(v1, c0_1h, s == 1u);
+            v2 = select(v2, c0_2h, s == 1u);
+            v3 = select(v3, c0_3h, s == 1u);
+            v4 = select(v4, c0_4h, s == 1u);
+            v5 = select(v5, c0_5h, s == 1u);
+            v6 = select(v6, c0_6h, s == 1u);
+            v7 = select(v7, c0_7h, s == 1u);
+        }
+        {
+            v0 = select(v0, c1_0l, s == 2u);
+            v1 = select(v1, c1_1l, s == 2u);
+            v2 = select(v2, c1_2l, s == 2u);
+            v3 = select(v3, c1_3l, s == 2u);
+            v4 = select(v4, c1_4l, s == 2u);
+            v5 = select(v5, c1_5l, s == 2u);
+            v6 = select(v6, c1_6l, s == 2u);
+            v7 = select(v7, c1_7l, s == 2u);
+        }
+        {
+            v0 = select(v0, c1_0h, s == 3u);
+            v1 = select(v1, c1_1h, s == 3u);
+            v2 = select(v2, c1_2h, s == 3u);
+            v3 = select(v3, c1_3h, s == 3u);
+            v4 = select(v4, c1_4h, s == 3u);
+            v5 = select(v5, c1_5h, s == 3u);
+            v6 = select(v6, c1_6h, s == 3u);
+            v7 = select(v7, c1_7h, s == 3u);
+        }
+        {
+            v0 = select(v0, c2_0l, s == 4u);
+            v1 = select(v1, c2_1l, s == 4u);
+            v2 = select(v2, c2_2l, s == 4u);
+            v3 = select(v3, c2_3l, s == 4u);
+            v4 = select(v4, c2_4l, s == 4u);
+            v5 = select(v5, c2_5l, s == 4u);
+            v6 = select(v6, c2_6l, s == 4u);
+            v7 = select(v7, c2_7l, s == 4u);
+        }
+        {
+            v0 = select(v0, c2_0h, s == 5u);
+            v1 = select(v1, c2_1h, s == 5u);
+            v2 = select(v2, c2_2h, s == 5u);
+            v3 = select(v3, c2_3h, s == 5u);
+            v4 = select(v4, c2_4h, s == 5u);
+            v5 = select(v5, c2_5h, s == 5u);
+            v6 = select(v6, c2_6h, s == 5u);
+            v7 = select(v7, c2_7h, s == 5u);
+        }
+        {
+            v0 = select(v0, c3_0l, s == 6u);
+            v1 = select(v1, c3_1l, s == 6u);
+            v2 = select(v2, c3_2l, s == 6u);
+            v3 = select(v3, c3_3l, s == 6u);
+            v4 = select(v4, c3_4l, s == 6u);
+            v5 = select(v5, c3_5l, s == 6u);
+            v6 = select(v6, c3_6l, s == 6u);
+            v7 = select(v7, c3_7l, s == 6u);
+        }
+        {
+            v0 = select(v0, c3_0h, s == 7u);
+            v1 = select(v1, c3_1h, s == 7u);
+            v2 = select(v2, c3_2h, s == 7u);
+            v3 = select(v3, c3_3h, s == 7u);
+            v4 = select(v4, c3_4h, s == 7u);
+            v5 = select(v5, c3_5h, s == 7u);
+            v6 = select(v6, c3_6h, s == 7u);
+            v7 = select(v7, c3_7h, s == 7u);
+        }
+        {
+            v0 = select(v0, c4_0l, s == 8u);
+            v1 = select(v1, c4_1l, s == 8u);
+            v2 = select(v2, c4_2l, s == 8u);
+            v3 = select(v3, c4_3l, s == 8u);
+            v4 = select(v4, c4_4l, s == 8u);
+            v5 = select(v5, c4_5l, s == 8u);
+            v6 = select(v6, c4_6l, s == 8u);
+            v7 = select(v7, c4_7l, s == 8u);
+        }
+        {
+            v0 = select(v0, c4_0h, s == 9u);
+            v1 = select(v1, c4_1h, s == 9u);
+            v2 = select(v2, c4_2h, s == 9u);
+            v3 = select(v3, c4_3h, s == 9u);
+            v4 = select(v4, c4_4h, s == 9u);
+            v5 = select(v5, c4_5h, s == 9u);
+            v6 = select(v6, c4_6h, s == 9u);
+            v7 = select(v7, c4_7h, s == 9u);
+        }
+        {
+            v0 = select(v0, c5_0l, s == 10u);
+            v1 = select(v1, c5_1l, s == 10u);
+            v2 = select(v2, c5_2l, s == 10u);
+            v3 = select(v3, c5_3l, s == 10u);
+            v4 = select(v4, c5_4l, s == 10u);
+            v5 = select(v5, c5_5l, s == 10u);
+            v6 = select(v6, c5_6l, s == 10u);
+            v7 = select(v7, c5_7l, s == 10u);
+        }
+        {
+            v0 = select(v0, c5_0h, s == 11u);
+            v1 = select(v1, c5_1h, s == 11u);
+            v2 = select(v2, c5_2h, s == 11u);
+            v3 = select(v3, c5_3h, s == 11u);
+            v4 = select(v4, c5_4h, s == 11u);
+            v5 = select(v5, c5_5h, s == 11u);
+            v6 = select(v6, c5_6h, s == 11u);
+            v7 = select(v7, c5_7h, s == 11u);
+        }
+        {
+            v0 = select(v0, c6_0l, s == 12u);
+            v1 = select(v1, c6_1l, s == 12u);
+            v2 = select(v2, c6_2l, s == 12u);
+            v3 = select(v3, c6_3l, s == 12u);
+            v4 = select(v4, c6_4l, s == 12u);
+            v5 = select(v5, c6_5l, s == 12u);
+            v6 = select(v6, c6_6l, s == 12u);
+            v7 = select(v7, c6_7l, s == 12u);
+        }
+        {
+            v0 = select(v0, c6_0h, s == 13u);
+            v1 = select(v1, c6_1h, s == 13u);
+            v2 = select(v2, c6_2h, s == 13u);
+            v3 = select(v3, c6_3h, s == 13u);
+            v4 = select(v4, c6_4h, s == 13u);
+            v5 = select(v5, c6_5h, s == 13u);
+            v6 = select(v6, c6_6h, s == 13u);
+            v7 = select(v7, c6_7h, s == 13u);
+        }
+        {
+            v0 = select(v0, c7_0l, s == 14u);
+            v1 = select(v1, c7_1l, s == 14u);
+            v2 = select(v2, c7_2l, s == 14u);
+            v3 = select(v3, c7_3l, s == 14u);
+            v4 = select(v4, c7_4l, s == 14u);
+            v5 = select(v5, c7_5l, s == 14u);
+            v6 = select(v6, c7_6l, s == 14u);
+            v7 = select(v7, c7_7l, s == 14u);
+        }
+        {
+            v0 = select(v0, c7_0h, s == 15u);
+            v1 = select(v1, c7_1h, s == 15u);
+            v2 = select(v2, c7_2h, s == 15u);
+            v3 = select(v3, c7_3h, s == 15u);
+            v4 = select(v4, c7_4h, s == 15u);
+            v5 = select(v5, c7_5h, s == 15u);
+            v6 = select(v6, c7_6h, s == 15u);
+            v7 = select(v7, c7_7h, s == 15u);
+        }
+        var ln = ln0;
+        ln = select(ln, ln1, i == 1u);
+        ln = select(ln, ln2, i == 2u);
+        ln = select(ln, ln3, i == 3u);
+        ln = select(ln, ln4, i == 4u);
+        ln = select(ln, ln5, i == 5u);
+        ln = select(ln, ln6, i == 6u);
+        ln = select(ln, ln7, i == 7u);
+        let row = t.m0 + 8u * l + i;
+        let col = t.n0 + 32u * h;
+        store_one(v0.x, row, col + 0u, t, ln);
+        store_one(v0.y, row, col + 8u, t, ln);
+        store_one(v0.z, row, col + 16u, t, ln);
+        store_one(v0.w, row, col + 24u, t, ln);
+        store_one(v1.x, row, col + 1u, t, ln);
+        store_one(v1.y, row, col + 9u, t, ln);
+        store_one(v1.z, row, col + 17u, t, ln);
+        store_one(v1.w, row, col + 25u, t, ln);
+        store_one(v2.x, row, col + 2u, t, ln);
+        store_one(v2.y, row, col + 10u, t, ln);
+        store_one(v2.z, row, col + 18u, t, ln);
+        store_one(v2.w, row, col + 26u, t, ln);
+        store_one(v3.x, row, col + 3u, t, ln);
+        store_one(v3.y, row, col + 11u, t, ln);
+        store_one(v3.z, row, col + 19u, t, ln);
+        store_one(v3.w, row, col + 27u, t, ln);
+        store_one(v4.x, row, col + 4u, t, ln);
+        store_one(v4.y, row, col + 12u, t, ln);
+        store_one(v4.z, row, col + 20u, t, ln);
+        store_one(v4.w, row, col + 28u, t, ln);
+        store_one(v5.x, row, col + 5u, t, ln);
+        store_one(v5.y, row, col + 13u, t, ln);
+        store_one(v5.z, row, col + 21u, t, ln);
+        store_one(v5.w, row, col + 29u, t, ln);
+        store_one(v6.x, row, col + 6u, t, ln);
+        store_one(v6.y, row, col + 14u, t, ln);
+        store_one(v6.z, row, col + 22u, t, ln);
+        store_one(v6.w, row, col + 30u, t, ln);
+        store_one(v7.x, row, col + 7u, t, ln);
+        store_one(v7.y, row, col + 15u, t, ln);
+        store_one(v7.z, row, col + 23u, t, ln);
+        store_one(v7.w, row, col + 31u, t, ln);
     }
 }

@@ -147,6 +147,12 @@ fn plain_products_match_reference() {
         case(3, 17, 9, 23, true, true, false),
         case(2, 33, 16, 40, true, true, true),
         case(1, 5, 6, 7, true, true, false),
+        // Shapes Subgroup4 runs with 16-byte loads: rows past a multiple of 8, broadcast B.
+        case(1, 12, 20, 68, false, false, false),
+        case(2, 70, 8, 132, true, false, false),
+        // K = 8n + 4, both operands contiguous along K: past K the last step reads the next row
+        // of A and the next column of B, which only the tail mask keeps out.
+        case(1, 9, 12, 10, false, false, true),
         // K = 0: the output is the epilogue of an empty sum.
         case(1, 3, 0, 5, false, false, false),
     ];
@@ -441,6 +447,42 @@ fn bad_shapes_are_errors_naming_the_op_and_shapes() {
     g.check_errors().unwrap();
 }
 
+/// The aligned cases above do reach Subgroup4's 16-byte loads (the kernel falls back to the
+/// scalar-load one otherwise, which would leave those loads untested), and awkward ones don't.
+#[test]
+fn vec4_loads_cover_the_aligned_test_cases() {
+    // (m, n, k, trans_a, trans_b)
+    let aligned = [
+        (64, 64, 64, false, true),
+        (33, 40, 16, false, true),
+        (12, 68, 20, false, false),
+        (70, 132, 8, false, false),
+        (68, 20, 12, true, false),
+        (4, 8, 16, true, true),
+        (65, 70, 96, false, true), // row_norm: linear with K = 96
+        (18, 20, 36, false, true), // row_norm: K = 36
+        (9, 10, 12, false, true),
+    ];
+    for (m, n, k, ta, tb) in aligned {
+        assert!(
+            matmul::vec4_loads(m, n, k, ta, tb),
+            "{m}x{k}x{n} trans_a {ta} trans_b {tb}"
+        );
+    }
+    let awkward = [
+        (7, 5, 13, false, false),  // K odd
+        (9, 20, 12, true, false),  // A stored [K, M] with M = 9
+        (12, 70, 8, false, false), // B [K, N] with N = 70
+        (3, 5, 0, false, false),   // K = 0
+    ];
+    for (m, n, k, ta, tb) in awkward {
+        assert!(
+            !matmul::vec4_loads(m, n, k, ta, tb),
+            "{m}x{k}x{n} trans_a {ta} trans_b {tb}"
+        );
+    }
+}
+
 /// `cargo test --release --test ops matmul::bench -- --ignored --nocapture`
 #[test]
 #[ignore]
@@ -476,6 +518,9 @@ fn gemm_with_transposed_a_and_accumulation() {
         case(3, 17, 9, 66, true, true, false),
         case(2, 66, 10, 9, true, false, true),
         case(2, 9, 12, 20, false, true, false),
+        // Subgroup4's 16-byte loads along M (A stored [K, M]), with either B layout.
+        case(2, 68, 12, 20, true, false, false),
+        case(1, 4, 16, 8, false, false, true),
     ];
     for kernel in kernels() {
         for (i, c) in cases.iter().enumerate() {
@@ -946,6 +991,8 @@ fn row_norm_matches_layer_norm_then_linear() {
         (2, 65, 96, 70, 0.0, Activation::Gelu, true),
         (3, 17, 33, 129, 50.0, Activation::None, false),
         (1, 130, 17, 64, -20.0, Activation::Relu, true),
+        // K = 8n + 4: Subgroup4's last step of 8 k is half past K.
+        (2, 9, 36, 20, 5.0, Activation::Relu, true),
     ];
     for kernel in kernels() {
         for (i, &(batch, rows, k, n, offset, act, residual)) in cases.iter().enumerate() {
