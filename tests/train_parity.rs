@@ -1,5 +1,5 @@
 //! Golden gradient parity — a FULL-SIZE test (the whole model, forward and backward on a batch
-//! of two 127/289 crop pairs; minutes on lavapipe). The official training step of
+//! of two 127/289 crop pairs; about a minute on lavapipe). The official training step of
 //! `train.safetensors` (BatchNorm frozen, dropout and drop path off; see the golden README) is
 //! rerun on the tape with the golden weights and the official targets, and compared:
 //!
@@ -12,6 +12,20 @@
 //! These bounds are the issue's: about 3× the official model's own float32-vs-float64 spread
 //! (≤ 2.2e-3 relative on L2 norms, ≤ 1.7e-3 on projections, ≤ 2.4e-6 on losses; meta.json
 //! `train.grad_fp32_vs_fp64_free_topk`). `SPARSETT_GOLDEN_DIR` selects another golden folder.
+//!
+//! ReLU decisions within rounding of zero. The head's conv branch has ~740k ReLU inputs per
+//! layer, and a few lie closer to zero than f32 rounding at that depth (the official model's
+//! own f32-vs-f64 error on `head.conv_branch_feat` is 1.0e-4). Such an element can fall on
+//! either side depending on summation order; where it falls differently from the official f32
+//! run, its whole upstream gradient is kept or dropped, which moves the full gradients of the
+//! BatchNorms on its path well past 5e-3·max (seed 0, register kernels: one element of block
+//! 6's output, −1.6e-5 where the layer's max is 17.7, moves channel 435 of every earlier bn3;
+//! the tiled kernels instead flip one element of block 7's bn2). As the golden README does for
+//! top-K sets, the test takes the official side of such decisions, and only of those: when
+//! full gradients mismatch, it finds the last ReLU (in forward order) whose BatchNorm bias
+//! gradient mismatches in some channel, mirrors that channel's inputs within `RELU_TAU` of zero
+//! to the other side, reruns the step and compares again, for at most `MAX_NUDGE_ROUNDS`
+//! rounds. Every bound stays as it is, and nudges never touch an input farther from zero.
 
 use std::collections::BTreeMap;
 
@@ -20,7 +34,9 @@ use sparsett::autograd::Tape;
 use sparsett::model::weights::golden_state_dict;
 use sparsett::ops::loss::LossConfig;
 use sparsett::prng::SplitMix64;
+use sparsett::train::head::{Probe, ReluSite};
 use sparsett::train::net::{normalize_bgr, Net, X_SIZE, Z_SIZE};
+use sparsett::train::swin::SwinOpts;
 use sparsett::train::target::{batch_targets, TargetConfig};
 use sparsett::Gpu;
 
@@ -40,13 +56,12 @@ fn load_train(dir: &std::path::Path) -> BTreeMap<String, Gold> {
         .collect()
 }
 
-/// Ignored by default: full size (about 12 minutes on lavapipe). Run it with
-/// `cargo test --test train_parity -- --ignored --nocapture`. Status at the time of writing:
-/// targets, the five loss values, all 306 gradient L2 norms (worst 7.6e-4 relative) and all
-/// probe projections pass; 11 of the stored full gradients (the head bottlenecks'
-/// `bn3` weight/bias and `conv_branch.2.bn1.weight`) exceed 5e-3·max by 1.1–5.3×.
+/// Full size: about a minute on lavapipe with the register kernels (`--nocapture` prints each
+/// comparison round). Seed 0 with the register kernels: 11 full gradients mismatch until one
+/// ReLU input (block 6's output, batch 0, channel 435, −1.6e-5) takes the official side; then
+/// everything passes, worst L2 error 4.2e-4. The tiled kernels (`SPARSETT_VARIANT=tiled`, 7
+/// minutes here) round differently and meet more such inputs.
 #[test]
-#[ignore = "full size (~12 min on lavapipe): run with --ignored"]
 fn full_size_training_step_matches_the_official_gradients() {
     let dir = golden_dir();
     let s = seed(&dir);
@@ -85,31 +100,107 @@ fn full_size_training_step_matches_the_official_gradients() {
     let z = gpu.upload(&[batch, 3, Z_SIZE, Z_SIZE], &z).unwrap();
     let x = gpu.upload(&[batch, 3, X_SIZE, X_SIZE], &x).unwrap();
 
+    let st = Step {
+        gpu: &gpu,
+        net: &net,
+        gold: &gold,
+        seed: s,
+        labels,
+        box_gt,
+        z,
+        x,
+    };
+    let mut probe = Probe {
+        keep_relu_inputs: true,
+        nudges: Vec::new(),
+    };
+    let mut out = run_step(&st, &probe);
+    for round in 1..=MAX_NUDGE_ROUNDS {
+        if out.failures.is_empty() {
+            break;
+        }
+        let more = next_nudges(&out, &probe);
+        if more.is_empty() {
+            break;
+        }
+        eprintln!(
+            "{} mismatches; round {round}: taking the other side of {} ReLU input(s) within {RELU_TAU:e} of zero:",
+            out.failures.len(),
+            more.len()
+        );
+        for (site, i, d) in &more {
+            eprintln!("  {site:?} element {i}: {:e} -> {:e}", -d / 2.0, d / 2.0);
+        }
+        probe.nudges.extend(more);
+        out = run_step(&st, &probe);
+    }
+    let failures = out.failures;
+    assert!(
+        failures.is_empty(),
+        "{} mismatches (after taking the official side of {} ReLU decision(s) within {RELU_TAU:e} \
+         of zero):\n{}",
+        failures.len(),
+        probe.nudges.len(),
+        failures.join("\n")
+    );
+}
+
+/// What one run of the golden step gives: the mismatches, the conv branch's ReLU inputs (when the probe keeps them) and, per parameter whose full gradient
+/// mismatches, the mismatching elements.
+struct Outcome {
+    failures: Vec<String>,
+    relu: Vec<(ReluSite, Vec<usize>, Vec<f32>)>,
+    mismatched: BTreeMap<String, Vec<usize>>,
+}
+
+/// Inputs of the golden step on the device.
+struct Step<'a> {
+    gpu: &'a Gpu,
+    net: &'a Net,
+    gold: &'a BTreeMap<String, Gold>,
+    seed: u64,
+    labels: sparsett::Tensor,
+    box_gt: sparsett::Tensor,
+    z: sparsett::Tensor,
+    x: sparsett::Tensor,
+}
+
+fn run_step(st: &Step, probe: &Probe) -> Outcome {
+    let (gpu, net, gold, s) = (st.gpu, st.net, st.gold, st.seed);
+    let (labels, box_gt, z, x) = (&st.labels, &st.box_gt, &st.z, &st.x);
     let mut tape = Tape::new();
     let mut enc = gpu.encoder();
-    let zv = tape.constant(&z);
-    let xv = tape.constant(&x);
-    let pred = net.forward(&mut tape, &mut enc, &zv, &xv).expect("forward");
+    let zv = tape.constant(z);
+    let xv = tape.constant(x);
+    let pred = net
+        .forward_probed(&mut tape, &mut enc, &zv, &xv, &SwinOpts::default(), probe)
+        .expect("forward");
     let l = Net::losses(
         &mut tape,
         &mut enc,
         &pred,
-        &labels,
-        &box_gt,
+        labels,
+        box_gt,
         &LossConfig::default(),
     )
     .expect("losses");
-    let got = enc
-        .submit_read(&[
-            &l.cls_fc.t,
-            &l.reg_fc.t,
-            &l.cls_conv.t,
-            &l.reg_conv.t,
-            &l.total.t,
-            &pred.cls_fc.t,
-            &pred.bbox_conv.t,
-        ])
-        .expect("forward runs");
+    let mut reads = vec![
+        &l.cls_fc.t,
+        &l.reg_fc.t,
+        &l.cls_conv.t,
+        &l.reg_conv.t,
+        &l.total.t,
+        &pred.cls_fc.t,
+        &pred.bbox_conv.t,
+    ];
+    reads.extend(pred.relu_inputs.iter().map(|(_, t)| t));
+    let mut got = enc.submit_read(&reads).expect("forward runs");
+    let relu: Vec<(ReluSite, Vec<usize>, Vec<f32>)> = pred
+        .relu_inputs
+        .iter()
+        .zip(got.drain(7..))
+        .map(|((site, t), v)| (*site, t.shape().to_vec(), v))
+        .collect();
     let mut failures = Vec::new();
     for (i, k) in ["cls_fc", "reg_fc", "cls_conv", "reg_conv", "total"]
         .iter()
@@ -169,6 +260,7 @@ fn full_size_training_step_matches_the_official_gradients() {
         }
     }
     let mut worst = (0f64, String::new());
+    let mut mismatched = BTreeMap::new();
     for (key, g) in &by_name {
         let n = g.len();
         let l2w = gold[&format!("grad_l2.{key}")].v[0];
@@ -204,6 +296,9 @@ fn full_size_training_step_matches_the_official_gradients() {
                 failures.push(format!(
                     "{key}: full gradient max |diff| {e:.3e} > 5e-3·{m:.3e}"
                 ));
+                let bad = g.iter().zip(&full.v).enumerate();
+                let bad = bad.filter(|(_, (&o, &w))| (o as f64 - w).abs() > 5e-3 * m);
+                mismatched.insert(key.to_string(), bad.map(|(i, _)| i).collect());
             }
         }
     }
@@ -213,10 +308,58 @@ fn full_size_training_step_matches_the_official_gradients() {
         worst.0,
         worst.1
     );
-    assert!(
-        failures.is_empty(),
-        "{} mismatches:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    Outcome {
+        failures,
+        relu,
+        mismatched,
+    }
+}
+
+/// Inputs within this distance of zero may take either side of a ReLU: the official model's
+/// own f32-vs-f64 error on `head.conv_branch_feat` (golden README).
+const RELU_TAU: f32 = 1e-4;
+const MAX_NUDGE_ROUNDS: usize = 6;
+
+/// The BatchNorm whose bias gradient, channel by channel, is the summed upstream gradient of the
+/// ReLU at `site`: a decision flipped there shows in that bias first.
+fn bias_of(site: ReluSite) -> String {
+    match (site.block, site.site) {
+        (0, 1) => "head.conv_branch.0.conv1.bn.bias".into(),
+        (0, _) => "head.conv_branch.0.conv2.bn.bias".into(),
+        (b, k) => format!("head.conv_branch.{b}.bn{k}.bias"),
+    }
+}
+
+/// Nudges for the next round: at the last ReLU (in forward order) whose bias mismatches, in
+/// each mismatching channel, the input closest to zero if it lies within `RELU_TAU`, mirrored to
+/// the other side (x → −x). One per channel and round, so that an input that was already on the
+/// official side is not flipped along with the one that was not.
+fn next_nudges(out: &Outcome, probe: &Probe) -> Vec<(ReluSite, usize, f32)> {
+    let mut sites: Vec<&(ReluSite, Vec<usize>, Vec<f32>)> = out.relu.iter().collect();
+    sites.sort_by_key(|(site, _, _)| std::cmp::Reverse(*site));
+    for (site, shape, v) in sites {
+        let Some(chans) = out.mismatched.get(&bias_of(*site)) else {
+            continue;
+        };
+        // [B, C, H, W]
+        let (c, hw) = (shape[1], shape[2] * shape[3]);
+        let mut closest: BTreeMap<usize, (f32, usize)> = BTreeMap::new();
+        for (i, &xv) in v.iter().enumerate() {
+            let ch = (i / hw) % c;
+            let nudged = probe.nudges.iter().any(|n| n.0 == *site && n.1 == i);
+            if xv.abs() < RELU_TAU && chans.contains(&ch) && !nudged {
+                let e = closest.entry(ch).or_insert((xv, i));
+                if xv.abs() < e.0.abs() {
+                    *e = (xv, i);
+                }
+            }
+        }
+        if !closest.is_empty() {
+            return closest
+                .into_values()
+                .map(|(xv, i)| (*site, i, -2.0 * xv))
+                .collect();
+        }
+    }
+    Vec::new()
 }

@@ -39,6 +39,58 @@ pub struct HeadOut {
     pub bbox_fc: Var,
     pub cls_conv: Var,
     pub bbox_conv: Var,
+    /// The conv branch's ReLU inputs when [`Probe::keep_relu_inputs`] asked for them.
+    pub relu_inputs: Vec<(ReluSite, crate::Tensor)>,
+}
+
+/// A ReLU of the conv branch: `block` 0 (the residual block) to `head_convs`, `site` 1 or 2
+/// (after bn1 / bn2; block 0 has only site 1, after conv1) or 3 (the block output, after the
+/// residual add).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReluSite {
+    pub block: usize,
+    pub site: usize,
+}
+
+/// Hooks for the golden-gradient parity test, off in training. A ReLU input within f32 rounding
+/// of zero can fall on either side depending on summation order, and the official model's f32
+/// run may have decided it the other way; the test keeps the inputs to find such elements and
+/// nudges them across zero to take the official side (`tests/train_parity.rs`).
+#[derive(Clone, Debug, Default)]
+pub struct Probe {
+    pub keep_relu_inputs: bool,
+    /// (site, flat index into the `[B, C, H, W]` input, amount added before the ReLU).
+    pub nudges: Vec<(ReluSite, usize, f32)>,
+}
+
+/// The ReLU of `site` on `x`, after the probe's nudges; keeps the input when asked.
+fn probed_relu(
+    probe: &Probe,
+    site: ReluSite,
+    tape: &mut Tape,
+    enc: &mut Encoder,
+    x: &Var,
+    kept: &mut Vec<(ReluSite, crate::Tensor)>,
+) -> Result<Var> {
+    if probe.keep_relu_inputs {
+        kept.push((site, x.t.clone()));
+    }
+    let mut x = x.clone();
+    let here: Vec<_> = probe.nudges.iter().filter(|n| n.0 == site).collect();
+    if !here.is_empty() {
+        let mut d = vec![0f32; x.t.numel()];
+        for &&(_, i, v) in &here {
+            let n = d.len();
+            let slot = d.get_mut(i).ok_or_else(|| {
+                Error::shape("train::head", format!("nudge index {i} past {n} elements"))
+            })?;
+            *slot += v;
+        }
+        let dt = enc.gpu().upload(x.shape(), &d)?;
+        let dv = tape.constant(&dt);
+        x = ops::add(tape, enc, &x, &dv)?;
+    }
+    ops::relu(tape, enc, &x)
 }
 
 type Keys = Vec<(String, Vec<usize>)>;
@@ -113,7 +165,9 @@ pub fn forward(
     tape: &mut Tape,
     enc: &mut Encoder,
     x: &Var,
+    probe: &Probe,
 ) -> Result<HeadOut> {
+    let mut kept = Vec::new();
     let s = x.shape().to_vec();
     let inp = cfg.head_in();
     if s.len() != 4 || s[1] != inp || s[2] != s[3] {
@@ -139,7 +193,8 @@ pub fn forward(
         &format!("{r}.conv1.bn"),
         1,
     )?;
-    let h = ops::relu(tape, enc, &h)?;
+    let site = |block, site| ReluSite { block, site };
+    let h = probed_relu(probe, site(0, 1), tape, enc, &h, &mut kept)?;
     let h = conv_bn(
         p,
         tape,
@@ -159,7 +214,7 @@ pub fn forward(
         0,
     )?;
     let sum = ops::add(tape, enc, &h, &id)?;
-    let mut c = ops::relu(tape, enc, &sum)?;
+    let mut c = probed_relu(probe, site(0, 3), tape, enc, &sum, &mut kept)?;
     for i in 1..=cfg.head_convs {
         let q = format!("head.conv_branch.{i}");
         let mut h = c.clone();
@@ -174,11 +229,11 @@ pub fn forward(
                 pad,
             )?;
             if j < 3 {
-                h = ops::relu(tape, enc, &h)?;
+                h = probed_relu(probe, site(i, j), tape, enc, &h, &mut kept)?;
             }
         }
         let sum = ops::add(tape, enc, &h, &c)?;
-        c = ops::relu(tape, enc, &sum)?;
+        c = probed_relu(probe, site(i, 3), tape, enc, &sum, &mut kept)?;
     }
     let (cls_fc, bbox_fc) = cls_reg(p, tape, enc, &f, "fc")?;
     let (cls_conv, bbox_conv) = cls_reg(p, tape, enc, &c, "conv")?;
@@ -187,6 +242,7 @@ pub fn forward(
         bbox_fc,
         cls_conv,
         bbox_conv,
+        relu_inputs: kept,
     })
 }
 

@@ -95,6 +95,19 @@ impl Net {
         x: &Var,
         opts: &SwinOpts,
     ) -> Result<Predictions> {
+        self.forward_probed(tape, enc, z, x, opts, &head::Probe::default())
+    }
+
+    /// [`Net::forward_with`] with the head's parity-test hooks ([`head::Probe`]).
+    pub fn forward_probed(
+        &self,
+        tape: &mut Tape,
+        enc: &mut Encoder,
+        z: &Var,
+        x: &Var,
+        opts: &SwinOpts,
+        probe: &head::Probe,
+    ) -> Result<Predictions> {
         let p = &self.params;
         let zt = self.swin.forward_with(tape, enc, z, opts)?;
         let xo = SwinOpts {
@@ -121,7 +134,7 @@ impl Net {
         let d = nchw(tape, enc, &dec)?;
         let xa4 = nchw(tape, enc, &xa)?;
         let neck = ops::concat(tape, enc, &[&d, &xa4], 1)?;
-        head::forward(p, cf, tape, enc, &neck)
+        head::forward(p, cf, tape, enc, &neck, probe)
     }
 
     /// The four SparseTT losses of `pred` against the constant targets: `labels` `[B, cells, 1]`
