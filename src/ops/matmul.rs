@@ -174,6 +174,15 @@ impl Kernel {
         }
     }
 
+    /// The kernel that runs a [`gemm`] of these sizes and layouts: [`Kernel::Subgroup4`] falls
+    /// back to [`Kernel::Subgroup`] where [`vec4_loads`] says no.
+    pub fn runs_as(self, m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> Kernel {
+        match self {
+            Kernel::Subgroup4 if !vec4_loads(m, n, k, trans_a, trans_b) => Kernel::Subgroup,
+            other => other,
+        }
+    }
+
     fn entry(self) -> (&'static Shader, &'static str) {
         match self {
             Kernel::Tiled => (&MATMUL, "mm_tiled"),
@@ -1228,7 +1237,7 @@ pub fn bench(gpu: &Gpu, rows: &mut Vec<crate::bench::Row>) -> Result<()> {
             linear_kernel(enc, &x, &w, &epi, kernel).map(|_| ())
         })?;
         rows.push(Row {
-            kernel: format!("linear/{}", kernel.name()),
+            kernel: format!("linear/{}", kernel.runs_as(m, n, k, false, true).name()),
             shape: format!("{m}x{k}->{n} +bias {act:?}"),
             median_ms: ms,
             flops: Some(2.0 * (m * k * n) as f64),
@@ -1249,7 +1258,10 @@ pub fn bench(gpu: &Gpu, rows: &mut Vec<crate::bench::Row>) -> Result<()> {
         matmul_kernel(enc, &w, &x, false, &epi, kernel).map(|_| ())
     })?;
     rows.push(Row {
-        kernel: format!("conv1x1/{}", kernel.name()),
+        kernel: format!(
+            "conv1x1/{}",
+            kernel.runs_as(co, hw, ci, false, false).name()
+        ),
         shape: format!("{co}x{ci} . {ci}x{hw} +row_bias Relu"),
         median_ms: ms,
         flops: Some(2.0 * (co * ci * hw) as f64),

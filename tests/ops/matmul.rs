@@ -480,7 +480,13 @@ fn vec4_loads_cover_the_aligned_test_cases() {
             !matmul::vec4_loads(m, n, k, ta, tb),
             "{m}x{k}x{n} trans_a {ta} trans_b {tb}"
         );
+        assert_eq!(Kernel::Subgroup4.runs_as(m, n, k, ta, tb), Kernel::Subgroup);
     }
+    assert_eq!(
+        Kernel::Subgroup4.runs_as(64, 64, 64, false, true),
+        Kernel::Subgroup4
+    );
+    assert_eq!(Kernel::Tiled.runs_as(7, 5, 13, false, false), Kernel::Tiled);
 }
 
 /// `cargo test --release --test ops matmul::bench -- --ignored --nocapture`
