@@ -297,6 +297,10 @@ pub struct Filter {
     pub pair: TrackPairFilter,
 }
 
+/// The official pair filter. Only `max_ratio` filters, as in the official code: its
+/// `filter_unreasonable_training_boxes` puts the two area-rate comparisons in a tuple inside
+/// `all([...])`, and a non-empty tuple is always true, so the area rates never reject a box (the
+/// spec names only the aspect-ratio filter). They are read so that official configs load.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrackPairFilter {

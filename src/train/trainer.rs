@@ -167,13 +167,6 @@ impl Trainer {
                 "neck dropout (prob_dropout = {p}) is not applied yet: the neck trains without it"
             ));
         }
-        let f = &self.cfg.train.track.data.sampler.submodules.filter.pair;
-        if f.min_area_rate > 0.0 || f.max_area_rate < 1.0 {
-            v.push(format!(
-                "TrackPairFilter's area rates ({}, {}) are not applied; only max_ratio is",
-                f.min_area_rate, f.max_area_rate
-            ));
-        }
         v
     }
 
