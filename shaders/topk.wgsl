@@ -11,6 +11,7 @@
 //                                     att_idx, att_w [B, H, Lq, K]
 //   tk_bw_rows / tk_bw_dq / tk_bw_dkv the backward, from the forward's indices and weights (see
 //                                     the section before the SUBGROUP KERNELS marker)
+//   dense_weights                     att_idx, att_w -> dense weights [B, H, Lq, Lk]
 //   attend_subgroup / logits_subgroup (after the SUBGROUP KERNELS marker; the host compiles that
 //                                     part only on devices with subgroups) fused logits,
 //                                     selection, softmax and w·v for D = 32, subgroups of 8.
@@ -800,6 +801,25 @@ fn tk_bw_dkv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: 
 }
 
 // ---------------------------------------------------------------------------------------------
+// ---------------------------------------------------------------------------------------------
+// dense_weights: the kept weights att_w [rows, K] written at their key indices into a zeroed
+// dense [rows, n] matrix (rows = B·H·Lq). Training with attention dropout runs the top-K weights
+// through the dense GEMM path; one invocation per kept entry (indices are distinct per row).
+
+@group(0) @binding(1) var<storage, read> dw_idx: array<u32>;
+@group(0) @binding(2) var<storage, read> dw_w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dw_out: array<f32>;
+
+@compute @workgroup_size(64)
+fn dense_weights(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
+                 @builtin(local_invocation_index) li: u32) {
+    let e = (wg.x + wg.y * nw.x) * 64u + li;
+    if (e >= p.rows * p.keep) {
+        return;
+    }
+    dw_out[(e / p.keep) * p.n + dw_idx[e]] = dw_w[e];
+}
+
 // ==== SUBGROUP KERNELS ==== (the host compiles everything below only on devices with subgroups)
 //
 // attend_subgroup fuses logits, selection, softmax and w·v for head width 32, K ≤ 32, 16-byte

@@ -428,3 +428,97 @@ fn wrappers_reject_bad_shapes() {
     );
     assert!(tape.is_empty(), "failed ops record nothing");
 }
+
+/// The neck's training-time dropout on the tape: dropout on the weights of dense attention
+/// (self and cross) and of top-K attention, and on a plain activation, against the f64
+/// references fed the same mask bits; gradients by central differences.
+#[test]
+fn dropout_graph_gradients() {
+    use sparsett::ops::attention::Dropout;
+    use sparsett::ops::random::cpu as rnd;
+    use sparsett::ops::topk::cpu as tk;
+    let x = rand(60, 2 * 6 * 8, -1.0, 1.0);
+    let mem = rand(61, 2 * 5 * 8, -1.0, 1.0);
+    let params = [
+        p("wqkv", &[24, 8], 62, -0.4, 0.4),
+        p("bqkv", &[24], 63, -0.2, 0.2),
+        p("wq", &[8, 8], 64, -0.4, 0.4),
+        p("wkv", &[16, 8], 65, -0.4, 0.4),
+    ];
+    let (d_self, d_cross, d_topk) = (
+        Dropout { p: 0.25, seed: 7 },
+        Dropout { p: 0.3, seed: 8 },
+        Dropout { p: 0.2, seed: 9 },
+    );
+    let (p_act, seed_act) = (0.35, 10);
+    let (xg, memg) = (x.clone(), mem.clone());
+    let gpu_graph = move |tape: &mut Tape, enc: &mut Encoder, v: &[Var]| -> Result<Var> {
+        let g = gpu();
+        let xv = tape.constant(&g.upload(&[2, 6, 8], &xg)?);
+        let memv = tape.constant(&g.upload(&[2, 5, 8], &memg)?);
+        let qkv = ops::linear(tape, enc, &xv, &v[0], Some(&v[1]))?;
+        let a = ops::attention_dropout(
+            tape,
+            enc,
+            &qkv,
+            &qkv,
+            &qkv,
+            Packing::QKV,
+            2,
+            0.5,
+            None,
+            None,
+            Some(d_self),
+        )?;
+        let q = ops::linear(tape, enc, &a, &v[2], None)?;
+        let kv = ops::linear(tape, enc, &memv, &v[3], None)?;
+        let o = ops::attention_dropout(
+            tape,
+            enc,
+            &q,
+            &kv,
+            &kv,
+            Packing::KV,
+            2,
+            0.35,
+            None,
+            None,
+            Some(d_cross),
+        )?;
+        let t = ops::topk_attention_dropout(tape, enc, &qkv, 2, 3, 0.6, d_topk)?;
+        let s = ops::add(tape, enc, &o, &t)?;
+        ops::dropout(tape, enc, &s, p_act, seed_act)
+    };
+    let (xc, memc) = (f64s(&x), f64s(&mem));
+    let cpu_graph = move |v: &[Vec<f64>]| -> Vec<f64> {
+        let qkv = lin(&xc, 8, &v[0], Some(&v[1]));
+        let (q, k, vv) = (
+            block(&qkv, 12, 3, 0),
+            block(&qkv, 12, 3, 1),
+            block(&qkv, 12, 3, 2),
+        );
+        let dims = [2, 6, 6, 2, 4];
+        let p = attn_cpu::probs_f64(&q, &k, dims, 0.5, None, None);
+        let f = attn_cpu::dropout_factors(p.len(), d_self.p, d_self.seed);
+        let a = attn_cpu::attend_f64(&p, &vv, dims, Some(&f));
+        let q2 = lin(&a, 8, &v[2], None);
+        let kv = lin(&memc, 8, &v[3], None);
+        let (k2, v2) = (block(&kv, 10, 2, 0), block(&kv, 10, 2, 1));
+        let dims2 = [2, 6, 5, 2, 4];
+        let p2 = attn_cpu::probs_f64(&q2, &k2, dims2, 0.35, None, None);
+        let f2 = attn_cpu::dropout_factors(p2.len(), d_cross.p, d_cross.seed);
+        let o = attn_cpu::attend_f64(&p2, &v2, dims2, Some(&f2));
+        let (_, idx) = tk::topk_attention_f64(&q, &k, &vv, dims, 3, 0.6, None);
+        let pt = tk::topk_probs_f64(&q, &k, dims, 3, 0.6, &idx);
+        let ft = attn_cpu::dropout_factors(pt.len(), d_topk.p, d_topk.seed);
+        let t = attn_cpu::attend_f64(&pt, &vv, dims, Some(&ft));
+        let keep = 1.0 / (1.0 - p_act as f64);
+        let m = rnd::dropout_mask(o.len(), p_act, seed_act);
+        o.iter()
+            .zip(&t)
+            .zip(m)
+            .map(|((a, b), m)| if m { (a + b) * keep } else { 0.0 })
+            .collect()
+    };
+    check("dropout", &params, &gpu_graph, &cpu_graph);
+}

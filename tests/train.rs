@@ -1,6 +1,7 @@
 //! Training end to end on the tiny configuration (`Config::tiny()`, the demo model's
 //! architecture) over generated sequences: the loss goes down over a few dozen steps, and a run
-//! stopped at step k and resumed gives bit for bit the weights of an uninterrupted run. Also the
+//! stopped at step k and resumed gives bit for bit the weights of an uninterrupted run (with the
+//! neck's dropout on, whose masks a resumed run must redraw alike). Also the
 //! run's clear errors (resume without a checkpoint, a dataset folder that is missing).
 //!
 //! Run with `WGPU_BACKEND=vulkan cargo test --test train` (lavapipe works; about a minute).
@@ -108,19 +109,27 @@ fn the_tiny_model_learns_on_generated_sequences() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// [`config`] with the official neck dropout (0.1): its masks must be a function of the seed
+/// and the step, like everything else a resumed run redraws.
+fn config_with_dropout(batch: usize, pairs_per_epoch: usize) -> TrainFile {
+    let mut f = config(batch, pairs_per_epoch);
+    f.train.track.model.neck.transformer.prob_dropout = 0.1;
+    f
+}
+
 #[test]
 fn stopping_and_resuming_gives_the_uninterrupted_weights() {
     let (k, n) = (3, 6);
     let a = scratch("straight");
-    let mut t = Trainer::new(gpu(), config(2, 8), &a, false).unwrap();
+    let mut t = Trainer::new(gpu(), config_with_dropout(2, 8), &a, false).unwrap();
     t.run(Some(n), true).unwrap();
     drop(t);
 
     let b = scratch("resumed");
-    let mut t = Trainer::new(gpu(), config(2, 8), &b, false).unwrap();
+    let mut t = Trainer::new(gpu(), config_with_dropout(2, 8), &b, false).unwrap();
     t.run(Some(k), true).unwrap();
     drop(t);
-    let mut t = Trainer::new(gpu(), config(2, 8), &b, true).unwrap();
+    let mut t = Trainer::new(gpu(), config_with_dropout(2, 8), &b, true).unwrap();
     assert_eq!(t.step(), k);
     t.run(Some(n - k), true).unwrap();
     drop(t);
@@ -142,8 +151,20 @@ fn stopping_and_resuming_gives_the_uninterrupted_weights() {
     let init = config(2, 8).arch().random_weights(0).unwrap();
     let changed = wa.iter().filter(|(k, t)| init.get(k) != Some(t)).count();
     assert!(changed > 10, "only {changed} entries changed");
-    let _ = std::fs::remove_dir_all(&a);
-    let _ = std::fs::remove_dir_all(&b);
+    // The dropout is applied: without it the same steps end elsewhere.
+    let c = scratch("no-dropout");
+    let mut t = Trainer::new(gpu(), config(2, 8), &c, false).unwrap();
+    t.run(Some(n), true).unwrap();
+    drop(t);
+    let wc = weights_of(&c);
+    let neck_differs = wa
+        .iter()
+        .filter(|(k, t)| k.starts_with("neck.") && wc.get(k) != Some(t))
+        .count();
+    assert!(neck_differs > 0, "neck dropout changed no neck weight");
+    for d in [a, b, c] {
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }
 
 #[test]

@@ -35,8 +35,7 @@ use sparsett::model::weights::golden_state_dict;
 use sparsett::ops::loss::LossConfig;
 use sparsett::prng::SplitMix64;
 use sparsett::train::head::{Probe, ReluSite};
-use sparsett::train::net::{normalize_bgr, Net, X_SIZE, Z_SIZE};
-use sparsett::train::swin::SwinOpts;
+use sparsett::train::net::{normalize_bgr, Net, TrainOpts, X_SIZE, Z_SIZE};
 use sparsett::train::target::{batch_targets, TargetConfig};
 use sparsett::Gpu;
 
@@ -174,7 +173,7 @@ fn run_step(st: &Step, probe: &Probe) -> Outcome {
     let zv = tape.constant(z);
     let xv = tape.constant(x);
     let pred = net
-        .forward_probed(&mut tape, &mut enc, &zv, &xv, &SwinOpts::default(), probe)
+        .forward_probed(&mut tape, &mut enc, &zv, &xv, &TrainOpts::default(), probe)
         .expect("forward");
     let l = Net::losses(
         &mut tape,

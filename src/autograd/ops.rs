@@ -16,6 +16,7 @@ use crate::ops::layout;
 use crate::ops::loss;
 use crate::ops::matmul::{self, Epilogue};
 use crate::ops::norm::{self, LayerNormInto};
+use crate::ops::random;
 use crate::ops::reduce::{self, Axes, Reduce};
 use crate::ops::topk;
 use crate::ops::HeadsView;
@@ -460,6 +461,26 @@ pub fn attention(
     bias: Option<&Var>,
     mask: Option<&Tensor>,
 ) -> Result<Var> {
+    attention_dropout(tape, enc, q, k, v, packed, heads, scale, bias, mask, None)
+}
+
+/// [`attention`] with dropout on the attention weights when `drop` is given with `p > 0`
+/// (training; [`attn::attention_dropout`], its backward with the same mask).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_dropout(
+    tape: &mut Tape,
+    enc: &mut Encoder,
+    q: &Var,
+    k: &Var,
+    v: &Var,
+    packed: Packing,
+    heads: usize,
+    scale: f32,
+    bias: Option<&Var>,
+    mask: Option<&Tensor>,
+    drop: Option<attn::Dropout>,
+) -> Result<Var> {
+    let drop = drop.filter(|d| d.p > 0.0);
     let views = [(q, packed.q), (k, packed.k), (v, packed.v)];
     for (x, (parts, index)) in views {
         let width = x.shape().last().copied().unwrap_or(0);
@@ -499,13 +520,11 @@ pub fn attention(
         mask,
         scatter: None,
     };
-    let y = attn::attention(
-        enc,
-        hv(q, packed.q)?,
-        hv(k, packed.k)?,
-        hv(v, packed.v)?,
-        &opts,
-    )?;
+    let (qv, kv, vv) = (hv(q, packed.q)?, hv(k, packed.k)?, hv(v, packed.v)?);
+    let y = match drop {
+        Some(d) => attn::attention_dropout(enc, qv, kv, vv, &opts, d)?,
+        None => attn::attention(enc, qv, kv, vv, &opts)?,
+    };
     let tensors: Vec<Tensor> = distinct.iter().map(|d| d.t.clone()).collect();
     let (bt, mt) = (bias.map(|b| b.t.clone()), mask.cloned());
     let mut inputs = distinct.clone();
@@ -525,15 +544,14 @@ pub fn attention(
                 mask: mt.as_ref(),
                 scatter: None,
             };
-            let g = attn::attention_backward(
-                enc,
-                view(0)?,
-                view(1)?,
-                view(2)?,
-                &opts,
-                dout,
-                &AttnInto::default(),
-            )?;
+            let (qv, kv, vv) = (view(0)?, view(1)?, view(2)?);
+            let none = AttnInto::default();
+            let g = match drop {
+                Some(d) => {
+                    attn::attention_dropout_backward(enc, qv, kv, vv, &opts, d, dout, &none)?
+                }
+                None => attn::attention_backward(enc, qv, kv, vv, &opts, dout, &none)?,
+            };
             let mut per_view = [Some(g.dq), Some(g.dk), Some(g.dv)];
             let mut out = Vec::with_capacity(need.len());
             for (s, t) in tensors.iter().enumerate() {
@@ -798,6 +816,73 @@ pub fn topk_attention(
                 &topk::TopKInto::default(),
             )?;
             Ok(vec![Some(layout::concat(enc, &[&g.dq, &g.dk, &g.dv], 2)?)])
+        }),
+    ))
+}
+
+/// [`topk_attention`] with dropout on the kept weights (training): the dense path of
+/// [`topk::topk_attention_dropout`], which keeps the weights `[B·heads, Lq, Lk]` for the
+/// backward. `drop.p = 0` is [`topk_attention`].
+pub fn topk_attention_dropout(
+    tape: &mut Tape,
+    enc: &mut Encoder,
+    qkv: &Var,
+    heads: usize,
+    keep: usize,
+    scale: f32,
+    drop: attn::Dropout,
+) -> Result<Var> {
+    if drop.p == 0.0 {
+        return topk_attention(tape, enc, qkv, heads, keep, scale);
+    }
+    let (out, probs) = topk::topk_attention_dropout(
+        enc,
+        HeadsView::packed(&qkv.t, 3, 0)?,
+        HeadsView::packed(&qkv.t, 3, 1)?,
+        HeadsView::packed(&qkv.t, 3, 2)?,
+        heads,
+        keep,
+        scale,
+        drop,
+    )?;
+    let t = qkv.t.clone();
+    Ok(tape.record(
+        "topk_attention_dropout",
+        &[qkv],
+        out,
+        Box::new(move |enc, dout, _| {
+            let view = |i: usize| HeadsView::packed(&t, 3, i);
+            let g = topk::topk_attention_dropout_backward(
+                enc,
+                view(0)?,
+                view(1)?,
+                view(2)?,
+                heads,
+                scale,
+                &probs,
+                drop,
+                dout,
+            )?;
+            Ok(vec![Some(layout::concat(enc, &[&g.dq, &g.dk, &g.dv], 2)?)])
+        }),
+    ))
+}
+
+/// Dropout `y = x·m/(1 − p)` with the mask drawn from `seed` (see
+/// [`crate::ops::random::dropout`]); its backward applies the same mask. `p = 0` is `x` itself.
+pub fn dropout(tape: &mut Tape, enc: &mut Encoder, x: &Var, p: f32, seed: u64) -> Result<Var> {
+    if p == 0.0 {
+        return Ok(x.clone());
+    }
+    let y = random::dropout(enc, &x.t, p, seed)?;
+    Ok(tape.record(
+        "dropout",
+        &[x],
+        y,
+        Box::new(move |enc, dy, _| {
+            Ok(vec![Some(random::dropout_backward(
+                enc, dy, p, seed, None,
+            )?)])
         }),
     ))
 }

@@ -41,9 +41,6 @@ pub fn run(gpu: Arc<Gpu>, a: &TrainArgs) -> Result<()> {
             }
         );
     }
-    for w in trainer.unsupported() {
-        eprintln!("note: {w}");
-    }
     let logs = trainer.run(a.steps, a.quiet)?;
     if let (Some(first), Some(last)) = (logs.first(), logs.last()) {
         println!(

@@ -412,6 +412,206 @@ pub struct AttnGrads {
     pub dbias: Option<Tensor>,
 }
 
+/// Dropout on the attention weights, as `nn.MultiheadAttention`'s `dropout` does it in training:
+/// the softmax weights are multiplied by a mask drawn from `seed` (one bit per weight, as
+/// [`crate::ops::random::dropout`]) and scaled by `1/(1 − p)` before they weigh v.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Dropout {
+    pub p: f32,
+    pub seed: u64,
+}
+
+/// Attention with [`Dropout`] on its weights (training):
+/// `dropout(softmax(scale·q·kᵀ + bias + mask))·v`. Runs densely on the GEMM kernels (the weights
+/// are materialised, `[B·heads, Lq, Lk]`); `drop.p = 0` gives [`attention`]'s result up to
+/// rounding. No fused window scatter.
+pub fn attention_dropout(
+    enc: &mut Encoder,
+    q: HeadsView,
+    k: HeadsView,
+    v: HeadsView,
+    opts: &AttnOpts,
+    drop: Dropout,
+) -> Result<Tensor> {
+    const DR: &str = "attention_dropout";
+    if opts.scatter.is_some() {
+        return Err(Error::shape(DR, "no fused window scatter with dropout"));
+    }
+    let width = view_width(&q, &k, &v)?;
+    validate(DR, &q, &k, &v, opts, width)?;
+    check_drop(DR, drop)?;
+    let (batch, lq, lk) = (q.batch, q.len, k.len);
+    let heads = opts.heads;
+    let hd = width / heads;
+    let out = enc.gpu().empty(DR, &[batch, lq, width], DType::F32)?;
+    if batch * lq * width == 0 {
+        return Ok(out);
+    }
+    let qs = gather_heads(enc, &q, heads, hd, opts.scale)?;
+    let kd = gather_heads(enc, &k, heads, hd, 1.0)?;
+    let vd = gather_heads(enc, &v, heads, hd, 1.0)?;
+    let probs = dense_probs(enc, &qs, &kd, opts, batch, lq, lk, q.t)?;
+    attend_dense_into(enc, &probs, &vd, Some(drop), heads, &out)?;
+    Ok(out)
+}
+
+pub(crate) fn check_drop(op: &'static str, drop: Dropout) -> Result<()> {
+    if !(0.0..1.0).contains(&drop.p) {
+        return Err(Error::shape(
+            op,
+            format!("dropout probability {} is outside [0, 1)", drop.p),
+        ));
+    }
+    Ok(())
+}
+
+/// Dense `[B·heads, L, D]` copy of a heads view, times `scale`.
+pub(crate) fn gather_heads(
+    enc: &mut Encoder,
+    x: &HeadsView,
+    heads: usize,
+    hd: usize,
+    scale: f32,
+) -> Result<Tensor> {
+    let gpu = enc.gpu();
+    let out = gpu.empty(OP, &[x.batch * heads, x.len, hd], DType::F32)?;
+    if out.numel() == 0 {
+        return Ok(out);
+    }
+    // The vec4 kernels take D, strides, offsets and counts in units of 4 columns.
+    let (entry, u) = if [hd, x.stride, x.offset].iter().all(|n| n.is_multiple_of(4)) {
+        ("attn_bw_gather4", 4)
+    } else {
+        ("attn_bw_gather", 1)
+    };
+    let p = BwParams {
+        n: (out.numel() / u) as u32,
+        len: x.len as u32,
+        heads: heads as u32,
+        hd: (hd / u) as u32,
+        stride: (x.stride / u) as u32,
+        off: (x.offset / u) as u32,
+        scale,
+        ..Default::default()
+    };
+    let groups = gpu.grid(((out.numel() / u) as u64).div_ceil(64));
+    enc.dispatch(
+        &ATTENTION,
+        entry,
+        &[],
+        bytemuck::bytes_of(&p),
+        &[x.t, &out],
+        groups,
+    )?;
+    Ok(out)
+}
+
+/// `to [B, L, heads·D] (+)= scale · x` for a dense `[B·heads, L, D]` x.
+fn scatter_heads(
+    enc: &mut Encoder,
+    x: &Tensor,
+    to: &Tensor,
+    heads: usize,
+    scale: f32,
+    acc: bool,
+) -> Result<()> {
+    let s = to.shape();
+    let (width, hd) = (s[2], x.shape()[2]);
+    let u = if hd.is_multiple_of(4) { 4 } else { 1 };
+    let entry = if u == 4 {
+        "attn_bw_scatter4"
+    } else {
+        "attn_bw_scatter"
+    };
+    let p = BwParams {
+        n: (to.numel() / u) as u32,
+        len: s[1] as u32,
+        heads: heads as u32,
+        hd: (hd / u) as u32,
+        stride: (width / u) as u32,
+        scale,
+        ..Default::default()
+    };
+    let groups = enc.gpu().grid(((to.numel() / u) as u64).div_ceil(64));
+    enc.dispatch(
+        &ATTENTION,
+        entry,
+        &[("ACCUM", acc as u8 as f64)],
+        bytemuck::bytes_of(&p),
+        &[x, to],
+        groups,
+    )
+}
+
+/// `softmax((scale·Q)·Kᵀ + bias + mask)` for dense `qs` (already scaled) and `kd`:
+/// `[B·heads, Lq, Lk]`. `dummy` fills the bindings of absent bias / mask.
+#[allow(clippy::too_many_arguments)]
+fn dense_probs(
+    enc: &mut Encoder,
+    qs: &Tensor,
+    kd: &Tensor,
+    opts: &AttnOpts,
+    batch: usize,
+    lq: usize,
+    lk: usize,
+    dummy: &Tensor,
+) -> Result<Tensor> {
+    let gpu = enc.gpu();
+    let heads = opts.heads;
+    let scratch_len = batch * heads * lq * lk;
+    // S = (scale·Q)·Kᵀ + bias + mask, accumulated onto the combined logit terms.
+    let logit_terms = if opts.bias.is_some() || opts.mask.is_some() {
+        let t = gpu.empty(OP, &[batch * heads, lq, lk], DType::F32)?;
+        let p = BwParams {
+            n: scratch_len as u32,
+            len: (lq * lk) as u32,
+            heads: heads as u32,
+            nw: opts.mask.map_or(1, |m| m.shape()[0]) as u32,
+            ..Default::default()
+        };
+        let flag = |b: bool| b as u8 as f64;
+        enc.dispatch(
+            &ATTENTION,
+            "attn_bw_logit_bias",
+            &[
+                ("HAS_BIAS", flag(opts.bias.is_some())),
+                ("HAS_MASK", flag(opts.mask.is_some())),
+            ],
+            bytemuck::bytes_of(&p),
+            &[opts.bias.unwrap_or(dummy), opts.mask.unwrap_or(dummy), &t],
+            gpu.grid((scratch_len as u64).div_ceil(64)),
+        )?;
+        Some(t)
+    } else {
+        None
+    };
+    let abt = Gemm {
+        trans_b: true,
+        into: logit_terms.as_ref(),
+        ..Default::default()
+    };
+    let s = gemm(enc, qs, kd, &abt, &Epilogue::default())?;
+    softmax(enc, &s)
+}
+
+/// `out [B, Lq, heads·D] = dropout(probs)·vd` for dense weights `probs` `[B·heads, Lq, Lk]`
+/// and values `vd` `[B·heads, Lk, D]`.
+pub(crate) fn attend_dense_into(
+    enc: &mut Encoder,
+    probs: &Tensor,
+    vd: &Tensor,
+    drop: Option<Dropout>,
+    heads: usize,
+    out: &Tensor,
+) -> Result<()> {
+    let dropped = match drop {
+        Some(d) => crate::ops::random::dropout(enc, probs, d.p, d.seed)?,
+        None => probs.clone(),
+    };
+    let od = gemm(enc, &dropped, vd, &Gemm::default(), &Epilogue::default())?;
+    scatter_heads(enc, &od, out, heads, 1.0, false)
+}
+
 /// Backward of [`attention`] (without `scatter`) for the upstream `dout` (`[B, Lq, width]`,
 /// dense): the softmax rows are recomputed from q and k (the forward saves nothing), then
 /// `dv = Pᵀ·dO`, `dS = P ⊙ (dO·vᵀ − rowsum(P ⊙ dO·vᵀ))`, `dq = scale·dS·k`,
@@ -426,6 +626,43 @@ pub fn attention_backward(
     k: HeadsView,
     v: HeadsView,
     opts: &AttnOpts,
+    dout: &Tensor,
+    into: &AttnInto,
+) -> Result<AttnGrads> {
+    attention_backward_dense(enc, q, k, v, opts, None, None, dout, into)
+}
+
+/// Backward of [`attention_dropout`] with the same `drop`: as [`attention_backward`], with
+/// `dv = P′ᵀ·dO` for the dropped weights P′ and `dP = mask·(dO·vᵀ)/(1 − p)` into the softmax
+/// backward.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_dropout_backward(
+    enc: &mut Encoder,
+    q: HeadsView,
+    k: HeadsView,
+    v: HeadsView,
+    opts: &AttnOpts,
+    drop: Dropout,
+    dout: &Tensor,
+    into: &AttnInto,
+) -> Result<AttnGrads> {
+    check_drop("attention_dropout_backward", drop)?;
+    attention_backward_dense(enc, q, k, v, opts, Some(drop), None, dout, into)
+}
+
+/// The dense backward behind [`attention_backward`] and [`attention_dropout_backward`]. With
+/// `given` (`[B·heads, Lq, Lk]`) those weights replace `softmax(S)`: the top-K attention's weights,
+/// zero outside the kept keys, whose softmax backward is the same formula (`dS = 0` wherever
+/// `P = 0`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_backward_dense(
+    enc: &mut Encoder,
+    q: HeadsView,
+    k: HeadsView,
+    v: HeadsView,
+    opts: &AttnOpts,
+    drop: Option<Dropout>,
+    given: Option<&Tensor>,
     dout: &Tensor,
     into: &AttnInto,
 ) -> Result<AttnGrads> {
@@ -447,6 +684,17 @@ pub fn attention_backward(
             BW,
             format!("dout must be f32 [B, Lq, width] = [{batch}, {lq}, {width}], got {dout:?}"),
         ));
+    }
+    if let Some(g) = given {
+        if g.dtype() != DType::F32 || g.shape() != [batch * heads, lq, lk] {
+            return Err(Error::shape(
+                BW,
+                format!(
+                    "given weights must be f32 [B·heads, Lq, Lk] = [{}, {lq}, {lk}], got {g:?}",
+                    batch * heads
+                ),
+            ));
+        }
     }
     let gpu = enc.gpu();
     let operands = [q.t, k.t, v.t, dout];
@@ -518,120 +766,39 @@ pub fn attention_backward(
         }
         return Ok(AttnGrads { dq, dk, dv, dbias });
     }
-    let bh = batch * heads;
-    let grid = |n: usize| gpu.grid((n as u64).div_ceil(64));
-    // Dense [B·heads, L, D] copies of the views (q pre-scaled, so dK = dSᵀ·(scale·Q) needs no
-    // extra pass).
-    // The vec4 kernels take D, strides, offsets and counts in units of 4 columns.
-    let gather = |enc: &mut Encoder, x: &HeadsView, scale: f32| -> Result<Tensor> {
-        let out = gpu.empty(BW, &[bh, x.len, hd], DType::F32)?;
-        let (entry, u) = if [hd, x.stride, x.offset].iter().all(|n| n.is_multiple_of(4)) {
-            ("attn_bw_gather4", 4)
-        } else {
-            ("attn_bw_gather", 1)
-        };
-        let p = BwParams {
-            n: (out.numel() / u) as u32,
-            len: x.len as u32,
-            heads: heads as u32,
-            hd: (hd / u) as u32,
-            stride: (x.stride / u) as u32,
-            off: (x.offset / u) as u32,
-            scale,
-            ..Default::default()
-        };
-        enc.dispatch(
-            &ATTENTION,
-            entry,
-            &[],
-            bytemuck::bytes_of(&p),
-            &[x.t, &out],
-            grid(out.numel() / u),
-        )?;
-        Ok(out)
-    };
-    let dout_view = HeadsView::dense(dout)?;
-    let qs = gather(enc, &q, opts.scale)?;
-    let kd = gather(enc, &k, 1.0)?;
-    let vd = gather(enc, &v, 1.0)?;
-    let dod = gather(enc, &dout_view, 1.0)?;
-
-    // S = (scale·Q)·Kᵀ + bias + mask, accumulated onto the combined logit terms.
-    let logit_terms = if opts.bias.is_some() || opts.mask.is_some() {
-        let t = gpu.empty(BW, &[bh, lq, lk], DType::F32)?;
-        let p = BwParams {
-            n: scratch_len as u32,
-            len: (lq * lk) as u32,
-            heads: heads as u32,
-            nw: opts.mask.map_or(1, |m| m.shape()[0]) as u32,
-            ..Default::default()
-        };
-        let flag = |b: bool| b as u8 as f64;
-        enc.dispatch(
-            &ATTENTION,
-            "attn_bw_logit_bias",
-            &[
-                ("HAS_BIAS", flag(opts.bias.is_some())),
-                ("HAS_MASK", flag(opts.mask.is_some())),
-            ],
-            bytemuck::bytes_of(&p),
-            &[opts.bias.unwrap_or(q.t), opts.mask.unwrap_or(q.t), &t],
-            grid(scratch_len),
-        )?;
-        Some(t)
-    } else {
-        None
-    };
-    let abt = Gemm {
-        trans_b: true,
-        into: logit_terms.as_ref(),
-        ..Default::default()
+    let qs = gather_heads(enc, &q, heads, hd, opts.scale)?;
+    let kd = gather_heads(enc, &k, heads, hd, 1.0)?;
+    let vd = gather_heads(enc, &v, heads, hd, 1.0)?;
+    let dod = gather_heads(enc, &HeadsView::dense(dout)?, heads, hd, 1.0)?;
+    let probs = match given {
+        Some(g) => g.clone(),
+        None => dense_probs(enc, &qs, &kd, opts, batch, lq, lk, q.t)?,
     };
     let none = Epilogue::default();
-    let s = gemm(enc, &qs, &kd, &abt, &none)?;
-    let probs = softmax(enc, &s)?;
     let abt = Gemm {
         trans_b: true,
         ..Default::default()
     };
-    let dp = gemm(enc, &dod, &vd, &abt, &none)?;
-    let ds = softmax_backward(enc, &probs, &dp, None)?;
     let atb = Gemm {
         trans_a: true,
         ..Default::default()
     };
-    let dvd = gemm(enc, &probs, &dod, &atb, &none)?;
+    // dP′ = dO·vᵀ; with dropout P′ = mask·P/(1 − p) weighs v, and dP = mask·dP′/(1 − p).
+    let dp = gemm(enc, &dod, &vd, &abt, &none)?;
+    let (weights, dp) = match drop {
+        Some(d) => (
+            crate::ops::random::dropout(enc, &probs, d.p, d.seed)?,
+            crate::ops::random::dropout_backward(enc, &dp, d.p, d.seed, None)?,
+        ),
+        None => (probs.clone(), dp),
+    };
+    let ds = softmax_backward(enc, &probs, &dp, None)?;
+    let dvd = gemm(enc, &weights, &dod, &atb, &none)?;
     let dqd = gemm(enc, &ds, &kd, &Gemm::default(), &none)?;
     let dkd = gemm(enc, &ds, &qs, &atb, &none)?;
-
-    let (scatter_entry, u) = if hd.is_multiple_of(4) {
-        ("attn_bw_scatter4", 4)
-    } else {
-        ("attn_bw_scatter", 1)
-    };
-    let scatter = |enc: &mut Encoder, x: &Tensor, to: &Tensor, scale: f32, acc: bool| {
-        let s = to.shape();
-        let p = BwParams {
-            n: (to.numel() / u) as u32,
-            len: s[1] as u32,
-            heads: heads as u32,
-            hd: (hd / u) as u32,
-            stride: (width / u) as u32,
-            scale,
-            ..Default::default()
-        };
-        enc.dispatch(
-            &ATTENTION,
-            scatter_entry,
-            &[("ACCUM", acc as u8 as f64)],
-            bytemuck::bytes_of(&p),
-            &[x, to],
-            grid(to.numel() / u),
-        )
-    };
-    scatter(enc, &dqd, &dq, opts.scale, into.dq.is_some())?;
-    scatter(enc, &dkd, &dk, 1.0, into.dk.is_some())?;
-    scatter(enc, &dvd, &dv, 1.0, into.dv.is_some())?;
+    scatter_heads(enc, &dqd, &dq, heads, opts.scale, into.dq.is_some())?;
+    scatter_heads(enc, &dkd, &dk, heads, 1.0, into.dk.is_some())?;
+    scatter_heads(enc, &dvd, &dv, heads, 1.0, into.dv.is_some())?;
     if let Some(db) = &dbias {
         // dbias[h] = Σ_b dS[b, h]: dS seen as [B, heads·Lq·Lk], summed over its rows.
         let flat = ds.reshape(&[batch, heads * lq * lk])?;
@@ -806,7 +973,8 @@ pub mod cpu {
 
     /// The softmax rows `P[b][h][i][j]` of [`attention_f64`], flattened `[B, heads, Lq, Lk]`.
     #[allow(clippy::too_many_arguments)]
-    fn probs_f64(
+    /// Softmax weights `[B·heads, Lq, Lk]` of dense f64 q, k (`dims = [B, Lq, Lk, heads, hd]`).
+    pub fn probs_f64(
         q: &[f64],
         k: &[f64],
         dims: [usize; 5],
@@ -877,10 +1045,9 @@ pub mod cpu {
         out
     }
 
-    /// Gradients `(dq, dk, dv, dbias)` of [`attention_f64`] for the upstream `dout`, through the
-    /// full softmax Jacobian `∂P_ij/∂S_il = P_ij·(δ_jl − P_il)` (not the rowsum shortcut the GPU
-    /// uses). `dbias` is `[heads, Lq, Lk]` (summed over the batch).
-    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    /// f64 backward of attention (see [`super::attention_backward`]) on dense `[B, L, width]`
+    /// slices, `dims = [B, Lq, Lk, heads, hd]`: (dq, dk, dv, dbias `[heads, Lq, Lk]`).
+    #[allow(clippy::too_many_arguments)]
     pub fn attention_backward(
         q: &[f64],
         k: &[f64],
@@ -891,9 +1058,60 @@ pub mod cpu {
         mask: Option<&[f32]>,
         dout: &[f64],
     ) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+        let p = probs_f64(q, k, dims, scale, bias, mask);
+        attend_backward_f64(&p, q, k, v, dims, scale, None, dout)
+    }
+
+    /// Per-weight factors of attention dropout, `mask/(1 − p)` in the weights' `[B·heads, Lq,
+    /// Lk]` order, from the same bits as the GPU's dropout.
+    pub fn dropout_factors(n: usize, p: f32, seed: u64) -> Vec<f64> {
+        let keep = 1.0 / (1.0 - p as f64);
+        crate::ops::random::cpu::dropout_mask(n, p, seed)
+            .into_iter()
+            .map(|m| if m { keep } else { 0.0 })
+            .collect()
+    }
+
+    /// `out [B, Lq, width] = (f ⊙ P)·v` for dense weights P `[B·heads, Lq, Lk]` (f: dropout
+    /// factors, `None` = 1).
+    pub fn attend_f64(p: &[f64], v: &[f64], dims: [usize; 5], f: Option<&[f64]>) -> Vec<f64> {
         let [batch, lq, lk, heads, hd] = dims;
         let width = heads * hd;
-        let p = probs_f64(q, k, dims, scale, bias, mask);
+        let mut out = vec![0f64; batch * lq * width];
+        for b in 0..batch {
+            for h in 0..heads {
+                for i in 0..lq {
+                    let r = ((b * heads + h) * lq + i) * lk;
+                    for j in 0..lk {
+                        let w = p[r + j] * f.map_or(1.0, |f| f[r + j]);
+                        for d in 0..hd {
+                            let c = h * hd + d;
+                            out[(b * lq + i) * width + c] += w * v[(b * lk + j) * width + c];
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Backward of `(f ⊙ P)·v` with `P = softmax(S)`, `S = scale·q·kᵀ + …`, from the weights P:
+    /// `dP = f ⊙ dO·vᵀ`, `dS = P ⊙ (dP − rowsum(P ⊙ dP))`, `dq = scale·dS·k`, `dk = scale·dSᵀ·q`,
+    /// `dv = (f ⊙ P)ᵀ·dO`, `dbias = Σ_batch dS`. With P zero outside a kept set (top-K) this is
+    /// the top-K backward.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend_backward_f64(
+        p: &[f64],
+        q: &[f64],
+        k: &[f64],
+        v: &[f64],
+        dims: [usize; 5],
+        scale: f64,
+        f: Option<&[f64]>,
+        dout: &[f64],
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+        let [batch, lq, lk, heads, hd] = dims;
+        let width = heads * hd;
         let (mut dq, mut dk, mut dv) = (
             vec![0f64; q.len()],
             vec![0f64; k.len()],
@@ -905,12 +1123,15 @@ pub mod cpu {
         for b in 0..batch {
             for h in 0..heads {
                 for i in 0..lq {
-                    let row = &p[((b * heads + h) * lq + i) * lk..][..lk];
+                    let r = ((b * heads + h) * lq + i) * lk;
+                    let row = &p[r..][..lk];
+                    let fac = |j: usize| f.map_or(1.0, |f| f[r + j]);
                     let dp: Vec<f64> = (0..lk)
                         .map(|j| {
-                            (0..hd)
-                                .map(|d| dout[qi(b, i, h * hd + d)] * v[ki(b, j, h * hd + d)])
-                                .sum()
+                            fac(j)
+                                * (0..hd)
+                                    .map(|d| dout[qi(b, i, h * hd + d)] * v[ki(b, j, h * hd + d)])
+                                    .sum::<f64>()
                         })
                         .collect();
                     for l in 0..lk {
@@ -922,7 +1143,7 @@ pub mod cpu {
                             let c = h * hd + d;
                             dq[qi(b, i, c)] += scale * ds * k[ki(b, l, c)];
                             dk[ki(b, l, c)] += scale * ds * q[qi(b, i, c)];
-                            dv[ki(b, l, c)] += row[l] * dout[qi(b, i, c)];
+                            dv[ki(b, l, c)] += row[l] * fac(l) * dout[qi(b, i, c)];
                         }
                     }
                 }

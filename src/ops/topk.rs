@@ -19,7 +19,7 @@
 //! element, dk and dv gathered per key through the slot map).
 
 use crate::gpu::{DType, Encoder, Gpu, Shader, ShaderNeeds, Tensor, Variant};
-use crate::ops::HeadsView;
+use crate::ops::{attention, HeadsView};
 use crate::{Error, Result};
 
 const SOURCE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/topk.wgsl"));
@@ -567,6 +567,129 @@ struct BwParams {
 }
 
 /// Existing tensors the gradients of [`topk_attention_backward`] are added into (`None`: fresh).
+/// The top-K weights as a dense `[B, heads, Lq, lk]` matrix: `weights` at `indices` (both
+/// `[B, heads, Lq, K]`, as [`TopK`] holds them), 0 everywhere else.
+pub fn dense_weights(
+    enc: &mut Encoder,
+    indices: &Tensor,
+    weights: &Tensor,
+    lk: usize,
+) -> Result<Tensor> {
+    const DW: &str = "topk_dense_weights";
+    let s = indices.shape().to_vec();
+    if s.len() != 4 || indices.dtype() != DType::U32 {
+        return Err(Error::shape(
+            DW,
+            format!("indices must be u32 [B, heads, Lq, K], got {indices:?}"),
+        ));
+    }
+    if weights.dtype() != DType::F32 || weights.shape() != s.as_slice() {
+        return Err(Error::shape(
+            DW,
+            format!("weights must be f32 {s:?} like the indices, got {weights:?}"),
+        ));
+    }
+    if s[3] > lk {
+        return Err(Error::shape(
+            DW,
+            format!("K = {} kept entries do not fit rows of {lk} keys", s[3]),
+        ));
+    }
+    let gpu = enc.gpu();
+    let out = gpu.empty(DW, &[s[0], s[1], s[2], lk], DType::F32)?;
+    enc.clear(&out);
+    let entries = indices.numel();
+    if entries == 0 {
+        return Ok(out);
+    }
+    let params = Params {
+        rows: u32_of(DW, "rows", s[0] * s[1] * s[2])?,
+        n: u32_of(DW, "Lk", lk)?,
+        keep: s[3] as u32,
+        ..Default::default()
+    };
+    u32_of(DW, "dense element count", out.numel())?;
+    enc.dispatch(
+        &TOPK,
+        "dense_weights",
+        &[],
+        bytemuck::bytes_of(&params),
+        &[indices, weights, &out],
+        gpu.grid((entries as u64).div_ceil(64)),
+    )?;
+    Ok(out)
+}
+
+/// Top-K attention with dropout on the kept weights, for training (the official
+/// `MultiHeadAttentionTopK` drops its scattered weights, whose zeros stay zero): the selection and
+/// softmax of [`topk_attention`], then `out = dropout(P)·v` on the dense GEMM path, with P
+/// `[B·heads, Lq, Lk]` zero outside the kept keys. Returns the output `[B, Lq, width]` and P,
+/// which [`topk_attention_dropout_backward`] takes.
+#[allow(clippy::too_many_arguments)]
+pub fn topk_attention_dropout(
+    enc: &mut Encoder,
+    q: HeadsView,
+    k: HeadsView,
+    v: HeadsView,
+    heads: usize,
+    keep: usize,
+    scale: f32,
+    drop: attention::Dropout,
+) -> Result<(Tensor, Tensor)> {
+    attention::check_drop("topk_attention_dropout", drop)?;
+    let (batch, lq, lk) = (q.batch, q.len, k.len);
+    let r = topk_attention(enc, q, k, v, heads, keep, scale)?;
+    let probs =
+        dense_weights(enc, &r.indices, &r.weights, lk)?.reshape(&[batch * heads, lq, lk])?;
+    let width = r.out.shape()[2];
+    let vd = attention::gather_heads(enc, &v, heads, width / heads, 1.0)?;
+    let out = enc
+        .gpu()
+        .empty("topk_attention_dropout", &[batch, lq, width], DType::F32)?;
+    attention::attend_dense_into(enc, &probs, &vd, Some(drop), heads, &out)?;
+    Ok((out, probs))
+}
+
+/// Backward of [`topk_attention_dropout`] (same views, `drop` and its weights `probs`): the dense
+/// attention backward with P given, so gradient flows through the kept entries only.
+#[allow(clippy::too_many_arguments)]
+pub fn topk_attention_dropout_backward(
+    enc: &mut Encoder,
+    q: HeadsView,
+    k: HeadsView,
+    v: HeadsView,
+    heads: usize,
+    scale: f32,
+    probs: &Tensor,
+    drop: attention::Dropout,
+    dout: &Tensor,
+) -> Result<TopKGrads> {
+    attention::check_drop("topk_attention_dropout_backward", drop)?;
+    let opts = attention::AttnOpts {
+        heads,
+        scale,
+        bias: None,
+        mask: None,
+        scatter: None,
+    };
+    let g = attention::attention_backward_dense(
+        enc,
+        q,
+        k,
+        v,
+        &opts,
+        Some(drop),
+        Some(probs),
+        dout,
+        &attention::AttnInto::default(),
+    )?;
+    Ok(TopKGrads {
+        dq: g.dq,
+        dk: g.dk,
+        dv: g.dv,
+    })
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TopKInto<'a> {
     pub dq: Option<&'a Tensor>,
@@ -908,6 +1031,33 @@ pub mod cpu {
             }
         }
         (out, sel_all)
+    }
+
+    /// Dense top-K weights `[B·heads, Lq, Lk]` (softmax over the kept keys of each row, 0
+    /// elsewhere) of f64 q, k, with the kept keys `indices` `[B, heads, Lq, keep]`.
+    pub fn topk_probs_f64(
+        q: &[f64],
+        k: &[f64],
+        dims: [usize; 5],
+        keep: usize,
+        scale: f64,
+        indices: &[u32],
+    ) -> Vec<f64> {
+        let [batch, lq, lk, heads, _] = dims;
+        let mut p = vec![0f64; batch * heads * lq * lk];
+        for b in 0..batch {
+            for h in 0..heads {
+                for i in 0..lq {
+                    let row = (b * heads + h) * lq + i;
+                    let l = logits_row(q, k, dims, scale, b, h, i);
+                    let sel = &indices[row * keep..(row + 1) * keep];
+                    for (&j, w) in sel.iter().zip(softmax_kept(&l, sel)) {
+                        p[row * lk + j as usize] = w;
+                    }
+                }
+            }
+        }
+        p
     }
 
     /// Logits `scale·q_i·k_j` of row (b, h, i) over all Lk keys.

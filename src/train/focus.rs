@@ -3,11 +3,14 @@
 //! post-norm encoder on the template tokens, and a 2-layer decoder on the search tokens whose
 //! self-attention keeps the top-K logits per row (gradient through the kept set only) and
 //! whose cross-attention is dense. Sizes from the [`Config`] (official: d = 256, 8 heads of 32,
-//! FFN 2048, 2 + 2 layers, K = 32); ReLU FFN, LayerNorm eps 1e-6; dropout is off (the golden step; see the golden README).
+//! FFN 2048, 2 + 2 layers, K = 32); ReLU FFN, LayerNorm eps 1e-6; dropout as [`NeckDropout`]
+//! (off in the golden step; see the golden README).
 
 use crate::autograd::ops::{self, Packing};
 use crate::autograd::{Tape, Var};
 use crate::model::config::Config;
+use crate::ops::attention::Dropout;
+use crate::prng::SplitMix64;
 use crate::train::params::Params;
 use crate::{Encoder, Error, Result};
 
@@ -94,7 +97,34 @@ fn add_ln(
 }
 
 /// `LN(x + W2·relu(W1·x + b1) + b2)`.
-fn ffn(p: &Params, tape: &mut Tape, enc: &mut Encoder, x: &Var, pre: &str) -> Result<Var> {
+/// The neck's dropout in training (the official `prob_dropout`): on the weights of every
+/// attention (as `nn.MultiheadAttention` and `MultiHeadAttentionTopK` apply theirs) and on the
+/// FFN's output before its residual add (`PositionWiseFeedForward`), each site with its own mask
+/// stream derived from `seed`. `p = 0` (the golden step, evaluation) is off.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct NeckDropout {
+    pub p: f32,
+    pub seed: u64,
+}
+
+impl NeckDropout {
+    /// The dropout of one site (a parameter prefix such as `neck.encoder.encoder_layers.0.slf_attn`).
+    fn at(&self, site: &str) -> Dropout {
+        Dropout {
+            p: self.p,
+            seed: SplitMix64::for_key(&format!("dropout.{site}"), self.seed).next_u64(),
+        }
+    }
+}
+
+fn ffn(
+    p: &Params,
+    tape: &mut Tape,
+    enc: &mut Encoder,
+    x: &Var,
+    pre: &str,
+    drop: NeckDropout,
+) -> Result<Var> {
     let h = lin(
         p,
         tape,
@@ -112,6 +142,8 @@ fn ffn(p: &Params, tape: &mut Tape, enc: &mut Encoder, x: &Var, pre: &str) -> Re
         &format!("{pre}.w_2.weight"),
         &format!("{pre}.w_2.bias"),
     )?;
+    let d = drop.at(pre);
+    let h = ops::dropout(tape, enc, &h, d.p, d.seed)?;
     add_ln(p, tape, enc, x, &h, &format!("{pre}.layer_norm"))
 }
 
@@ -149,6 +181,7 @@ pub fn forward(
     enc: &mut Encoder,
     z: &Var,
     x: &Var,
+    drop: NeckDropout,
 ) -> Result<Var> {
     let mut m = embed(p, c, tape, enc, z, "encoder")?;
     for i in 0..c.enc_layers {
@@ -162,7 +195,7 @@ pub fn forward(
             &format!("{a}.in_proj_weight"),
             &format!("{a}.in_proj_bias"),
         )?;
-        let o = ops::attention(
+        let o = ops::attention_dropout(
             tape,
             enc,
             &qkv,
@@ -173,6 +206,7 @@ pub fn forward(
             scale(c),
             None,
             None,
+            Some(drop.at(&a)),
         )?;
         let o = lin(
             p,
@@ -183,7 +217,7 @@ pub fn forward(
             &format!("{a}.out_proj.bias"),
         )?;
         let y = add_ln(p, tape, enc, &m, &o, &format!("{pre}.norm"))?;
-        m = ffn(p, tape, enc, &y, &format!("{pre}.pos_ffn"))?;
+        m = ffn(p, tape, enc, &y, &format!("{pre}.pos_ffn"), drop)?;
     }
     let mut h = embed(p, c, tape, enc, x, "decoder")?;
     for i in 0..c.dec_layers {
@@ -197,7 +231,15 @@ pub fn forward(
             &format!("{s}.in_proj_weight"),
             &format!("{s}.in_proj_bias"),
         )?;
-        let o = ops::topk_attention(tape, enc, &qkv, c.neck_heads, c.top_k, scale(c))?;
+        let o = ops::topk_attention_dropout(
+            tape,
+            enc,
+            &qkv,
+            c.neck_heads,
+            c.top_k,
+            scale(c),
+            drop.at(&s),
+        )?;
         let o = lin(
             p,
             tape,
@@ -219,7 +261,7 @@ pub fn forward(
             k: (3, 1),
             v: (3, 2),
         };
-        let o = ops::attention(
+        let o = ops::attention_dropout(
             tape,
             enc,
             &qf,
@@ -230,6 +272,7 @@ pub fn forward(
             scale(c),
             None,
             None,
+            Some(drop.at(&ca)),
         )?;
         let o = lin(
             p,
@@ -240,7 +283,7 @@ pub fn forward(
             &format!("{ca}.out_proj.bias"),
         )?;
         let y = add_ln(p, tape, enc, &y, &o, &format!("{pre}.norm2"))?;
-        h = ffn(p, tape, enc, &y, &format!("{pre}.pos_ffn"))?;
+        h = ffn(p, tape, enc, &y, &format!("{pre}.pos_ffn"), drop)?;
     }
     Ok(h)
 }

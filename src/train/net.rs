@@ -24,6 +24,17 @@ pub struct Net {
     pub config: Config,
 }
 
+/// The random layers of a training step; the default (all off) is the golden step and evaluation.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TrainOpts {
+    /// The backbone's stochastic depth (see [`SwinOpts::drop_path_rate`]).
+    pub drop_path_rate: f32,
+    /// The neck's dropout probability (the official `prob_dropout`; see [`focus::NeckDropout`]).
+    pub neck_dropout: f32,
+    /// Seed of every mask of the step; give each step its own.
+    pub seed: u64,
+}
+
 /// Head predictions of a batch of pairs.
 pub type Predictions = HeadOut;
 
@@ -82,18 +93,19 @@ impl Net {
         z: &Var,
         x: &Var,
     ) -> Result<Predictions> {
-        self.forward_with(tape, enc, z, x, &SwinOpts::default())
+        self.forward_with(tape, enc, z, x, &TrainOpts::default())
     }
 
-    /// [`Net::forward`] with the backbone's stochastic depth (`opts`; the search crop draws its
-    /// masks from the seed + 1, so the two crops drop independently).
+    /// [`Net::forward`] with the training's random layers (`opts`): the backbone's stochastic
+    /// depth (the search crop draws its masks from the seed + 1, so the two crops drop
+    /// independently) and the neck's dropout.
     pub fn forward_with(
         &self,
         tape: &mut Tape,
         enc: &mut Encoder,
         z: &Var,
         x: &Var,
-        opts: &SwinOpts,
+        opts: &TrainOpts,
     ) -> Result<Predictions> {
         self.forward_probed(tape, enc, z, x, opts, &head::Probe::default())
     }
@@ -105,20 +117,28 @@ impl Net {
         enc: &mut Encoder,
         z: &Var,
         x: &Var,
-        opts: &SwinOpts,
+        opts: &TrainOpts,
         probe: &head::Probe,
     ) -> Result<Predictions> {
         let p = &self.params;
-        let zt = self.swin.forward_with(tape, enc, z, opts)?;
+        let zo = SwinOpts {
+            drop_path_rate: opts.drop_path_rate,
+            seed: opts.seed,
+        };
+        let zt = self.swin.forward_with(tape, enc, z, &zo)?;
         let xo = SwinOpts {
             seed: opts.seed.wrapping_add(1),
-            ..*opts
+            ..zo
         };
         let xt = self.swin.forward_with(tape, enc, x, &xo)?;
         let cf = &self.config;
         let za = adjust::forward(p, cf, tape, enc, "feat_adjuster_z", &zt)?;
         let xa = adjust::forward(p, cf, tape, enc, "feat_adjuster_x", &xt)?;
-        let dec = focus::forward(p, cf, tape, enc, &za, &xa)?;
+        let drop = focus::NeckDropout {
+            p: opts.neck_dropout,
+            seed: opts.seed,
+        };
+        let dec = focus::forward(p, cf, tape, enc, &za, &xa, drop)?;
         let (b, l, c) = (xa.dim(0), xa.dim(1), xa.dim(2));
         let side = (l as f64).sqrt().round() as usize;
         if side * side != l {

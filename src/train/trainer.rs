@@ -21,9 +21,8 @@ use crate::ops::loss::LossConfig;
 use crate::ops::optim::{self, AdamState};
 use crate::train::checkpoint::{self, TrainState};
 use crate::train::config::TrainFile;
-use crate::train::net::Net;
+use crate::train::net::{Net, TrainOpts};
 use crate::train::schedule::OptimConfig;
-use crate::train::swin::SwinOpts;
 use crate::train::target::{batch_targets, TargetConfig};
 use crate::{Error, Gpu, Result, Tensor};
 
@@ -157,19 +156,6 @@ impl Trainer {
         })
     }
 
-    /// Settings of the config that this trainer does not apply, for the user to read.
-    pub fn unsupported(&self) -> Vec<String> {
-        let m = &self.cfg.train.track.model;
-        let mut v = Vec::new();
-        let p = m.neck.transformer.prob_dropout;
-        if p > 0.0 {
-            v.push(format!(
-                "neck dropout (prob_dropout = {p}) is not applied yet: the neck trains without it"
-            ));
-        }
-        v
-    }
-
     pub fn step(&self) -> u64 {
         self.step
     }
@@ -226,10 +212,11 @@ impl Trainer {
         let mut tape = Tape::new();
         let z = tape.constant(&batch.z);
         let x = tape.constant(&batch.x);
-        // Stochastic depth draws fresh masks each step, from (seed, step) alone so a resumed
-        // run draws the same ones.
-        let opts = SwinOpts {
+        // Stochastic depth and dropout draw fresh masks each step, from (seed, step) alone so a
+        // resumed run draws the same ones.
+        let opts = TrainOpts {
             drop_path_rate: self.cfg.train.track.model.backbone.swin.drop_path_rate,
+            neck_dropout: self.cfg.train.track.model.neck.transformer.prob_dropout,
             seed: crate::prng::SplitMix64::for_key("drop_path", self.cfg.sparsett.seed ^ t)
                 .next_u64(),
         };

@@ -971,3 +971,184 @@ fn attention_backward_rejects_bad_operands() {
         .to_string();
     assert!(e.contains("heads"), "{e}");
 }
+
+// ---- Attention-weight dropout (training): the dense GEMM path with the dropout mask on the
+// weights, against the f64 reference fed the same mask bits (cpu::dropout_factors). The
+// tolerances are the backward's (TOL): the dropped weights are scaled by 1/(1 − p) ≤ 1.43.
+
+const DROP: f32 = 0.3;
+
+fn dview(t: &Tensor) -> HeadsView<'_> {
+    HeadsView::dense(t).unwrap()
+}
+
+/// Forward and backward of one case with dropout, (out, dq, dk, dv, dbias or empty) from the GPU
+/// and the reference.
+fn dropout_case(c: &BwCase, seed: u64, drop_seed: u64) -> [(Vec<f32>, Vec<f32>); 5] {
+    let g = gpu();
+    let [b, lq, lk, h, d] = c.dims;
+    let w = h * d;
+    let (q, k, v, bias, mask, dout) = bw_data(c, seed);
+    let qt = g.upload(&[b, lq, w], &q).unwrap();
+    let kt = g.upload(&[b, lk, w], &k).unwrap();
+    let vt = g.upload(&[b, lk, w], &v).unwrap();
+    let bt = g.upload(&[h, lq, lk], &bias).unwrap();
+    let mt = (c.nw > 0).then(|| g.upload(&[c.nw, lq, lk], &mask).unwrap());
+    let dt = g.upload(&[b, lq, w], &dout).unwrap();
+    let opts = AttnOpts {
+        heads: h,
+        scale: c.scale,
+        bias: c.bias.then_some(&bt),
+        mask: mt.as_ref(),
+        scatter: None,
+    };
+    let drop = attention::Dropout {
+        p: DROP,
+        seed: drop_seed,
+    };
+    let mut enc = g.encoder();
+    let out =
+        attention::attention_dropout(&mut enc, dview(&qt), dview(&kt), dview(&vt), &opts, drop)
+            .unwrap();
+    let gr = attention::attention_dropout_backward(
+        &mut enc,
+        dview(&qt),
+        dview(&kt),
+        dview(&vt),
+        &opts,
+        drop,
+        &dt,
+        &AttnInto::default(),
+    )
+    .unwrap();
+    let mut reads = vec![&out, &gr.dq, &gr.dk, &gr.dv];
+    reads.extend(gr.dbias.as_ref());
+    let mut got = enc.submit_read(&reads).unwrap();
+    got.resize(5, Vec::new());
+
+    let (q, k, v, dout) = (to64(&q), to64(&k), to64(&v), to64(&dout));
+    let bias = to64(&bias);
+    let bias = c.bias.then_some(&bias[..]);
+    let mask = (c.nw > 0).then_some(&mask[..]);
+    let s = c.scale as f64;
+    let p = cpu::probs_f64(&q, &k, c.dims, s, bias, mask);
+    let f = cpu::dropout_factors(p.len(), DROP, drop_seed);
+    let want_out = cpu::attend_f64(&p, &v, c.dims, Some(&f));
+    let (dq, dk, dv, db) = cpu::attend_backward_f64(&p, &q, &k, &v, c.dims, s, Some(&f), &dout);
+    let db = if c.bias { to32(&db) } else { Vec::new() };
+    let want = [to32(&want_out), to32(&dq), to32(&dk), to32(&dv), db];
+    let mut pairs = got.into_iter().zip(want);
+    std::array::from_fn(|_| pairs.next().unwrap())
+}
+
+#[test]
+fn attention_dropout_matches_reference() {
+    for (i, c) in BW_CASES.iter().enumerate() {
+        for (name, (got, want)) in ["out", "dq", "dk", "dv", "dbias"].iter().zip(dropout_case(
+            c,
+            600 + i as u64,
+            90 + i as u64,
+        )) {
+            assert_eq!(got.len(), want.len(), "case {i} {name}");
+            assert_close(
+                &format!("dropout case {i} {name}"),
+                &got,
+                &want,
+                TOL.0,
+                TOL.1,
+            );
+        }
+    }
+}
+
+/// The mask is drawn from the seed: another seed gives another output, and without dropout the
+/// dense path gives the fused kernels' result.
+#[test]
+fn attention_dropout_depends_on_its_seed_only() {
+    let c = &BW_CASES[0];
+    let a = dropout_case(c, 610, 1);
+    let b = dropout_case(c, 610, 2);
+    let again = dropout_case(c, 610, 1);
+    assert_eq!(a[0].0, again[0].0, "same seed, same output");
+    let diff = a[0]
+        .0
+        .iter()
+        .zip(&b[0].0)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(diff > 1e-2, "two seeds differ by only {diff}");
+
+    let g = gpu();
+    let [bsz, lq, lk, h, d] = c.dims;
+    let w = h * d;
+    let (q, k, v, bias, _, _) = bw_data(c, 611);
+    let qt = g.upload(&[bsz, lq, w], &q).unwrap();
+    let kt = g.upload(&[bsz, lk, w], &k).unwrap();
+    let vt = g.upload(&[bsz, lk, w], &v).unwrap();
+    let bt = g.upload(&[h, lq, lk], &bias).unwrap();
+    let opts = AttnOpts {
+        heads: h,
+        scale: c.scale,
+        bias: Some(&bt),
+        mask: None,
+        scatter: None,
+    };
+    let off = attention::Dropout { p: 0.0, seed: 5 };
+    let mut enc = g.encoder();
+    let dense =
+        attention::attention_dropout(&mut enc, dview(&qt), dview(&kt), dview(&vt), &opts, off)
+            .unwrap();
+    let fused = attention::attention(&mut enc, dview(&qt), dview(&kt), dview(&vt), &opts).unwrap();
+    let got = enc.submit_read(&[&dense, &fused]).unwrap();
+    assert_close("p = 0 vs fused", &got[0], &got[1], TOL.0, TOL.1);
+    let bad = attention::Dropout { p: 1.0, seed: 5 };
+    let mut enc = g.encoder();
+    let e = attention::attention_dropout(&mut enc, dview(&qt), dview(&kt), dview(&vt), &opts, bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("attention_dropout") && e.contains("[0, 1)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn cpu_attention_dropout_backward_matches_finite_differences() {
+    let c = BW_CASES[0];
+    let (q, k, v, bias, mask, dout) = bw_data(&c, 620);
+    let (q, k, v, bias, dout) = (to64(&q), to64(&k), to64(&v), to64(&bias), to64(&dout));
+    let s = c.scale as f64;
+    let m = (c.nw > 0).then_some(&mask[..]);
+    let [b, lq, lk, h, _] = c.dims;
+    let f = cpu::dropout_factors(b * h * lq * lk, DROP, 3);
+    assert!(f.contains(&0.0), "the mask drops something");
+    let fwd = |q: &[f64], k: &[f64], v: &[f64], bias: &[f64]| {
+        let p = cpu::probs_f64(q, k, c.dims, s, Some(bias), m);
+        cpu::attend_f64(&p, v, c.dims, Some(&f))
+    };
+    let p = cpu::probs_f64(&q, &k, c.dims, s, Some(&bias), m);
+    let (dq, dk, dv, db) = cpu::attend_backward_f64(&p, &q, &k, &v, c.dims, s, Some(&f), &dout);
+    assert_fd(
+        "dq",
+        &dq,
+        &numeric_grad(|x| fwd(x, &k, &v, &bias), &q, &dout),
+        1e-7,
+    );
+    assert_fd(
+        "dk",
+        &dk,
+        &numeric_grad(|x| fwd(&q, x, &v, &bias), &k, &dout),
+        1e-7,
+    );
+    assert_fd(
+        "dv",
+        &dv,
+        &numeric_grad(|x| fwd(&q, &k, x, &bias), &v, &dout),
+        1e-7,
+    );
+    assert_fd(
+        "dbias",
+        &db,
+        &numeric_grad(|x| fwd(&q, &k, &v, x), &bias, &dout),
+        1e-7,
+    );
+}

@@ -995,3 +995,137 @@ fn backward_rejects_bad_inputs() {
     );
     assert!(e.contains("into.dv must be f32 [2, 10, 8]"), "{e}");
 }
+
+/// Top-K attention with dropout on the kept weights (training): the GPU's kept set (its own
+/// selection, read back) and the f64 reference with the same mask bits; the dense weights it
+/// returns equal the reference's top-K softmax. Tolerance as the backward tests here: f32 logits
+/// and weights (|q|, |k|, |v| ≤ 1, D ≤ 8), sums over ≤ 40 keys, weights scaled by ≤ 1/(1 − 0.3).
+#[test]
+fn dropout_on_kept_weights_matches_reference() {
+    use sparsett::ops::attention::{cpu as acpu, Dropout};
+    let g = gpu();
+    // (batch, lq, lk, heads, hd, keep)
+    for (ci, &(batch, lq, lk, heads, hd, keep)) in [
+        (2, 9, 40, 2, 4, 8),
+        (1, 5, 7, 1, 3, 7),
+        (1, 33, 33, 2, 8, 32),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let width = heads * hd;
+        let seed = 900 + 10 * ci as u64;
+        let q = rand_vec(seed, batch * lq * width, -1.0, 1.0);
+        let k = rand_vec(seed + 1, batch * lk * width, -1.0, 1.0);
+        let v = rand_vec(seed + 2, batch * lk * width, -1.0, 1.0);
+        let dout = rand_vec(seed + 3, batch * lq * width, -1.0, 1.0);
+        let qt = g.upload(&[batch, lq, width], &q).unwrap();
+        let kt = g.upload(&[batch, lk, width], &k).unwrap();
+        let vt = g.upload(&[batch, lk, width], &v).unwrap();
+        let dt = g.upload(&[batch, lq, width], &dout).unwrap();
+        let view = |t| HeadsView::dense(t).unwrap();
+        let scale = 0.7;
+        let drop = Dropout {
+            p: 0.3,
+            seed: 40 + ci as u64,
+        };
+        let mut enc = g.encoder();
+        let sel = topk::topk_attention(
+            &mut enc,
+            view(&qt),
+            view(&kt),
+            view(&vt),
+            heads,
+            keep,
+            scale,
+        )
+        .unwrap();
+        let (out, probs) = topk::topk_attention_dropout(
+            &mut enc,
+            view(&qt),
+            view(&kt),
+            view(&vt),
+            heads,
+            keep,
+            scale,
+            drop,
+        )
+        .unwrap();
+        let gr = topk::topk_attention_dropout_backward(
+            &mut enc,
+            view(&qt),
+            view(&kt),
+            view(&vt),
+            heads,
+            scale,
+            &probs,
+            drop,
+            &dt,
+        )
+        .unwrap();
+        let off = Dropout { p: 0.0, seed: 1 };
+        let (plain, _) = topk::topk_attention_dropout(
+            &mut enc,
+            view(&qt),
+            view(&kt),
+            view(&vt),
+            heads,
+            keep,
+            scale,
+            off,
+        )
+        .unwrap();
+        let got = enc
+            .submit_read(&[&out, &probs, &gr.dq, &gr.dk, &gr.dv, &plain, &sel.out])
+            .unwrap();
+        let idx = read_u32(g, &sel.indices);
+
+        let dims = [batch, lq, lk, heads, hd];
+        let to64 = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<_>>();
+        let (q64, k64, v64) = (to64(&q), to64(&k), to64(&v));
+        let p = cpu::topk_probs_f64(&q64, &k64, dims, keep, scale as f64, &idx);
+        let f = acpu::dropout_factors(p.len(), drop.p, drop.seed);
+        let want_out = acpu::attend_f64(&p, &v64, dims, Some(&f));
+        let (dq, dk, dv, _) = acpu::attend_backward_f64(
+            &p,
+            &q64,
+            &k64,
+            &v64,
+            dims,
+            scale as f64,
+            Some(&f),
+            &to64(&dout),
+        );
+        let to32 = |x: &[f64]| x.iter().map(|&v| v as f32).collect::<Vec<_>>();
+        let what = |s: &str| format!("case {ci} {s}");
+        assert_close(&what("out"), &got[0], &to32(&want_out), 3e-5, 1e-4);
+        assert_close(&what("weights"), &got[1], &to32(&p), 1e-6, 1e-5);
+        assert_close(&what("dq"), &got[2], &to32(&dq), 3e-5, 1e-4);
+        assert_close(&what("dk"), &got[3], &to32(&dk), 3e-5, 1e-4);
+        assert_close(&what("dv"), &got[4], &to32(&dv), 3e-5, 1e-4);
+        // Without dropout the dense path gives the sparse kernel's output.
+        assert_close(&what("p = 0 vs sparse"), &got[5], &got[6], 3e-5, 1e-4);
+    }
+}
+
+#[test]
+fn dense_weights_rejects_bad_operands() {
+    let g = gpu();
+    let idx = g.upload_u32(&[1, 1, 2, 3], &[0, 1, 2, 2, 1, 0]).unwrap();
+    let w = g.upload(&[1, 1, 2, 3], &[0.5; 6]).unwrap();
+    let wrong = g.upload(&[1, 1, 2, 2], &[0.5; 4]).unwrap();
+    let mut enc = g.encoder();
+    let e = |r: sparsett::Result<Tensor>| r.unwrap_err().to_string();
+    let m = e(topk::dense_weights(&mut enc, &idx, &wrong, 4));
+    assert!(
+        m.contains("topk_dense_weights") && m.contains("weights"),
+        "{m}"
+    );
+    let m = e(topk::dense_weights(&mut enc, &w, &w, 4));
+    assert!(m.contains("u32"), "{m}");
+    let m = e(topk::dense_weights(&mut enc, &idx, &w, 2));
+    assert!(m.contains("K = 3"), "{m}");
+    let ok = topk::dense_weights(&mut enc, &idx, &w, 4).unwrap();
+    let got = enc.submit_read(&[&ok]).unwrap().pop().unwrap();
+    assert_eq!(got, [0.5, 0.5, 0.5, 0.0, 0.5, 0.5, 0.5, 0.0]);
+}
