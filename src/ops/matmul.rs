@@ -130,8 +130,9 @@ pub enum Kernel {
     Register,
     /// One 8-lane subgroup per 64×64 tile sharing loads by broadcast (lavapipe).
     Subgroup,
-    /// [`Kernel::Subgroup`] with 16-byte loads where [`vec4_loads`] allows (aligned shapes, which
-    /// most of the model's linears have), else exactly [`Kernel::Subgroup`].
+    /// [`Kernel::Subgroup`] with 16-byte loads and 8 values of k per step where [`vec4_loads`]
+    /// allows (aligned shapes, which most of the model's linears have), else exactly
+    /// [`Kernel::Subgroup`].
     Subgroup4,
 }
 
