@@ -197,6 +197,10 @@ enum Cmd {
         /// Pairs per step for `bench train`.
         #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// The neck's dropout probability for `bench train` (default 0, the golden step; the
+        /// official configs train with 0.1, which runs the neck's attentions densely).
+        #[arg(long, default_value_t = 0.0)]
+        neck_dropout: f32,
     },
 }
 
@@ -378,11 +382,13 @@ fn run(cli: &Cli) -> sparsett::Result<()> {
             iters,
             batch,
             profile,
+            neck_dropout,
             ..
         } => bench::train(
             &gpu(cli, *profile)?,
             weights.as_deref(),
             *batch,
+            *neck_dropout,
             *iters,
             *profile,
         )?,

@@ -356,3 +356,48 @@ fn synth_writes_a_dataset_the_readers_accept() {
     assert!(se.contains("--image"), "{se}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `bench train` on the tiny configuration with the official neck dropout: the step runs (the
+/// neck's attentions on the dense path) and prints its three timings; a probability outside
+/// [0, 1) is one clear line.
+#[test]
+fn bench_train_with_neck_dropout() {
+    let d = scratch("bench-train");
+    let w = d.join("tiny.safetensors");
+    let o = sparsett(&[
+        "init-weights",
+        "--config",
+        "tiny",
+        "--out",
+        w.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let ws = w.to_str().unwrap();
+    let o = sparsett(&[
+        "bench",
+        "train",
+        "--weights",
+        ws,
+        "--batch",
+        "2",
+        "--iters",
+        "1",
+        "--neck-dropout",
+        "0.1",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("neck dropout 0.1"), "{out}");
+    for part in ["forward + losses", "backward", "optimizer"] {
+        assert!(out.contains(part), "{part} missing:\n{out}");
+    }
+    let o = sparsett(&["bench", "train", "--weights", ws, "--neck-dropout", "1.5"]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("--neck-dropout") && err.contains("[0, 1)"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -276,10 +276,12 @@ fn track_loop(
 /// random targets, timed in three parts (forward + losses, backward, AdamW over every
 /// parameter), each ending in one sync; peak GPU memory in use is the pool's live bytes, sampled
 /// at the end of each part (the tape holds every saved tensor at the end of the forward).
+/// `neck_dropout` > 0 trains the neck with dropout, as the official configs do.
 pub fn train(
     g: &Gpu,
     weights: Option<&Path>,
     batch: usize,
+    neck_dropout: f32,
     iters: usize,
     profile: bool,
 ) -> sparsett::Result<()> {
@@ -293,6 +295,11 @@ pub fn train(
         return Err(Error::Other(
             "bench train: --batch must be at least 1".into(),
         ));
+    }
+    if !(0.0..1.0).contains(&neck_dropout) {
+        return Err(Error::Other(format!(
+            "bench train: --neck-dropout must be in [0, 1), got {neck_dropout}"
+        )));
     }
     let sd = super::weights::load_or_reference(weights)?;
     println!("adapter: {}", g.adapter_line());
@@ -345,7 +352,12 @@ pub fn train(
         let mut enc = g.encoder();
         let zv = tape.constant(&z);
         let xv = tape.constant(&x);
-        let pred = net.forward(&mut tape, &mut enc, &zv, &xv)?;
+        let opts = sparsett::train::net::TrainOpts {
+            neck_dropout,
+            seed: step,
+            ..Default::default()
+        };
+        let pred = net.forward_with(&mut tape, &mut enc, &zv, &xv, &opts)?;
         let l = Net::losses(
             &mut tape,
             &mut enc,
@@ -400,7 +412,8 @@ pub fn train(
     };
     let numel: usize = params.iter().map(|(_, t)| t.numel()).sum();
     println!(
-        "train step, batch {batch}, {} parameters ({numel} values), median of {} steps:",
+        "train step, batch {batch}, neck dropout {neck_dropout}, {} parameters ({numel} values), \
+         median of {} steps:",
         params.len(),
         tf.len()
     );
