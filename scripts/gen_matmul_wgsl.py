@@ -500,23 +500,41 @@ for i in range(R):
 w("        }")
 w("    }")
 H = 2  # halves of 4 k per step of the k loop
+
+
+def load8(x, arr, flag, split_when_flag, rows, split, ld, hh):
+    """Emits x0_hh..x7_hh: 8 vec4s of an operand over the 4 k of half hh of the step. One layout
+    has each of the 8 rows (columns) contiguous along k: one load each from base rows{i}. The
+    other has k strided by p.ld and the 8 rows contiguous: two vec4 per k from the bases in
+    `split`, transposed. `flag` picks the second layout when `split_when_flag`, else the first."""
+    o = 4 * hh
+    for i in range(R):
+        w(f"        var {x}{i}_{hh}: vec4<f32>;")
+
+    def along_k():
+        for i in range(R):
+            w(f"            {x}{i}_{hh} = {arr}[({rows}{i} + k + {o}u) / 4u];")
+
+    def strided():
+        for kk in range(4):
+            w(f"            let lo{kk} = {arr}[({split[0]} + (k + {o+kk}u) * p.{ld}) / 4u];")
+            w(f"            let hi{kk} = {arr}[({split[1]} + (k + {o+kk}u) * p.{ld}) / 4u];")
+        for i in range(R):
+            v = 'lo' if i < 4 else 'hi'
+            c = 'xyzw'[i % 4]
+            w(f"            {x}{i}_{hh} = vec4({v}0.{c}, {v}1.{c}, {v}2.{c}, {v}3.{c});")
+
+    w(f"        if ({flag}) {{")
+    (strided if split_when_flag else along_k)()
+    w("        } else {")
+    (along_k if split_when_flag else strided)()
+    w("        }")
+
+
 w(f"    for (var k = 0u; k < p.k; k += {4*H}u) {{")
 for hh in range(H):
     o = 4 * hh
-    for i in range(R):
-        w(f"        var x{i}_{hh}: vec4<f32>;")
-    w("        if (A_T) {")
-    for kk in range(4):
-        w(f"            let lo{kk} = a4[(am0 + (k + {o+kk}u) * p.lda_k) / 4u];")
-        w(f"            let hi{kk} = a4[(am1 + (k + {o+kk}u) * p.lda_k) / 4u];")
-    for i in range(R):
-        v = 'lo' if i < 4 else 'hi'
-        c = 'xyzw'[i % 4]
-        w(f"            x{i}_{hh} = vec4({v}0.{c}, {v}1.{c}, {v}2.{c}, {v}3.{c});")
-    w("        } else {")
-    for i in range(R):
-        w(f"            x{i}_{hh} = a4[(ar{i} + k + {o}u) / 4u];")
-    w("        }")
+    load8("x", "a4", "A_T", True, "ar", ("am0", "am1"), "lda_k", hh)
     w("        if (HAS_LN) {")
     for i in range(R):
         w(f"            x{i}_{hh} -= vec4(r{i});")
@@ -532,20 +550,7 @@ for hh in range(H):
         w(f"            s{i} += x{i}_{hh};")
         w(f"            q{i} = fma(x{i}_{hh}, x{i}_{hh}, q{i});")
     w("        }")
-    for j in range(J):
-        w(f"        var y{j}_{hh}: vec4<f32>;")
-    w("        if (B_T) {")
-    for j in range(J):
-        w(f"            y{j}_{hh} = b4[(bc{j} + k + {o}u) / 4u];")
-    w("        } else {")
-    for kk in range(4):
-        w(f"            let lo{kk} = b4[(bn0 + (k + {o+kk}u) * p.ldb_k) / 4u];")
-        w(f"            let hi{kk} = b4[(bn1 + (k + {o+kk}u) * p.ldb_k) / 4u];")
-    for j in range(J):
-        v = 'lo' if j < 4 else 'hi'
-        c = 'xyzw'[j % 4]
-        w(f"            y{j}_{hh} = vec4({v}0.{c}, {v}1.{c}, {v}2.{c}, {v}3.{c});")
-    w("        }")
+    load8("y", "b4", "B_T", False, "bc", ("bn0", "bn1"), "ldb_k", hh)
     if hh > 0:
         for j in range(J):
             w(f"        y{j}_{hh} = select(y{j}_{hh}, vec4(0.0), tail);")

@@ -344,11 +344,24 @@ fn attention_graph_gradients() {
             0.5,
             Some(&v[4]),
             Some(&mask),
+            None,
         )?;
         let q = ops::linear(tape, enc, &a, &v[5], None)?;
         let kv = ops::linear(tape, enc, &memv, &v[6], None)?;
-        let o = ops::attention(tape, enc, &q, &kv, &kv, Packing::KV, 2, 0.35, None, None)?;
-        let o2 = ops::attention(tape, enc, &qkv, &qkv, &qkv, odd, 2, 0.4, None, None)?;
+        let o = ops::attention(
+            tape,
+            enc,
+            &q,
+            &kv,
+            &kv,
+            Packing::KV,
+            2,
+            0.35,
+            None,
+            None,
+            None,
+        )?;
+        let o2 = ops::attention(tape, enc, &qkv, &qkv, &qkv, odd, 2, 0.4, None, None, None)?;
         ops::add(tape, enc, &o, &o2)
     };
     let (xc, memc) = (f64s(&x), f64s(&mem));
@@ -397,6 +410,7 @@ fn wrappers_reject_bad_shapes() {
         1.0,
         None,
         None,
+        None,
     )
     .unwrap_err();
     assert!(
@@ -415,7 +429,10 @@ fn wrappers_reject_bad_shapes() {
         v: (3, 2),
     };
     let y = tape.param("y", &g.zeros(&[2, 3, 12]).unwrap());
-    let e = ops::attention(&mut tape, &mut enc, &y, &y, &y, bad, 2, 1.0, None, None).unwrap_err();
+    let e = ops::attention(
+        &mut tape, &mut enc, &y, &y, &y, bad, 2, 1.0, None, None, None,
+    )
+    .unwrap_err();
     assert!(
         matches!(
             e,
@@ -426,6 +443,26 @@ fn wrappers_reject_bad_shapes() {
         ),
         "{e}"
     );
+    // A dropout probability outside [0, 1) is refused, not ignored (negative ones included).
+    let y = tape.param("qkv", &g.zeros(&[2, 3, 12]).unwrap());
+    let neg = Some(sparsett::ops::attention::Dropout { p: -0.1, seed: 1 });
+    let e = ops::attention(
+        &mut tape,
+        &mut enc,
+        &y,
+        &y,
+        &y,
+        Packing::QKV,
+        2,
+        1.0,
+        None,
+        None,
+        neg,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("[0, 1)"), "{e}");
+    let e = ops::topk_attention(&mut tape, &mut enc, &y, 2, 2, 1.0, neg).unwrap_err();
+    assert!(e.to_string().contains("[0, 1)"), "{e}");
     assert!(tape.is_empty(), "failed ops record nothing");
 }
 
@@ -457,7 +494,7 @@ fn dropout_graph_gradients() {
         let xv = tape.constant(&g.upload(&[2, 6, 8], &xg)?);
         let memv = tape.constant(&g.upload(&[2, 5, 8], &memg)?);
         let qkv = ops::linear(tape, enc, &xv, &v[0], Some(&v[1]))?;
-        let a = ops::attention_dropout(
+        let a = ops::attention(
             tape,
             enc,
             &qkv,
@@ -472,7 +509,7 @@ fn dropout_graph_gradients() {
         )?;
         let q = ops::linear(tape, enc, &a, &v[2], None)?;
         let kv = ops::linear(tape, enc, &memv, &v[3], None)?;
-        let o = ops::attention_dropout(
+        let o = ops::attention(
             tape,
             enc,
             &q,
@@ -485,7 +522,7 @@ fn dropout_graph_gradients() {
             None,
             Some(d_cross),
         )?;
-        let t = ops::topk_attention_dropout(tape, enc, &qkv, 2, 3, 0.6, d_topk)?;
+        let t = ops::topk_attention(tape, enc, &qkv, 2, 3, 0.6, Some(d_topk))?;
         let s = ops::add(tape, enc, &o, &t)?;
         ops::dropout(tape, enc, &s, p_act, seed_act)
     };

@@ -447,7 +447,9 @@ impl Packing {
 /// Multi-head attention `softmax(scale·q·kᵀ + bias + mask)·v` per batch item and head (see
 /// [`attn::attention`]); q, k, v are views given by `packed` and may be the same variable. The
 /// mask is a constant; `bias` (`[heads, Lq, Lk]`) gets `Σ_batch dS`. The gradient of a packed
-/// tensor gathers the gradients of its blocks (zeros for blocks no view reads).
+/// tensor gathers the gradients of its blocks (zeros for blocks no view reads). `drop` with
+/// `p ≠ 0` drops attention weights (training; [`attn::attention_dropout`], whose backward
+/// applies the same mask).
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     tape: &mut Tape,
@@ -460,27 +462,9 @@ pub fn attention(
     scale: f32,
     bias: Option<&Var>,
     mask: Option<&Tensor>,
-) -> Result<Var> {
-    attention_dropout(tape, enc, q, k, v, packed, heads, scale, bias, mask, None)
-}
-
-/// [`attention`] with dropout on the attention weights when `drop` is given with `p > 0`
-/// (training; [`attn::attention_dropout`], its backward with the same mask).
-#[allow(clippy::too_many_arguments)]
-pub fn attention_dropout(
-    tape: &mut Tape,
-    enc: &mut Encoder,
-    q: &Var,
-    k: &Var,
-    v: &Var,
-    packed: Packing,
-    heads: usize,
-    scale: f32,
-    bias: Option<&Var>,
-    mask: Option<&Tensor>,
     drop: Option<attn::Dropout>,
 ) -> Result<Var> {
-    let drop = drop.filter(|d| d.p > 0.0);
+    let drop = drop.filter(|d| d.p != 0.0);
     let views = [(q, packed.q), (k, packed.k), (v, packed.v)];
     for (x, (parts, index)) in views {
         let width = x.shape().last().copied().unwrap_or(0);
@@ -778,7 +762,9 @@ pub fn sum(tape: &mut Tape, enc: &mut Encoder, x: &Var) -> Result<Var> {
 /// Top-K sparse self-attention on one packed qkv projection `[B, L, 3C]` (q, k, v its column
 /// blocks): per head, logits `scale·q·kᵀ`, the `keep` largest of each row softmaxed, all others
 /// 0 ([`topk::topk_attention`]). The kept indices and weights are saved, so the backward sends
-/// gradient through exactly the forward's kept set.
+/// gradient through exactly the forward's kept set. `drop` with `p ≠ 0` drops kept weights
+/// (training): the dense path of [`topk::topk_attention_dropout`], which saves the weights as a
+/// dense `[B·heads, Lq, Lk]` matrix instead.
 pub fn topk_attention(
     tape: &mut Tape,
     enc: &mut Encoder,
@@ -786,83 +772,59 @@ pub fn topk_attention(
     heads: usize,
     keep: usize,
     scale: f32,
+    drop: Option<attn::Dropout>,
 ) -> Result<Var> {
-    let r = topk::topk_attention(
-        enc,
-        HeadsView::packed(&qkv.t, 3, 0)?,
-        HeadsView::packed(&qkv.t, 3, 1)?,
-        HeadsView::packed(&qkv.t, 3, 2)?,
-        heads,
-        keep,
-        scale,
-    )?;
-    let (t, indices, weights) = (qkv.t.clone(), r.indices, r.weights);
+    /// What the backward reads.
+    enum Saved {
+        Kept { indices: Tensor, weights: Tensor },
+        Dense { probs: Tensor, drop: attn::Dropout },
+    }
+    fn views(t: &Tensor) -> Result<[HeadsView<'_>; 3]> {
+        Ok([
+            HeadsView::packed(t, 3, 0)?,
+            HeadsView::packed(t, 3, 1)?,
+            HeadsView::packed(t, 3, 2)?,
+        ])
+    }
+    let t = qkv.t.clone();
+    let [q, k, v] = views(&t)?;
+    let (out, saved) = match drop.filter(|d| d.p != 0.0) {
+        None => {
+            let r = topk::topk_attention(enc, q, k, v, heads, keep, scale)?;
+            let saved = Saved::Kept {
+                indices: r.indices,
+                weights: r.weights,
+            };
+            (r.out, saved)
+        }
+        Some(d) => {
+            let (out, probs) = topk::topk_attention_dropout(enc, q, k, v, heads, keep, scale, d)?;
+            (out, Saved::Dense { probs, drop: d })
+        }
+    };
     Ok(tape.record(
         "topk_attention",
         &[qkv],
-        r.out,
-        Box::new(move |enc, dout, _| {
-            let view = |i: usize| HeadsView::packed(&t, 3, i);
-            let g = topk::topk_attention_backward(
-                enc,
-                view(0)?,
-                view(1)?,
-                view(2)?,
-                heads,
-                scale,
-                &indices,
-                &weights,
-                dout,
-                &topk::TopKInto::default(),
-            )?;
-            Ok(vec![Some(layout::concat(enc, &[&g.dq, &g.dk, &g.dv], 2)?)])
-        }),
-    ))
-}
-
-/// [`topk_attention`] with dropout on the kept weights (training): the dense path of
-/// [`topk::topk_attention_dropout`], which keeps the weights `[B·heads, Lq, Lk]` for the
-/// backward. `drop.p = 0` is [`topk_attention`].
-pub fn topk_attention_dropout(
-    tape: &mut Tape,
-    enc: &mut Encoder,
-    qkv: &Var,
-    heads: usize,
-    keep: usize,
-    scale: f32,
-    drop: attn::Dropout,
-) -> Result<Var> {
-    if drop.p == 0.0 {
-        return topk_attention(tape, enc, qkv, heads, keep, scale);
-    }
-    let (out, probs) = topk::topk_attention_dropout(
-        enc,
-        HeadsView::packed(&qkv.t, 3, 0)?,
-        HeadsView::packed(&qkv.t, 3, 1)?,
-        HeadsView::packed(&qkv.t, 3, 2)?,
-        heads,
-        keep,
-        scale,
-        drop,
-    )?;
-    let t = qkv.t.clone();
-    Ok(tape.record(
-        "topk_attention_dropout",
-        &[qkv],
         out,
         Box::new(move |enc, dout, _| {
-            let view = |i: usize| HeadsView::packed(&t, 3, i);
-            let g = topk::topk_attention_dropout_backward(
-                enc,
-                view(0)?,
-                view(1)?,
-                view(2)?,
-                heads,
-                scale,
-                &probs,
-                drop,
-                dout,
-            )?;
+            let [q, k, v] = views(&t)?;
+            let g = match &saved {
+                Saved::Kept { indices, weights } => topk::topk_attention_backward(
+                    enc,
+                    q,
+                    k,
+                    v,
+                    heads,
+                    scale,
+                    indices,
+                    weights,
+                    dout,
+                    &topk::TopKInto::default(),
+                )?,
+                Saved::Dense { probs, drop } => topk::topk_attention_dropout_backward(
+                    enc, q, k, v, heads, scale, probs, *drop, dout,
+                )?,
+            };
             Ok(vec![Some(layout::concat(enc, &[&g.dq, &g.dk, &g.dv], 2)?)])
         }),
     ))

@@ -178,8 +178,13 @@ impl Kernel {
     /// The kernel that runs a [`gemm`] of these sizes and layouts: [`Kernel::Subgroup4`] falls
     /// back to [`Kernel::Subgroup`] where [`vec4_loads`] says no.
     pub fn runs_as(self, m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> Kernel {
+        self.on(&Problem::new(1, m, n, k, true, true, trans_a, trans_b))
+    }
+
+    /// The kernel that runs `pr` (see [`Kernel::runs_as`]).
+    fn on(self, pr: &Problem) -> Kernel {
         match self {
-            Kernel::Subgroup4 if !vec4_loads(m, n, k, trans_a, trans_b) => Kernel::Subgroup,
+            Kernel::Subgroup4 if !pr.vec4_ok() => Kernel::Subgroup,
             other => other,
         }
     }
@@ -230,9 +235,38 @@ struct Problem {
 }
 
 impl Problem {
-    /// Whether [`Kernel::Subgroup4`]'s 16-byte loads fit: K a multiple of 4 (it steps k by 4)
-    /// and every offset it forms a multiple of 4 elements, with each operand's loads running
-    /// along a dimension of stride 1.
+    /// Contiguous operands: A `[M, K]` (`[K, M]` when `trans_a`), B `[K, N]` (`[N, K]` when
+    /// `trans_b`), each batched (a batch stride of its size) or broadcast (stride 0).
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        batch: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+        a_batched: bool,
+        b_batched: bool,
+        trans_a: bool,
+        trans_b: bool,
+    ) -> Problem {
+        let (lda_m, lda_k) = if trans_a { (1, m) } else { (k, 1) };
+        let (ldb_k, ldb_n) = if trans_b { (1, k) } else { (n, 1) };
+        Problem {
+            batch,
+            m,
+            n,
+            k,
+            a_bs: if a_batched { m * k } else { 0 },
+            b_bs: if b_batched { k * n } else { 0 },
+            ldb_k,
+            ldb_n,
+            lda_m,
+            lda_k,
+        }
+    }
+
+    /// Whether [`Kernel::Subgroup4`]'s 16-byte loads fit: K a multiple of 4 (its steps, 8 values
+    /// of k, mask a last half of 4) and every offset it forms a multiple of 4 elements, with each
+    /// operand's loads running along a dimension of stride 1.
     fn vec4_ok(&self) -> bool {
         let a_ok = if self.lda_k == 1 {
             self.lda_m.is_multiple_of(4)
@@ -258,21 +292,7 @@ impl Problem {
 /// [`Kernel::Subgroup`]: K a multiple of 4, and N (unless B is `[N, K]`) and M (when A is
 /// `[K, M]`) too.
 pub fn vec4_loads(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> bool {
-    let (lda_m, lda_k) = if trans_a { (1, m) } else { (k, 1) };
-    let (ldb_k, ldb_n) = if trans_b { (1, k) } else { (n, 1) };
-    Problem {
-        batch: 1,
-        m,
-        n,
-        k,
-        a_bs: m * k,
-        b_bs: k * n,
-        ldb_k,
-        ldb_n,
-        lda_m,
-        lda_k,
-    }
-    .vec4_ok()
+    Problem::new(1, m, n, k, true, true, trans_a, trans_b).vec4_ok()
 }
 
 fn check_f32(op: &'static str, what: &str, t: &Tensor) -> Result<()> {
@@ -415,20 +435,16 @@ pub fn gemm_kernel(
     } else {
         vec![batch, m, n]
     };
-    let (ldb_k, ldb_n) = if g.trans_b { (1, ka) } else { (n, 1) };
-    let (lda_m, lda_k) = if g.trans_a { (1, m) } else { (ka, 1) };
-    let prob = Problem {
+    let prob = Problem::new(
         batch,
         m,
         n,
-        k: ka,
-        a_bs: if ba.is_some() { m * ka } else { 0 },
-        b_bs: if bb.is_some() { ka * n } else { 0 },
-        ldb_k,
-        ldb_n,
-        lda_m,
-        lda_k,
-    };
+        ka,
+        ba.is_some(),
+        bb.is_some(),
+        g.trans_a,
+        g.trans_b,
+    );
     run(enc, OP, a, b, &prob, &out_shape, epi, g.into, kernel)
 }
 
@@ -483,18 +499,7 @@ pub fn linear_kernel(
     let rows: usize = sx[..sx.len() - 1].iter().product();
     let mut out_shape = sx.to_vec();
     *out_shape.last_mut().unwrap() = n;
-    let prob = Problem {
-        batch: 1,
-        m: rows,
-        n,
-        k,
-        a_bs: 0,
-        b_bs: 0,
-        ldb_k: 1,
-        ldb_n: k,
-        lda_m: k,
-        lda_k: 1,
-    };
+    let prob = Problem::new(1, rows, n, k, false, false, false, true);
     run(enc, OP, x, w, &prob, &out_shape, epi, None, kernel)
 }
 
@@ -629,10 +634,7 @@ fn run(
         res_n: epi.residual.map_or(1, |t| t.numel().max(1)) as u32,
         _pad: [0; 3],
     };
-    let kernel = match kernel {
-        Kernel::Subgroup4 if !pr.vec4_ok() => Kernel::Subgroup,
-        k => k,
-    };
+    let kernel = kernel.on(pr);
     let mut constants = vec![
         ("HAS_BIAS", epi.bias.is_some() as u8 as f64),
         ("HAS_ROW_BIAS", epi.row_bias.is_some() as u8 as f64),
@@ -701,18 +703,7 @@ pub fn linear_backward_input_kernel(
     let mut out_shape = sd.to_vec();
     *out_shape.last_mut().unwrap() = k;
     // dX[rows, K] = dY[rows, N] · W[N, K]: W is B in [K, N] form with the roles of N and K swapped.
-    let prob = Problem {
-        batch: 1,
-        m: rows,
-        n: k,
-        k: n,
-        a_bs: 0,
-        b_bs: 0,
-        ldb_k: k,
-        ldb_n: 1,
-        lda_m: n,
-        lda_k: 1,
-    };
+    let prob = Problem::new(1, rows, k, n, false, false, false, false);
     let none = Epilogue::default();
     run(enc, OP, dy, w, &prob, &out_shape, &none, into, kernel)
 }
@@ -750,18 +741,7 @@ pub fn linear_backward_weight_kernel(
     let (n, k) = (sd[sd.len() - 1], sx[sx.len() - 1]);
     let rows: usize = sd[..sd.len() - 1].iter().product();
     // dW[N, K] = dYᵀ·X: dY[rows, N] is A stored transposed, X[rows, K] is B in [K, N] form.
-    let prob = Problem {
-        batch: 1,
-        m: n,
-        n: k,
-        k: rows,
-        a_bs: 0,
-        b_bs: 0,
-        ldb_k: k,
-        ldb_n: 1,
-        lda_m: 1,
-        lda_k: n,
-    };
+    let prob = Problem::new(1, n, k, rows, false, false, true, false);
     let none = Epilogue::default();
     run(enc, OP, dy, x, &prob, &[n, k], &none, into, kernel)
 }

@@ -195,7 +195,7 @@ pub fn forward(
             &format!("{a}.in_proj_weight"),
             &format!("{a}.in_proj_bias"),
         )?;
-        let o = ops::attention_dropout(
+        let o = ops::attention(
             tape,
             enc,
             &qkv,
@@ -231,14 +231,14 @@ pub fn forward(
             &format!("{s}.in_proj_weight"),
             &format!("{s}.in_proj_bias"),
         )?;
-        let o = ops::topk_attention_dropout(
+        let o = ops::topk_attention(
             tape,
             enc,
             &qkv,
             c.neck_heads,
             c.top_k,
             scale(c),
-            drop.at(&s),
+            Some(drop.at(&s)),
         )?;
         let o = lin(
             p,
@@ -261,7 +261,7 @@ pub fn forward(
             k: (3, 1),
             v: (3, 2),
         };
-        let o = ops::attention_dropout(
+        let o = ops::attention(
             tape,
             enc,
             &qf,

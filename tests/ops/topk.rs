@@ -1040,17 +1040,11 @@ fn dropout_on_kept_weights_matches_reference() {
             scale,
         )
         .unwrap();
-        let (out, probs) = topk::topk_attention_dropout(
-            &mut enc,
-            view(&qt),
-            view(&kt),
-            view(&vt),
-            heads,
-            keep,
-            scale,
-            drop,
-        )
-        .unwrap();
+        let with = |enc: &mut sparsett::Encoder, d: Dropout| {
+            let (q, k, v) = (view(&qt), view(&kt), view(&vt));
+            topk::topk_attention_dropout(enc, q, k, v, heads, keep, scale, d).unwrap()
+        };
+        let (out, probs) = with(&mut enc, drop);
         let gr = topk::topk_attention_dropout_backward(
             &mut enc,
             view(&qt),
@@ -1063,18 +1057,7 @@ fn dropout_on_kept_weights_matches_reference() {
             &dt,
         )
         .unwrap();
-        let off = Dropout { p: 0.0, seed: 1 };
-        let (plain, _) = topk::topk_attention_dropout(
-            &mut enc,
-            view(&qt),
-            view(&kt),
-            view(&vt),
-            heads,
-            keep,
-            scale,
-            off,
-        )
-        .unwrap();
+        let (plain, _) = with(&mut enc, Dropout { p: 0.0, seed: 1 });
         let got = enc
             .submit_read(&[&out, &probs, &gr.dq, &gr.dk, &gr.dv, &plain, &sel.out])
             .unwrap();
