@@ -43,9 +43,11 @@ enum Cmd {
         /// Weights: official .pkl or safetensors (default: the built-in demo model, see README).
         #[arg(long)]
         weights: Option<PathBuf>,
-        /// Hyper-parameters: got10k (also lasot, trackingnet), otb or uav.
-        #[arg(long, default_value = "got10k", value_parser = parse_preset)]
-        preset: Preset,
+        /// Hyper-parameters: got10k (also lasot, trackingnet), otb or uav, optionally followed by
+        /// key=value overrides (`otb,window_influence=0.4`). Default: the preset stored with the
+        /// weights (the demo model has one), else got10k.
+        #[arg(long, value_parser = parse_preset)]
+        preset: Option<Preset>,
         /// Write one x,y,w,h line per frame (GOT-10k result format); several targets get
         /// NAME.1.txt, NAME.2.txt, ….
         #[arg(long)]
@@ -82,7 +84,8 @@ enum Cmd {
         /// Only score the result folders (e.g. other trackers' results); do not track.
         #[arg(long)]
         score_only: bool,
-        /// Hyper-parameters (default: the benchmark's official preset).
+        /// Hyper-parameters, as `track --preset` takes them (default: the preset stored with the
+        /// weights, else the benchmark's official one).
         #[arg(long, value_parser = parse_preset)]
         preset: Option<Preset>,
         /// Metric conventions (default: the benchmark's toolkit).
@@ -139,7 +142,15 @@ enum Cmd {
     /// Print the adapter, backend, device type, features and the limits that matter.
     Info,
     /// Convert an official checkpoint (torch `.pkl` zip, or safetensors) to validated safetensors.
-    Convert { input: PathBuf, output: PathBuf },
+    Convert {
+        input: PathBuf,
+        output: PathBuf,
+        /// Store tracker hyper-parameters with the weights (a preset name and/or key=value
+        /// overrides, as --preset takes them): track, eval and the browser then use them
+        /// whenever no --preset is given.
+        #[arg(long, value_parser = parse_preset)]
+        preset: Option<Preset>,
+    },
     /// Write the golden-reference weights (PRNG rule + small_params.safetensors) as safetensors.
     GoldenWeights {
         /// The golden folder's small_params.safetensors.
@@ -339,9 +350,16 @@ fn run(cli: &Cli) -> sparsett::Result<()> {
             let g = gpu(cli, false)?;
             println!("{}", g.describe());
         }
-        Cmd::Convert { input, output } => {
-            let r = sparsett::model::weights::convert(input, output)?;
+        Cmd::Convert {
+            input,
+            output,
+            preset,
+        } => {
+            let r = sparsett::model::weights::convert(input, output, preset.map(|p| p.to_text()))?;
             println!("{} → {}\n{r}", input.display(), output.display());
+            if let Some(p) = preset {
+                println!("stored preset: {}", p.to_text());
+            }
         }
         Cmd::GoldenWeights {
             small_params,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use sparsett::synth::{generate, write_got10k, SynthSpec};
+use sparsett::tracker::Preset;
 
 #[path = "support/golden.rs"]
 mod golden;
@@ -400,4 +401,80 @@ fn bench_train_with_neck_dropout() {
     );
     assert!(!err.contains("panicked"), "{err}");
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// `convert --preset` stores tracker hyper-parameters with the weights; `track` then uses them
+/// unless `--preset` asks for another; a bad preset is one clear line.
+#[test]
+fn convert_stores_a_preset_that_track_uses() {
+    let d = scratch("preset");
+    let seq = d.join("seq");
+    let gt = sequence(&seq, 2, 3);
+    let init = gt[0].map(|v| v.to_string()).join(",");
+    let raw = d.join("tiny.safetensors");
+    let o = sparsett(&[
+        "init-weights",
+        "--config",
+        "tiny",
+        "--out",
+        raw.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let tuned = d.join("tuned.safetensors");
+    let o = sparsett(&[
+        "convert",
+        raw.to_str().unwrap(),
+        tuned.to_str().unwrap(),
+        "--preset",
+        "otb,window_influence=0.55",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("window_influence=0.55"), "{out}");
+    let track = |weights: &Path, preset: Option<&str>| {
+        let mut args = vec![
+            "track",
+            "--video",
+            seq.to_str().unwrap(),
+            "--init",
+            &init,
+            "--weights",
+            weights.to_str().unwrap(),
+        ];
+        if let Some(p) = preset {
+            args.extend(["--preset", p]);
+        }
+        let o = sparsett(&args);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}\n{err}");
+        err.lines()
+            .find(|l| l.starts_with("preset:"))
+            .unwrap_or_else(|| panic!("no preset line in\n{err}"))
+            .to_string()
+    };
+    let line = track(&tuned, None);
+    assert!(
+        line.contains("weights") && line.contains("window_influence 0.55"),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("test_lr {}", Preset::OTB.test_lr)),
+        "{line}"
+    );
+    assert!(track(&tuned, Some("uav")).contains("uav"), "--preset wins");
+    assert!(
+        track(&raw, None).contains("got10k"),
+        "no stored preset: got10k"
+    );
+    let o = sparsett(&[
+        "convert",
+        raw.to_str().unwrap(),
+        tuned.to_str().unwrap(),
+        "--preset",
+        "test_lr=9",
+    ]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("test_lr") && err.contains("outside"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }

@@ -108,6 +108,71 @@ fn presets_parse_and_reject() {
 }
 
 #[test]
+fn preset_overrides_parse_round_trip_and_reject() {
+    // A base preset with one override keeps the other two values.
+    let p: Preset = "otb,window_influence=0.4".parse().unwrap();
+    assert_eq!(
+        (p.name, p.test_lr, p.window_influence, p.penalty_k),
+        ("custom", Preset::OTB.test_lr, 0.4, Preset::OTB.penalty_k)
+    );
+    // Overrides alone start from got10k; spaces separate as well as commas.
+    let p: Preset = "test_lr=0.3  penalty_k=0.05".parse().unwrap();
+    assert_eq!(
+        (p.test_lr, p.window_influence, p.penalty_k),
+        (0.3, Preset::GOT10K.window_influence, 0.05)
+    );
+    // The text form reads back to the same values.
+    let q: Preset = p.to_text().parse().unwrap();
+    assert_eq!(q, p);
+    for (bad, words) in [
+        ("otb,window=0.4", "window_influence"),
+        ("test_lr=fast", "not a number"),
+        ("window_influence=1.5", "outside"),
+        ("otb,0.4", "key=value"),
+        ("", "empty"),
+    ] {
+        let e = bad.parse::<Preset>().unwrap_err().to_string();
+        assert!(e.contains(words), "{bad:?}: {e}");
+    }
+}
+
+#[test]
+fn preset_stored_with_the_weights() {
+    use sparsett::model::weights::StateDict;
+    let mut sd = StateDict::new();
+    sd.insert(
+        "x",
+        sparsett::model::weights::HostTensor::f32(&[1], vec![1.0]),
+    );
+    assert_eq!(
+        Preset::for_weights(&sd).unwrap(),
+        None,
+        "no metadata, no preset"
+    );
+    let want: Preset = "uav,test_lr=0.25".parse().unwrap();
+    sd.set_preset_text(Some(want.to_text()));
+    let back = StateDict::from_safetensors_bytes(&sd.to_safetensors_bytes().unwrap()).unwrap();
+    let got = Preset::for_weights(&back)
+        .unwrap()
+        .expect("the preset survives a save");
+    assert_eq!(
+        (got.name, got.test_lr, got.window_influence, got.penalty_k),
+        (
+            "weights",
+            0.25,
+            Preset::UAV.window_influence,
+            Preset::UAV.penalty_k
+        )
+    );
+    sd.set_preset_text(Some("test_lr=2".into()));
+    let e = Preset::for_weights(&sd).unwrap_err().to_string();
+    assert!(
+        e.contains("sparsett.preset") && e.contains("outside"),
+        "{e}"
+    );
+}
+
+#[test]
 fn rect_and_state_conventions() {
     // cx = x + (w − 1)/2, and back.
     let s = TargetState::from_rect([10.0, 20.0, 5.0, 8.0]);

@@ -426,7 +426,7 @@ fn full_checkpoint_validates_and_converts() {
     assert!(w.iter().all(|&x| x == w[0]));
 
     let out = scratch("converted.safetensors");
-    let report = weights::convert(&fixture("schema_stride0.pkl"), &out).unwrap();
+    let report = weights::convert(&fixture("schema_stride0.pkl"), &out, None).unwrap();
     assert_eq!(report.entries, keys::NUM_ENTRIES);
     assert_eq!(report.unused_entries, 61);
     assert_eq!(report.filled_derived, 0);

@@ -81,18 +81,23 @@ pub fn run(gpu: Option<Arc<Gpu>>, a: &EvalArgs) -> Result<()> {
             .iter()
             .filter(|s| !results::has_results(kind, out, &s.name))
             .collect();
-        let preset = a.preset.unwrap_or_else(|| preset_for(kind));
+        let loaded = if todo.is_empty() {
+            None
+        } else {
+            let sd = super::weights::load(a.weights, false)?;
+            let stored = Preset::for_weights(&sd)?;
+            Some((SparseTT::load(&gpu, &sd)?, stored))
+        };
+        let stored = loaded.as_ref().and_then(|(_, p)| *p);
+        let preset = a.preset.or(stored).unwrap_or_else(|| preset_for(kind));
         eprintln!(
             "{} sequences, {} already have results in {}; preset {preset}",
             seqs.len(),
             seqs.len() - todo.len(),
             out.display()
         );
-        if !todo.is_empty() {
-            let sd = super::weights::load(a.weights, false)?;
-            let model = Arc::new(SparseTT::load(&gpu, &sd)?);
-            drop(sd);
-            let mut tracker = Tracker::new(gpu, model, preset);
+        if let Some((model, _)) = loaded {
+            let mut tracker = Tracker::new(gpu, Arc::new(model), preset);
             let pb = bar(todo.len() as u64);
             for seq in todo {
                 pb.set_message(seq.name.clone());

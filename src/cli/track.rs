@@ -19,7 +19,8 @@ pub struct TrackArgs {
     pub video: String,
     pub init: Vec<[f32; 4]>,
     pub weights: Option<PathBuf>,
-    pub preset: Preset,
+    /// `None`: the weights' stored preset, else got10k.
+    pub preset: Option<Preset>,
     pub out: Option<PathBuf>,
     pub render: Option<String>,
     pub show: bool,
@@ -103,16 +104,16 @@ fn track(gpu: Arc<Gpu>, a: &TrackArgs, viewer: Option<&Viewer>) -> Result<()> {
     };
     let mut first = video::first_frame(&mut *src)?;
     let sd = super::weights::load(a.weights.as_deref(), a.quiet)?;
+    let preset = match a.preset {
+        Some(p) => p,
+        None => Preset::for_weights(&sd)?.unwrap_or_default(),
+    };
     let model = Arc::new(SparseTT::load(&gpu, &sd)?);
     drop(sd);
     if !a.quiet {
-        eprintln!(
-            "{desc}\nadapter: {}\npreset: {}",
-            gpu.adapter_line(),
-            a.preset
-        );
+        eprintln!("{desc}\nadapter: {}\npreset: {preset}", gpu.adapter_line());
     }
-    let mut tracker = Tracker::new(gpu, model, a.preset);
+    let mut tracker = Tracker::new(gpu, model, preset);
     let t_init = Instant::now();
     tracker.init_many(&first, &a.init)?;
 

@@ -16,6 +16,11 @@ use crate::{Error, Result};
 /// The safetensors `__metadata__` key that holds a non-official configuration.
 pub const METADATA_KEY: &str = "sparsett.config";
 
+/// The safetensors `__metadata__` key that holds the tracker hyper-parameters tuned for the
+/// weights (`test_lr=… window_influence=… penalty_k=…`): what `track`, `eval` and the browser
+/// use when no preset is asked for.
+pub const PRESET_KEY: &str = "sparsett.preset";
+
 /// Template crop side (pixels) and its feature-map side after the total stride of 16.
 pub const Z_SIZE: usize = 127;
 pub const Z_FEAT: usize = 8;

@@ -13,7 +13,7 @@ use std::fmt;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use super::config::{Config, METADATA_KEY};
+use super::config::{Config, METADATA_KEY, PRESET_KEY};
 use super::keys::{self, KeyDType, KeySpec};
 use super::pickle::{self, RawTensor, TorchDType};
 use crate::{Error, Result};
@@ -85,6 +85,9 @@ pub struct StateDict {
     index: HashMap<String, usize>,
     /// `None`: the official model (a file without [`METADATA_KEY`]).
     config: Option<Config>,
+    /// The test-time hyper-parameters tuned for these weights ([`PRESET_KEY`]), as text; the
+    /// tracker parses it (`tracker::Preset::for_weights`).
+    preset: Option<String>,
 }
 
 /// Where a loaded state dict came from and what loading changed.
@@ -162,6 +165,16 @@ impl StateDict {
     /// Sets the configuration (`None`: official); it is saved with the weights.
     pub fn set_config(&mut self, config: Option<Config>) {
         self.config = config.filter(|c| !c.is_official());
+    }
+
+    /// The tracker hyper-parameters stored with the weights (`key=value` text), if any.
+    pub fn preset_text(&self) -> Option<&str> {
+        self.preset.as_deref()
+    }
+
+    /// Stores tracker hyper-parameters with the weights (saved under [`PRESET_KEY`]).
+    pub fn set_preset_text(&mut self, preset: Option<String>) {
+        self.preset = preset;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -334,6 +347,11 @@ impl StateDict {
         };
         let (mut sd, info) = Self::from_raw(raw, info)?;
         sd.set_config(config);
+        sd.preset = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(PRESET_KEY))
+            .cloned();
         Ok((sd, info))
     }
 
@@ -550,9 +568,14 @@ impl StateDict {
             .config
             .as_ref()
             .map(|c| (METADATA_KEY.to_string(), c.to_string()));
+        let preset = self
+            .preset
+            .as_ref()
+            .map(|p| (PRESET_KEY.to_string(), p.clone()));
         let meta = [("format".to_string(), "pt".to_string())]
             .into_iter()
             .chain(config)
+            .chain(preset)
             .collect();
         safetensors::serialize(views, Some(meta))
             .map_err(|e| Error::Other(format!("cannot serialise safetensors ({e})")))
@@ -812,8 +835,13 @@ impl fmt::Display for ConvertReport {
 
 /// Converts a checkpoint (an official `epoch-19.pkl`, or any file [`StateDict::load`] reads)
 /// to a validated safetensors file with the official key names.
-pub fn convert(input: &Path, output: &Path) -> Result<ConvertReport> {
+/// `preset`: tracker hyper-parameters (`key=value` text, checked by the caller) to store with
+/// the weights, replacing any the input carried.
+pub fn convert(input: &Path, output: &Path, preset: Option<String>) -> Result<ConvertReport> {
     let (mut sd, info) = StateDict::load_with_info(input)?;
+    if preset.is_some() {
+        sd.set_preset_text(preset);
+    }
     let filled = sd.fill_derived();
     sd.validate().map_err(|e| at_path(input, e))?;
     sd.save_safetensors(output)?;

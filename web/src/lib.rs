@@ -222,17 +222,26 @@ pub struct Tracker {
 impl Tracker {
     /// Opens WebGPU and loads the model from a checkpoint (safetensors or a `torch.save` zip)
     /// given as a URL string (fetched), a `Uint8Array`, an `ArrayBuffer` or a `Blob`/`File`.
-    /// `preset` is one of "got10k" (default), "otb", "uav".
+    /// `preset` is "got10k", "otb" or "uav", optionally followed by `key=value` overrides
+    /// (`"otb,window_influence=0.4"`); by default, the preset stored with the weights (the demo
+    /// model has one), else "got10k".
     pub async fn create(weights: JsValue, preset: Option<String>) -> Result<Tracker, JsError> {
-        let preset: Preset = match preset.as_deref() {
-            None | Some("") => Preset::default(),
-            Some(p) => p
-                .parse()
-                .map_err(|e: sparsett::Error| js_err(e.to_string()))?,
+        let asked: Option<Preset> = match preset.as_deref() {
+            None | Some("") => None,
+            Some(p) => Some(
+                p.parse()
+                    .map_err(|e: sparsett::Error| js_err(e.to_string()))?,
+            ),
         };
         let weights = weights_bytes(&weights).await.map_err(js_err)?;
         let sd = parse_weights(&weights).map_err(js_err)?;
         drop(weights);
+        let preset = match asked {
+            Some(p) => p,
+            None => Preset::for_weights(&sd)
+                .map_err(|e| js_err(e.to_string()))?
+                .unwrap_or_default(),
+        };
         let gpu = create_gpu(GpuOptions::default()).await.map_err(js_err)?;
         let model = SparseTT::load(&gpu, &sd)
             .map_err(|e| js_err(format!("loading the model on the GPU failed: {e}")))?;
