@@ -86,6 +86,16 @@ fn demo_example_is_the_tiny_architecture() {
     let f = TrainFile::load(Path::new("demo")).unwrap();
     assert_eq!(f.arch(), Config::tiny());
     assert!(EXAMPLES.iter().any(|(n, _)| *n == "demo"));
+    // The second stage trains the same architecture on from the first stage's last checkpoint.
+    let s2 = TrainFile::load(Path::new("demo-stage2")).unwrap();
+    assert_eq!(s2.arch(), Config::tiny());
+    let first = f.steps_per_epoch() * f.train.track.data.num_epochs;
+    assert_eq!(
+        s2.sparsett.init_weights.as_deref(),
+        Some(Path::new(&format!(
+            "out/demo_run/step-{first:08}.safetensors"
+        )))
+    );
 }
 
 #[test]

@@ -35,11 +35,12 @@ pub fn track_sequence(t: &mut Tracker, seq: &Sequence) -> Result<(Vec<[f64; 4]>,
 }
 
 /// Mean success AUC (one-pass evaluation, got10k-toolkit definitions) of `model` over the
-/// GOT-10k-layout sequences under `root` (at most `max` of them, in list order), tracked with the
-/// GOT-10k preset.
+/// GOT-10k-layout sequences under `root` (at most `max` of them, in list order), tracked with
+/// `preset`.
 pub fn success_auc(
     gpu: Arc<Gpu>,
     model: Arc<SparseTT>,
+    preset: Preset,
     root: &Path,
     max: Option<usize>,
 ) -> Result<f64> {
@@ -47,7 +48,7 @@ pub fn success_auc(
     let mut aucs = Vec::new();
     for seq in seqs.into_iter().take(max.unwrap_or(usize::MAX)) {
         let seq = seq?;
-        let mut t = Tracker::new(gpu.clone(), model.clone(), Preset::GOT10K);
+        let mut t = Tracker::new(gpu.clone(), model.clone(), preset);
         let (boxes, _) = track_sequence(&mut t, &seq)
             .map_err(|e| Error::Other(format!("validation sequence {}: {e}", seq.name)))?;
         let (s, _) = metrics::score_sequence(Protocol::Got10kOpe, &seq, &[boxes], None)?;

@@ -410,7 +410,7 @@ pub struct Extra {
 }
 
 /// The shipped example configurations, by name.
-pub const EXAMPLES: [(&str, &str); 3] = [
+pub const EXAMPLES: [(&str, &str); 4] = [
     (
         "got10k",
         include_str!("configs/sparsett_swin_train_got10k.toml"),
@@ -420,6 +420,7 @@ pub const EXAMPLES: [(&str, &str); 3] = [
         include_str!("configs/sparsett_swin_train_fulldata.toml"),
     ),
     ("demo", include_str!("configs/demo_tiny.toml")),
+    ("demo-stage2", include_str!("configs/demo_stage2.toml")),
 ];
 
 impl TrainFile {

@@ -326,9 +326,11 @@ impl Trainer {
             return Ok(None);
         };
         let model = Arc::new(self.inference_model()?);
+        // The official GOT-10k preset: a model in training has no tuned one yet.
         let auc = crate::eval::success_auc(
             self.gpu.clone(),
             model,
+            crate::tracker::Preset::GOT10K,
             root,
             self.cfg.sparsett.val_sequences,
         )?;
