@@ -17,14 +17,15 @@ export WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-600}"
 echo "browser tests done in $((SECONDS - start)) s"
 bash web/build.sh
 
-# The page tests track with SPARSETT_WEB_MODEL; by default a tiny random model made by the native
-# CLI, which also gives the native boxes the browser must match.
+# The page tests track with SPARSETT_WEB_MODEL: by default the shipped demo model, which must
+# follow the moving object (SPARSETT_WEB_TRAINED=1); the native CLI gives the boxes the browser
+# must match.
 unset RUSTC RUSTDOC RUSTC_BOOTSTRAP CARGO_TARGET_DIR
 cargo build --locked --quiet --bin sparsett
 export SPARSETT_BIN="${SPARSETT_BIN:-$PWD/target/debug/sparsett}"
-if [[ -z "${SPARSETT_WEB_MODEL:-}" ]] && "$SPARSETT_BIN" init-weights --help >/dev/null 2>&1; then
-  export SPARSETT_WEB_MODEL="$PWD/web/target/tiny-seed0.safetensors"
-  WGPU_BACKEND=vulkan "$SPARSETT_BIN" init-weights --config tiny --seed 0 --out "$SPARSETT_WEB_MODEL"
+if [[ -z "${SPARSETT_WEB_MODEL:-}" ]]; then
+  export SPARSETT_WEB_MODEL="$PWD/src/assets/sparsett-demo.safetensors"
+  export SPARSETT_WEB_TRAINED="${SPARSETT_WEB_TRAINED:-1}"
 fi
 start=$SECONDS
 node web/tests/page/run.mjs

@@ -6,10 +6,10 @@
 // web/target/page-tests/ (SPARSETT_WEB_ARTIFACTS to change).
 //
 // Environment:
-//   SPARSETT_WEB_MODEL     weights the page loads by default (test.sh makes a tiny random model);
-//                          without it the tracking tests are skipped and say so.
-//   SPARSETT_WEB_TRAINED   set to 1 when SPARSETT_WEB_MODEL is a trained model: the boxes must
-//                          then follow the object's path (random weights cannot).
+//   SPARSETT_WEB_MODEL     weights the page loads by default (test.sh gives the shipped demo
+//                          model); without it the tracking tests are skipped and say so.
+//   SPARSETT_WEB_TRAINED   set to 1 when SPARSETT_WEB_MODEL is a trained model (test.sh does for
+//                          the demo model): the boxes must then follow the object's path.
 //   SPARSETT_BIN           the native `sparsett` binary: the browser tracker must match it.
 
 import test from "node:test";
@@ -37,10 +37,16 @@ mkdirSync(ARTIFACTS, { recursive: true });
 const tmp = mkdtempSync(join(tmpdir(), "sparsett-page-"));
 
 // The object: a 48×40 yellow box on a blue 320×240 background whose top-left corner moves
-// along (40 + 6t, 60 + 3t) pixels at time t seconds; 10 frames/s for 30 s.
+// along (40 + 2t, 60 + t) pixels at time t seconds; 10 frames/s for 30 s. The video plays in
+// real time while SwiftShader takes ~10 s for the first update and ~1.5 s for each next one, so
+// the tracker sees jumps of ~22 px, then ~3.4 px.
 const W = 320, H = 240, OW = 48, OH = 40, FPS = 10, SECONDS = 30;
-const pathAt = (t) => ({ x: 40 + 6 * t, y: 60 + 3 * t, w: OW, h: OH });
-const FILTER = `[0][1]overlay=x='40+6*t':y='60+3*t':eval=frame`;
+const pathAt = (t) => ({ x: 40 + 2 * t, y: 60 + t, w: OW, h: OH });
+const FILTER = `[0][1]overlay=x='40+2*t':y='60+t':eval=frame`;
+// The path-following check uses the updates from this time on: by then a box that stayed put
+// overlaps the object by IoU 0.28 at most, so the check fails a tracker that does not follow.
+const FOLLOW_FROM_S = 10;
+const FOLLOW_UPDATES = 3;
 
 function ffmpeg(args) {
   execFileSync(FFMPEG, ["-hide_banner", "-loglevel", "error", "-y", ...args], { stdio: "inherit" });
@@ -181,7 +187,11 @@ test("the page tracks a drawn box on a video file", { skip: !MODEL && "SPARSETT_
     await page.waitFor(`window.sparsettDemo.phase === "tracking"`, { what: "tracking to start" });
 
     const started = Date.now();
-    await page.waitFor(`window.sparsettDemo.results.length >= ${FRAMES_TO_TRACK}`, {
+    const enough = TRAINED
+      ? `window.sparsettDemo.results.length >= ${FRAMES_TO_TRACK} && ` +
+        `window.sparsettDemo.results.filter((r) => r.time >= ${FOLLOW_FROM_S}).length >= ${FOLLOW_UPDATES}`
+      : `window.sparsettDemo.results.length >= ${FRAMES_TO_TRACK}`;
+    await page.waitFor(enough, {
       what: `${FRAMES_TO_TRACK} tracked frames`,
       timeoutMs: TRACK_TIMEOUT_MS,
       intervalMs: 500,
@@ -212,11 +222,20 @@ test("the page tracks a drawn box on a video file", { skip: !MODEL && "SPARSETT_
     assert.match(s.score, /^\d\.\d{3}$/);
     writeFileSync(join(ARTIFACTS, "demo-results.json"), JSON.stringify(s, null, 1));
     if (TRAINED) {
-      // A trained tracker keeps the box on a plain moving square: mean IoU over 0.5 is lenient.
-      const ious = s.results.map((r) => iou(r, pathAt(r.time)));
-      const mean = ious.reduce((a, b) => a + b, 0) / n;
-      console.log(`  IoU with the true path: mean ${mean.toFixed(3)}, per frame ${ious.map((v) => v.toFixed(2)).join(" ")}`);
-      assert.ok(mean > 0.5, `the boxes do not follow the object (mean IoU ${mean.toFixed(3)})`);
+      // A trained tracker keeps the box on a plain moving square: mean IoU over 0.5 is lenient
+      // (the demo model scores ~0.8 natively on these jumps); the box left where it was drawn
+      // scores under 0.28 on the same frames, and the test checks that too.
+      const late = s.results.filter((r) => r.time >= FOLLOW_FROM_S);
+      const mean = (boxes) => boxes.reduce((a, b) => a + b, 0) / boxes.length;
+      const ious = late.map((r) => iou(r, pathAt(r.time)));
+      const still = mean(late.map((r) => iou(pathAt(0), pathAt(r.time))));
+      console.log(
+        `  IoU with the true path from ${FOLLOW_FROM_S} s on: mean ${mean(ious).toFixed(3)} ` +
+          `(a box left in place: ${still.toFixed(3)}); per update ${ious.map((v) => v.toFixed(2)).join(" ")} ` +
+          `at ${late.map((r) => r.time.toFixed(1)).join(", ")} s`,
+      );
+      assert.ok(still < 0.3, `the check cannot tell a still box from a tracker (${still.toFixed(3)})`);
+      assert.ok(mean(ious) > 0.5, `the boxes do not follow the object (mean IoU ${mean(ious).toFixed(3)})`);
     } else {
       console.log("  (random weights: the path-following check runs with SPARSETT_WEB_TRAINED=1)");
     }
@@ -237,7 +256,7 @@ const BOX_TOL_PX = 0.05;
 test("the browser tracker equals the native tracker", { skip: (!MODEL || !NATIVE) && "needs SPARSETT_WEB_MODEL and SPARSETT_BIN" }, async () => {
   const frames = join(tmp, "frames");
   mkdirSync(frames);
-  // 2 frames/s: the box moves 3 px and 1.5 px per frame.
+  // 2 frames/s: the box moves 1 px and 0.5 px per frame.
   ffmpeg([...sources(4, 2), "-filter_complex", FILTER, "-frames:v", "6", join(frames, "%04d.png")]);
   const names = readdirSync(frames).sort();
   const init = pathAt(0);
