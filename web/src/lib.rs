@@ -215,6 +215,7 @@ pub struct Tracker {
     /// runs: `None` means busy, and a concurrent call is refused instead of interleaved.
     inner: Rc<RefCell<Option<tracker::Tracker>>>,
     adapter: String,
+    preset: String,
     canvas: FrameCanvas,
 }
 
@@ -247,6 +248,7 @@ impl Tracker {
             .map_err(|e| js_err(format!("loading the model on the GPU failed: {e}")))?;
         drop(sd);
         let adapter = gpu.adapter_line();
+        let preset_line = preset.to_string();
         // The tracker API takes Arc handles so native hosts can share them across threads; the
         // browser has one thread, where Arc is merely a reference count.
         #[allow(clippy::arc_with_non_send_sync)]
@@ -254,6 +256,7 @@ impl Tracker {
         Ok(Tracker {
             inner: Rc::new(RefCell::new(Some(inner))),
             adapter,
+            preset: preset_line,
             canvas: FrameCanvas::default(),
         })
     }
@@ -263,6 +266,13 @@ impl Tracker {
     #[wasm_bindgen(getter)]
     pub fn adapter(&self) -> String {
         self.adapter.clone()
+    }
+
+    /// The hyper-parameters in use, e.g. `weights (test_lr 0.1, window_influence 0.8, …)` for
+    /// the preset stored with the weights.
+    #[wasm_bindgen(getter)]
+    pub fn preset(&self) -> String {
+        self.preset.clone()
     }
 
     /// Starts tracking the box `{ x, y, w, h }` (pixels) in the first frame (any frame type

@@ -2,7 +2,8 @@
 // the tracker's box, score and frames/s drawn over the video. Everything runs locally.
 //
 // URL parameters: ?weights=URL (default: sparsett-demo.safetensors next to the page),
-// ?preset=got10k|otb|uav. The page's state is on `window.sparsettDemo` for scripts and tests.
+// ?preset=got10k|otb|uav (default: the preset stored with the weights, else got10k; key=value
+// overrides as `sparsett track --preset` takes them also work). The page's state is on `window.sparsettDemo` for scripts and tests.
 
 import init, { Tracker, adapterInfo } from "./pkg/sparsett_web.js";
 
@@ -60,7 +61,10 @@ async function loadWeights(source, name) {
     $("weights").textContent = name;
     showMessage("");
     state.phase = state.source ? "source" : "ready";
-    setStatus(state.source ? "Drag a box around the target." : "Weights loaded: open a video or the webcam.");
+    setStatus(
+      (state.source ? "Drag a box around the target." : "Weights loaded: open a video or the webcam.") +
+        ` Preset: ${tracker.preset}.`,
+    );
     return true;
   } catch (e) {
     state.tracker = previous;
@@ -317,7 +321,12 @@ $("stop").addEventListener("click", () => {
   video.pause();
   setStatus(`Stopped after ${state.results.length} frames.`);
 });
-if (params.get("preset")) $("preset").value = params.get("preset");
+if (params.get("preset")) {
+  const p = params.get("preset");
+  // A value the menu lacks (key=value overrides) becomes an extra option, so it is what is used.
+  if (![...$("preset").options].some((o) => o.value === p)) $("preset").add(new Option(p, p));
+  $("preset").value = p;
+}
 
 async function main() {
   requestAnimationFrame(render);

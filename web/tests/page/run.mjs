@@ -173,6 +173,13 @@ test("the page tracks a drawn box on a video file", { skip: !MODEL && "SPARSETT_
       what: "the default model to load",
       timeoutMs: 120000,
     });
+    // The menu's default passes no preset: the tracker takes the one stored with the weights.
+    const presetLine = await page.eval(`window.sparsettDemo.tracker.preset`);
+    console.log(`  preset: ${presetLine}`);
+    assert.match(await page.eval(`document.getElementById("status").textContent`), /Preset: /);
+    if (MODEL.endsWith("sparsett-demo.safetensors")) {
+      assert.match(presetLine, /^weights \(/, "the demo model's stored preset is in use");
+    }
     await page.setFiles("#video-file", [video]);
     await page.waitFor(`window.sparsettDemo.phase === "source"`, { what: "the video to open" });
     const geo = await page.eval(`(() => {
