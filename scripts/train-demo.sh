@@ -46,7 +46,13 @@ bin=target/release/sparsett
 [ -f out/synth-tune/val/list.txt ] ||
   "$bin" synth "${videos[@]}" --out out/synth-tune/val --sequences 16 --frames 40 --seed 3
 "$bin" train --config demo --out out/demo_run "$@"
-"$bin" train --config demo-stage2 --out out/demo_run2 "$@"
+# A run interrupted in stage 1 and resumed has no stage-2 checkpoint yet: stage 2 then starts.
+stage2=("$@")
+if [ ! -f out/demo_run2/latest ]; then
+  stage2=()
+  for a in "$@"; do [ "$a" = --resume ] || stage2+=("$a"); done
+fi
+"$bin" train --config demo-stage2 --out out/demo_run2 "${stage2[@]}"
 PRESET="test_lr=0.1,window_influence=0.8,penalty_k=0.2"
 model=out/sparsett-demo.safetensors
 "$bin" convert "out/demo_run2/$(cat out/demo_run2/latest)" "$model" --preset "$PRESET"

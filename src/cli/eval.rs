@@ -81,14 +81,14 @@ pub fn run(gpu: Option<Arc<Gpu>>, a: &EvalArgs) -> Result<()> {
             .iter()
             .filter(|s| !results::has_results(kind, out, &s.name))
             .collect();
-        let loaded = if todo.is_empty() {
-            None
+        // The weights are read only when there is something to track; they may carry the
+        // preset to use.
+        let (model, stored) = if todo.is_empty() {
+            (None, None)
         } else {
             let sd = super::weights::load(a.weights, false)?;
-            let stored = Preset::for_weights(&sd)?;
-            Some((SparseTT::load(&gpu, &sd)?, stored))
+            (Some(SparseTT::load(&gpu, &sd)?), Preset::for_weights(&sd)?)
         };
-        let stored = loaded.as_ref().and_then(|(_, p)| *p);
         let preset = a.preset.or(stored).unwrap_or_else(|| preset_for(kind));
         eprintln!(
             "{} sequences, {} already have results in {}; preset {preset}",
@@ -96,7 +96,7 @@ pub fn run(gpu: Option<Arc<Gpu>>, a: &EvalArgs) -> Result<()> {
             seqs.len() - todo.len(),
             out.display()
         );
-        if let Some((model, _)) = loaded {
+        if let Some(model) = model {
             let mut tracker = Tracker::new(gpu, Arc::new(model), preset);
             let pb = bar(todo.len() as u64);
             for seq in todo {

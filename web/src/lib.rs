@@ -215,6 +215,7 @@ pub struct Tracker {
     /// runs: `None` means busy, and a concurrent call is refused instead of interleaved.
     inner: Rc<RefCell<Option<tracker::Tracker>>>,
     adapter: String,
+    /// Kept beside `inner` because `inner` is taken out while an update runs.
     preset: String,
     canvas: FrameCanvas,
 }
